@@ -1,0 +1,1 @@
+//! Shared helpers for tlsmon end-to-end tests.

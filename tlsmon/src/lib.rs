@@ -1,0 +1,11 @@
+//! tlsmon: an eBPF TLS handshake monitor.
+//!
+//! Data flows capture (eBPF or pcap) -> [`segment::Segment`] -> reassembly ->
+//! handshake parsing -> outcome -> metrics / JSON events / live view.
+
+pub mod capture;
+pub mod handshake;
+pub mod pcap;
+pub mod reassembly;
+pub mod record;
+pub mod segment;
