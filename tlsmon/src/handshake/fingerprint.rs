@@ -1,0 +1,341 @@
+//! TLS fingerprints: JA3 and JA3S (Salesforce) and JA4 (FoxIO, client only).
+//!
+//! JA3: MD5 of `SSLVersion,Ciphers,Extensions,EllipticCurves,EllipticCurvePointFormats`,
+//! decimal values joined by '-', GREASE left out. JA3S: MD5 of
+//! `SSLVersion,Cipher,Extensions`. JA4 follows FoxIO's published JA4 specification
+//! (BSD-3-Clause). JA4S and the rest of JA4+ are under a licence that forbids
+//! commercial use and are deliberately not implemented.
+
+use md5::{Digest as _, Md5};
+use sha2::Sha256;
+
+use super::names::is_grease;
+
+/// Inputs of the JA3 and JA4 client fingerprints, as they appear on the wire
+/// (GREASE may still be present; it is removed here).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientHelloFields<'a> {
+    /// ClientHello `legacy_version`.
+    pub legacy_version: u16,
+    /// supported_versions extension values.
+    pub supported_versions: &'a [u16],
+    /// Cipher suites in wire order.
+    pub cipher_suites: &'a [u16],
+    /// Extension types in wire order.
+    pub extensions: &'a [u16],
+    /// supported_groups values in wire order.
+    pub supported_groups: &'a [u16],
+    /// ec_point_formats values.
+    pub ec_point_formats: &'a [u8],
+    /// signature_algorithms values in wire order.
+    pub signature_algorithms: &'a [u16],
+    /// Raw bytes of the first ALPN protocol name, if any.
+    pub first_alpn: Option<&'a [u8]>,
+}
+
+/// The JA3 string (before hashing): `771,4865-4866,0-23,29-23,0`.
+pub fn ja3_string(f: &ClientHelloFields<'_>) -> String {
+    let points: Vec<u16> = f.ec_point_formats.iter().map(|&p| u16::from(p)).collect();
+    format!(
+        "{},{},{},{},{}",
+        f.legacy_version,
+        decimal_list(f.cipher_suites),
+        decimal_list(f.extensions),
+        decimal_list(f.supported_groups),
+        decimal_list(&points)
+    )
+}
+
+/// JA3 fingerprint: MD5 hex of [`ja3_string`].
+pub fn ja3(f: &ClientHelloFields<'_>) -> String {
+    md5_hex(&ja3_string(f))
+}
+
+/// The JA3S string (before hashing): `SSLVersion,Cipher,Extensions`.
+pub fn ja3s_string(legacy_version: u16, cipher: u16, extensions: &[u16]) -> String {
+    format!("{legacy_version},{cipher},{}", decimal_list(extensions))
+}
+
+/// JA3S fingerprint: MD5 hex of [`ja3s_string`].
+pub fn ja3s(legacy_version: u16, cipher: u16, extensions: &[u16]) -> String {
+    md5_hex(&ja3s_string(legacy_version, cipher, extensions))
+}
+
+/// JA4 fingerprint of a ClientHello sent over TCP, e.g.
+/// `t13d1516h2_8daaf6152771_e5627efa2ab1`.
+pub fn ja4(f: &ClientHelloFields<'_>) -> String {
+    let ciphers: Vec<u16> = no_grease(f.cipher_suites);
+    let extensions: Vec<u16> = no_grease(f.extensions);
+    let sigalgs: Vec<u16> = no_grease(f.signature_algorithms);
+
+    let version = f
+        .supported_versions
+        .iter()
+        .copied()
+        .filter(|&v| !is_grease(v))
+        .max()
+        .unwrap_or(f.legacy_version);
+    let sni = if extensions.contains(&0x0000) {
+        'd'
+    } else {
+        'i'
+    };
+    let part_a = format!(
+        "t{}{sni}{:02}{:02}{}",
+        ja4_version(version),
+        ciphers.len().min(99),
+        extensions.len().min(99),
+        ja4_alpn(f.first_alpn)
+    );
+
+    let mut sorted_ciphers = ciphers;
+    sorted_ciphers.sort_unstable();
+    let part_b = if sorted_ciphers.is_empty() {
+        EMPTY_HASH.to_string()
+    } else {
+        sha256_12(&hex_list(&sorted_ciphers))
+    };
+
+    let mut sorted_extensions: Vec<u16> = extensions
+        .into_iter()
+        .filter(|&e| e != 0x0000 && e != 0x0010)
+        .collect();
+    sorted_extensions.sort_unstable();
+    let part_c = if sorted_extensions.is_empty() {
+        EMPTY_HASH.to_string()
+    } else if sigalgs.is_empty() {
+        sha256_12(&hex_list(&sorted_extensions))
+    } else {
+        sha256_12(&format!(
+            "{}_{}",
+            hex_list(&sorted_extensions),
+            hex_list(&sigalgs)
+        ))
+    };
+    format!("{part_a}_{part_b}_{part_c}")
+}
+
+/// What JA4 prints for an empty list instead of hashing nothing.
+const EMPTY_HASH: &str = "000000000000";
+
+/// JA4's two-character version code; "00" when unknown.
+fn ja4_version(v: u16) -> &'static str {
+    match v {
+        0x0304 => "13",
+        0x0303 => "12",
+        0x0302 => "11",
+        0x0301 => "10",
+        0x0300 => "s3",
+        0x0002 => "s2",
+        0xfeff => "d1",
+        0xfefd => "d2",
+        0xfefc => "d3",
+        _ => "00",
+    }
+}
+
+/// JA4's ALPN characters: first and last character of the first protocol, "00" when
+/// absent or empty, and the first and last hex digit when either end byte is not
+/// ASCII alphanumeric.
+fn ja4_alpn(first: Option<&[u8]>) -> String {
+    let Some((&head, rest)) = first.and_then(|p| p.split_first()) else {
+        return "00".to_string();
+    };
+    let tail = rest.last().copied().unwrap_or(head);
+    if head.is_ascii_alphanumeric() && tail.is_ascii_alphanumeric() {
+        format!("{}{}", char::from(head), char::from(tail))
+    } else {
+        let hex = hex::encode([head, tail]);
+        // First hex digit of the first byte, last hex digit of the last byte.
+        format!("{}{}", &hex[0..1], &hex[3..4])
+    }
+}
+
+fn no_grease(values: &[u16]) -> Vec<u16> {
+    values.iter().copied().filter(|&v| !is_grease(v)).collect()
+}
+
+fn decimal_list(values: &[u16]) -> String {
+    values
+        .iter()
+        .filter(|&&v| !is_grease(v))
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+fn hex_list(values: &[u16]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:04x}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn md5_hex(s: &str) -> String {
+    hex::encode(Md5::digest(s.as_bytes()))
+}
+
+fn sha256_12(s: &str) -> String {
+    let mut full = hex::encode(Sha256::digest(s.as_bytes()));
+    full.truncate(12);
+    full
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_list(s: &str, radix: u32) -> Vec<u16> {
+        if s.is_empty() {
+            return Vec::new();
+        }
+        s.split([',', '-'])
+            .map(|v| u16::from_str_radix(v, radix).unwrap())
+            .collect()
+    }
+
+    /// Salesforce's ja3 README example string and hash.
+    #[test]
+    fn ja3_matches_the_salesforce_readme_example() {
+        let f = ClientHelloFields {
+            legacy_version: 769,
+            supported_versions: &[],
+            cipher_suites: &parse_list("47-53-5-10-49161-49162-49171-49172-50-56-19-4", 10),
+            extensions: &[0, 10, 11],
+            supported_groups: &[23, 24, 25],
+            ec_point_formats: &[0],
+            signature_algorithms: &[],
+            first_alpn: None,
+        };
+        assert_eq!(
+            ja3_string(&f),
+            "769,47-53-5-10-49161-49162-49171-49172-50-56-19-4,0-10-11,23-24-25,0"
+        );
+        assert_eq!(ja3(&f), "ada70206e40642a3e4461f35503241d5");
+    }
+
+    /// FoxIO's JA4 technical details example: the original-order raw fingerprint
+    /// (`JA4_ro`) rebuilt into fields, with GREASE sprinkled in, must give the
+    /// published `t13d1516h2_8daaf6152771_e5627efa2ab1`.
+    #[test]
+    fn ja4_matches_the_foxio_specification_example() {
+        let ciphers = parse_list(
+            "0a0a,1301,1302,1303,c02b,c02f,c02c,c030,cca9,cca8,c013,c014,009c,009d,002f,0035",
+            16,
+        );
+        let extensions = parse_list(
+            "1a1a,001b,0000,0033,0010,4469,0017,002d,000d,0005,0023,0012,002b,ff01,000b,000a,0015,fafa",
+            16,
+        );
+        let sigalgs = parse_list("0403,0804,0401,0503,0805,0501,0806,0601", 16);
+        let f = ClientHelloFields {
+            legacy_version: 0x0303,
+            supported_versions: &[0x3a3a, 0x0304, 0x0303],
+            cipher_suites: &ciphers,
+            extensions: &extensions,
+            supported_groups: &[],
+            ec_point_formats: &[],
+            signature_algorithms: &sigalgs,
+            first_alpn: Some(b"h2"),
+        };
+        assert_eq!(ja4(&f), "t13d1516h2_8daaf6152771_e5627efa2ab1");
+    }
+
+    /// FoxIO's example of an extension hash without signature algorithms.
+    #[test]
+    fn ja4_extension_hash_without_signature_algorithms() {
+        let extensions = parse_list(
+            "001b,0000,0033,0010,4469,0017,002d,000d,0005,0023,0012,002b,ff01,000b,000a,0015",
+            16,
+        );
+        let f = ClientHelloFields {
+            legacy_version: 0x0303,
+            supported_versions: &[],
+            cipher_suites: &[],
+            extensions: &extensions,
+            supported_groups: &[],
+            ec_point_formats: &[],
+            signature_algorithms: &[],
+            first_alpn: None,
+        };
+        assert_eq!(ja4(&f), "t12d001600_000000000000_6d807ffa2a79");
+    }
+
+    /// A real Chrome 143 ClientHello as published by browserleaks (its `ja4_r` and
+    /// `ja3_text` agree with its `ja4` and `ja3_hash`): a second known-answer test that
+    /// covers X25519MLKEM768 (4588) and ECH (fe0d).
+    #[test]
+    fn ja4_and_ja3_match_a_published_chrome_hello() {
+        let ciphers = parse_list(
+            "1301,1302,1303,c02b,c02f,c02c,c030,cca9,cca8,c013,c014,009c,009d,002f,0035",
+            16,
+        );
+        let extensions = parse_list(
+            "002d,0033,0010,fe0d,0017,44cd,0000,000b,000a,002b,ff01,0023,0012,0005,000d,001b",
+            16,
+        );
+        let sigalgs = parse_list("0403,0804,0401,0503,0805,0501,0806,0601", 16);
+        let f = ClientHelloFields {
+            legacy_version: 771,
+            supported_versions: &[0x0304, 0x0303],
+            cipher_suites: &ciphers,
+            extensions: &extensions,
+            supported_groups: &[4588, 29, 23, 24],
+            ec_point_formats: &[0],
+            signature_algorithms: &sigalgs,
+            first_alpn: Some(b"h2"),
+        };
+        assert_eq!(ja4(&f), "t13d1516h2_8daaf6152771_d8a2da3f94cd");
+        assert_eq!(
+            ja3_string(&f),
+            "771,4865-4866-4867-49195-49199-49196-49200-52393-52392-49171-49172-156-157-47-53,\
+             45-51-16-65037-23-17613-0-11-10-43-65281-35-18-5-13-27,4588-29-23-24,0"
+        );
+        assert_eq!(ja3(&f), "98487aa16281980e7d1120d399efb6a4");
+    }
+
+    #[test]
+    fn ja4_alpn_rules_from_the_specification() {
+        assert_eq!(ja4_alpn(None), "00");
+        assert_eq!(ja4_alpn(Some(b"")), "00");
+        assert_eq!(ja4_alpn(Some(b"h2")), "h2");
+        assert_eq!(ja4_alpn(Some(b"http/1.1")), "h1");
+        assert_eq!(ja4_alpn(Some(b"x")), "xx");
+        assert_eq!(ja4_alpn(Some(&[0xab])), "ab");
+        assert_eq!(ja4_alpn(Some(&[0xab, 0xcd])), "ad");
+        assert_eq!(ja4_alpn(Some(&[0x30, 0xab])), "3b");
+        assert_eq!(ja4_alpn(Some(&[0x30, 0x31, 0xab, 0xcd])), "3d");
+        assert_eq!(ja4_alpn(Some(&[0x30, 0xab, 0xcd, 0x31])), "01");
+    }
+
+    #[test]
+    fn ja4_counts_cap_at_99_and_empty_lists_hash_to_zeros() {
+        let many: Vec<u16> = (1..=120).collect();
+        let f = ClientHelloFields {
+            legacy_version: 0x0301,
+            supported_versions: &[],
+            cipher_suites: &many,
+            extensions: &[],
+            supported_groups: &[],
+            ec_point_formats: &[],
+            signature_algorithms: &[],
+            first_alpn: None,
+        };
+        let fp = ja4(&f);
+        assert!(fp.starts_with("t10i990000_"), "{fp}");
+        assert!(fp.ends_with("_000000000000"), "{fp}");
+        let none = ClientHelloFields {
+            cipher_suites: &[],
+            ..f
+        };
+        assert_eq!(ja4(&none), "t10i000000_000000000000_000000000000");
+    }
+
+    #[test]
+    fn ja3s_joins_version_cipher_and_extensions() {
+        assert_eq!(ja3s_string(771, 4865, &[43, 51]), "771,4865,43-51");
+        assert_eq!(ja3s(771, 4865, &[43, 51]), md5_hex("771,4865,43-51"));
+        assert_eq!(ja3s_string(769, 47, &[]), "769,47,");
+    }
+}

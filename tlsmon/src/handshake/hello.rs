@@ -1,0 +1,269 @@
+//! ClientHello and ServerHello bodies into [`ClientHello`] / [`ServerHello`].
+
+use tls_parser::{
+    parse_tls_client_hello_extension, parse_tls_extension_unknown,
+    parse_tls_handshake_client_hello, parse_tls_handshake_server_hello,
+    parse_tls_server_hello_extension, TlsExtension,
+};
+
+use super::fingerprint::{self, ClientHelloFields};
+use super::names::is_grease;
+use super::{ClientHello, ServerHello};
+
+/// The `random` of a ServerHello that is really a HelloRetryRequest (RFC 8446 4.1.3).
+const HELLO_RETRY_REQUEST_RANDOM: [u8; 32] = [
+    0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
+    0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+];
+
+/// Extension type codes used below.
+const EXT_PRE_SHARED_KEY: u16 = 41;
+
+/// One extension: its type (as on the wire) and tls-parser's reading of its content,
+/// `None` when tls-parser rejected the content.
+type Extension<'a> = (u16, Option<TlsExtension<'a>>);
+
+/// Splits an extensions block into extensions.
+///
+/// tls-parser's list parsers (`parse_tls_client_hello_extensions`) stop silently at the
+/// first extension whose content they reject and drop the rest, but fingerprints need
+/// every extension type in order. So each extension is parsed on its own, and one with
+/// odd content is still listed by type (via `parse_tls_extension_unknown`).
+fn split_extensions(
+    mut block: &[u8],
+    parse_one: fn(&[u8]) -> tls_parser::IResult<&[u8], TlsExtension<'_>>,
+) -> Result<Vec<Extension<'_>>, String> {
+    let mut out = Vec::new();
+    while !block.is_empty() {
+        let ext_type = match block {
+            [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]),
+            _ => return Err("truncated extension header".to_string()),
+        };
+        match parse_one(block) {
+            Ok((rest, ext)) => {
+                out.push((ext_type, Some(ext)));
+                block = rest;
+            }
+            Err(_) => match parse_tls_extension_unknown(block) {
+                Ok((rest, _)) => {
+                    out.push((ext_type, None));
+                    block = rest;
+                }
+                Err(_) => return Err(format!("extension 0x{ext_type:04x} is truncated")),
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes a ClientHello handshake body (after the 4-byte handshake header).
+pub(super) fn parse_client_hello(body: &[u8], message_len: u32) -> Result<ClientHello, String> {
+    let (_, ch) = parse_tls_handshake_client_hello(body)
+        .map_err(|e| format!("ClientHello does not parse: {e:?}"))?;
+    let extensions = match ch.ext {
+        Some(block) => split_extensions(block, parse_tls_client_hello_extension)
+            .map_err(|e| format!("ClientHello: {e}"))?,
+        None => Vec::new(),
+    };
+    let mut hello = ClientHello {
+        legacy_version: ch.version.0,
+        session_id_len: ch.session_id.map_or(0, |s| s.len() as u8),
+        message_len,
+        ..ClientHello::default()
+    };
+    let raw_ciphers: Vec<u16> = ch.ciphers.iter().map(|c| c.0).collect();
+    let raw_extensions: Vec<u16> = extensions.iter().map(|(t, _)| *t).collect();
+    let mut raw_versions = Vec::new();
+    let mut raw_groups = Vec::new();
+    let mut raw_sigalgs = Vec::new();
+    let mut first_alpn: Option<&[u8]> = None;
+    for (ext_type, ext) in &extensions {
+        if *ext_type == EXT_PRE_SHARED_KEY {
+            hello.psk_offered = true;
+        }
+        let Some(ext) = ext else { continue };
+        match ext {
+            TlsExtension::SNI(names) => {
+                // The first host_name (type 0) entry; RFC 6066 allows only one.
+                hello.sni = names
+                    .iter()
+                    .find(|(kind, _)| kind.0 == 0)
+                    .map(|(_, name)| String::from_utf8_lossy(name).into_owned());
+            }
+            TlsExtension::ALPN(protocols) => {
+                first_alpn = protocols.first().copied();
+                hello.alpn = protocols
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect();
+            }
+            TlsExtension::SupportedVersions(versions) => {
+                raw_versions = versions.iter().map(|v| v.0).collect();
+            }
+            TlsExtension::EllipticCurves(groups) => {
+                raw_groups = groups.iter().map(|g| g.0).collect();
+            }
+            TlsExtension::SignatureAlgorithms(algs) => raw_sigalgs = algs.clone(),
+            TlsExtension::EcPointFormats(formats) => hello.ec_point_formats = formats.to_vec(),
+            TlsExtension::KeyShare(raw) => hello.key_share_groups = key_share_groups(raw),
+            TlsExtension::SessionTicket(ticket) => {
+                hello.session_ticket_offered = !ticket.is_empty();
+            }
+            _ => {}
+        }
+    }
+    let fields = ClientHelloFields {
+        legacy_version: hello.legacy_version,
+        supported_versions: &raw_versions,
+        cipher_suites: &raw_ciphers,
+        extensions: &raw_extensions,
+        supported_groups: &raw_groups,
+        ec_point_formats: &hello.ec_point_formats,
+        signature_algorithms: &raw_sigalgs,
+        first_alpn,
+    };
+    hello.ja3 = fingerprint::ja3(&fields);
+    hello.ja4 = fingerprint::ja4(&fields);
+    hello.supported_versions = without_grease(&raw_versions);
+    hello.cipher_suites = without_grease(&raw_ciphers);
+    hello.extensions = without_grease(&raw_extensions);
+    hello.supported_groups = without_grease(&raw_groups);
+    hello.signature_algorithms = without_grease(&raw_sigalgs);
+    Ok(hello)
+}
+
+/// Groups of a ClientHello key_share extension (`KeyShareEntry client_shares<0..2^16-1>`),
+/// GREASE removed. tls-parser hands this extension over as raw bytes; entries that run
+/// past the end are ignored.
+fn key_share_groups(raw: &[u8]) -> Vec<u16> {
+    let mut groups = Vec::new();
+    let Some(([hi, lo], entries)) = raw.split_first_chunk::<2>() else {
+        return groups;
+    };
+    let list_len = usize::from(u16::from_be_bytes([*hi, *lo]));
+    let mut entries = &entries[..list_len.min(entries.len())];
+    while let Some(([g0, g1, l0, l1], rest)) = entries.split_first_chunk::<4>() {
+        let group = u16::from_be_bytes([*g0, *g1]);
+        let kx_len = usize::from(u16::from_be_bytes([*l0, *l1]));
+        if kx_len > rest.len() {
+            break;
+        }
+        if !is_grease(group) {
+            groups.push(group);
+        }
+        entries = &rest[kx_len..];
+    }
+    groups
+}
+
+/// Decodes a ServerHello handshake body (after the 4-byte handshake header), including
+/// a HelloRetryRequest, which TLS 1.3 sends as a ServerHello with a special random.
+pub(super) fn parse_server_hello(body: &[u8]) -> Result<ServerHello, String> {
+    let (_, sh) = parse_tls_handshake_server_hello(body).map_err(|e| {
+        let version = body
+            .get(..2)
+            .map_or(0, |v| u16::from_be_bytes([v[0], v[1]]));
+        format!("ServerHello (legacy version 0x{version:04x}) does not parse: {e:?}")
+    })?;
+    let extensions = match sh.ext {
+        Some(block) => split_extensions(block, parse_tls_server_hello_extension)
+            .map_err(|e| format!("ServerHello: {e}"))?,
+        None => Vec::new(),
+    };
+    let mut hello = ServerHello {
+        legacy_version: sh.version.0,
+        selected_version: sh.version.0,
+        cipher_suite: sh.cipher.0,
+        session_id: sh.session_id.map(<[u8]>::to_vec).unwrap_or_default(),
+        is_hello_retry_request: sh.random == HELLO_RETRY_REQUEST_RANDOM,
+        ..ServerHello::default()
+    };
+    let raw_extensions: Vec<u16> = extensions.iter().map(|(t, _)| *t).collect();
+    for (ext_type, ext) in &extensions {
+        if *ext_type == EXT_PRE_SHARED_KEY {
+            hello.psk_selected = true;
+        }
+        match ext {
+            Some(TlsExtension::SupportedVersions(v)) if v.len() == 1 => {
+                hello.selected_version = v[0].0;
+            }
+            // Both the ServerHello's KeyShareEntry and the HelloRetryRequest's
+            // selected_group start with the 2-byte group; tls-parser leaves it raw.
+            Some(TlsExtension::KeyShare(raw)) => {
+                hello.key_share_group = raw
+                    .split_first_chunk::<2>()
+                    .map(|(g, _)| u16::from_be_bytes(*g));
+            }
+            Some(TlsExtension::ALPN(protocols)) => {
+                hello.alpn = protocols
+                    .first()
+                    .map(|p| String::from_utf8_lossy(p).into_owned());
+            }
+            _ => {}
+        }
+    }
+    hello.extensions = without_grease(&raw_extensions);
+    hello.ja3s = fingerprint::ja3s(hello.legacy_version, hello.cipher_suite, &raw_extensions);
+    Ok(hello)
+}
+
+/// Decodes an SSLv2-compatible ClientHello (RFC 5246 appendix E.2): `record` is the
+/// whole record including its 2-byte header. tls-parser has no SSLv2 support, and the
+/// layout is five fixed fields and three byte strings, so it is read here.
+pub(super) fn parse_sslv2_client_hello(record: &[u8]) -> Result<ClientHello, String> {
+    let field = |at: usize| -> Result<u16, String> {
+        record
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or_else(|| "SSLv2 ClientHello is truncated".to_string())
+    };
+    let version = field(3)?;
+    let cipher_specs_len = usize::from(field(5)?);
+    let session_id_len = usize::from(field(7)?);
+    let challenge_len = usize::from(field(9)?);
+    if cipher_specs_len % 3 != 0 {
+        return Err(format!(
+            "SSLv2 ClientHello cipher_spec_length {cipher_specs_len} is not a multiple of 3"
+        ));
+    }
+    if session_id_len > 32 {
+        return Err(format!(
+            "SSLv2 ClientHello session_id_length {session_id_len} exceeds 32"
+        ));
+    }
+    let specs_end = 11 + cipher_specs_len;
+    if specs_end + session_id_len + challenge_len != record.len() {
+        return Err("SSLv2 ClientHello lengths do not add up to the record length".to_string());
+    }
+    // Three-byte cipher specs; those with a zero first byte are TLS cipher suites,
+    // the others are SSLv2-only kinds with no TLS code point.
+    let raw_ciphers: Vec<u16> = record[11..specs_end]
+        .chunks_exact(3)
+        .filter(|spec| spec[0] == 0)
+        .map(|spec| u16::from_be_bytes([spec[1], spec[2]]))
+        .collect();
+    let fields = ClientHelloFields {
+        legacy_version: version,
+        supported_versions: &[],
+        cipher_suites: &raw_ciphers,
+        extensions: &[],
+        supported_groups: &[],
+        ec_point_formats: &[],
+        signature_algorithms: &[],
+        first_alpn: None,
+    };
+    Ok(ClientHello {
+        legacy_version: version,
+        sslv2_compat: true,
+        cipher_suites: without_grease(&raw_ciphers),
+        session_id_len: session_id_len as u8,
+        message_len: record.len() as u32,
+        ja3: fingerprint::ja3(&fields),
+        ja4: fingerprint::ja4(&fields),
+        ..ClientHello::default()
+    })
+}
+
+fn without_grease(values: &[u16]) -> Vec<u16> {
+    values.iter().copied().filter(|&v| !is_grease(v)).collect()
+}

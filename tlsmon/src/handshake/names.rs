@@ -1,0 +1,219 @@
+//! Names of TLS code points as the IANA registries and RFCs spell them.
+//!
+//! Cipher suite names come from tls-parser's copy of the IANA registry. Versions,
+//! groups and alerts are tabled here: tls-parser names groups and alerts in Rust
+//! CamelCase ("EcdhX25519", "HandshakeFailure") and does not know the post-quantum
+//! hybrid groups, while tlsmon reports the registry spelling ("x25519",
+//! "X25519MLKEM768", "handshake_failure"). Unknown values print as hex, never panic.
+
+/// Name of a protocol version: "SSLv3", "TLSv1.0" .. "TLSv1.3", "DTLSv1.2"; unknown
+/// values as hex ("0x7f1c").
+pub fn version_name(v: u16) -> String {
+    let name = match v {
+        0x0002 => "SSLv2",
+        0x0300 => "SSLv3",
+        0x0301 => "TLSv1.0",
+        0x0302 => "TLSv1.1",
+        0x0303 => "TLSv1.2",
+        0x0304 => "TLSv1.3",
+        0xfeff => "DTLSv1.0",
+        0xfefd => "DTLSv1.2",
+        0xfefc => "DTLSv1.3",
+        _ => return format!("0x{v:04x}"),
+    };
+    name.to_string()
+}
+
+/// IANA name of a cipher suite ("TLS_AES_128_GCM_SHA256"); GREASE as "GREASE",
+/// unknown values as hex.
+pub fn cipher_name(id: u16) -> String {
+    if is_grease(id) {
+        return "GREASE".to_string();
+    }
+    match tls_parser::TlsCipherSuite::from_id(id) {
+        Some(suite) => suite.name.to_string(),
+        None => format!("0x{id:04x}"),
+    }
+}
+
+/// IANA name of a supported group ("x25519", "secp256r1", "X25519MLKEM768");
+/// GREASE as "GREASE", unknown values as hex.
+pub fn group_name(id: u16) -> String {
+    if is_grease(id) {
+        return "GREASE".to_string();
+    }
+    let name = match id {
+        1 => "sect163k1",
+        2 => "sect163r1",
+        3 => "sect163r2",
+        4 => "sect193r1",
+        5 => "sect193r2",
+        6 => "sect233k1",
+        7 => "sect233r1",
+        8 => "sect239k1",
+        9 => "sect283k1",
+        10 => "sect283r1",
+        11 => "sect409k1",
+        12 => "sect409r1",
+        13 => "sect571k1",
+        14 => "sect571r1",
+        15 => "secp160k1",
+        16 => "secp160r1",
+        17 => "secp160r2",
+        18 => "secp192k1",
+        19 => "secp192r1",
+        20 => "secp224k1",
+        21 => "secp224r1",
+        22 => "secp256k1",
+        23 => "secp256r1",
+        24 => "secp384r1",
+        25 => "secp521r1",
+        26 => "brainpoolP256r1",
+        27 => "brainpoolP384r1",
+        28 => "brainpoolP512r1",
+        29 => "x25519",
+        30 => "x448",
+        31 => "brainpoolP256r1tls13",
+        32 => "brainpoolP384r1tls13",
+        33 => "brainpoolP512r1tls13",
+        34 => "GC256A",
+        35 => "GC256B",
+        36 => "GC256C",
+        37 => "GC256D",
+        38 => "GC512A",
+        39 => "GC512B",
+        40 => "GC512C",
+        41 => "curveSM2",
+        0x0100 => "ffdhe2048",
+        0x0101 => "ffdhe3072",
+        0x0102 => "ffdhe4096",
+        0x0103 => "ffdhe6144",
+        0x0104 => "ffdhe8192",
+        0x0200 => "MLKEM512",
+        0x0201 => "MLKEM768",
+        0x0202 => "MLKEM1024",
+        0x11eb => "SecP256r1MLKEM768",
+        0x11ec => "X25519MLKEM768",
+        0x11ed => "SecP384r1MLKEM1024",
+        // Pre-standard Kyber hybrids still sent by older Chrome and Cloudflare clients.
+        0x6399 => "X25519Kyber768Draft00",
+        0x639a => "SecP256r1Kyber768Draft00",
+        0xff01 => "arbitrary_explicit_prime_curves",
+        0xff02 => "arbitrary_explicit_char2_curves",
+        _ => return format!("0x{id:04x}"),
+    };
+    name.to_string()
+}
+
+/// RFC 8446 / IANA name of an alert description ("handshake_failure"); unknown values
+/// as hex ("0x63").
+pub fn alert_name(desc: u8) -> String {
+    let name = match desc {
+        0 => "close_notify",
+        10 => "unexpected_message",
+        20 => "bad_record_mac",
+        21 => "decryption_failed",
+        22 => "record_overflow",
+        30 => "decompression_failure",
+        40 => "handshake_failure",
+        41 => "no_certificate",
+        42 => "bad_certificate",
+        43 => "unsupported_certificate",
+        44 => "certificate_revoked",
+        45 => "certificate_expired",
+        46 => "certificate_unknown",
+        47 => "illegal_parameter",
+        48 => "unknown_ca",
+        49 => "access_denied",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        52 => "too_many_cids_requested",
+        60 => "export_restriction",
+        70 => "protocol_version",
+        71 => "insufficient_security",
+        80 => "internal_error",
+        86 => "inappropriate_fallback",
+        90 => "user_canceled",
+        100 => "no_renegotiation",
+        109 => "missing_extension",
+        110 => "unsupported_extension",
+        111 => "certificate_unobtainable",
+        112 => "unrecognized_name",
+        113 => "bad_certificate_status_response",
+        114 => "bad_certificate_hash_value",
+        115 => "unknown_psk_identity",
+        116 => "certificate_required",
+        120 => "no_application_protocol",
+        121 => "ech_required",
+        _ => return format!("0x{desc:02x}"),
+    };
+    name.to_string()
+}
+
+/// True for the RFC 8701 GREASE values 0x0a0a, 0x1a1a, .. 0xfafa.
+pub fn is_grease(v: u16) -> bool {
+    v & 0x0f0f == 0x0a0a && (v >> 8) == (v & 0xff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_versions() {
+        assert_eq!(version_name(0x0300), "SSLv3");
+        assert_eq!(version_name(0x0301), "TLSv1.0");
+        assert_eq!(version_name(0x0303), "TLSv1.2");
+        assert_eq!(version_name(0x0304), "TLSv1.3");
+        assert_eq!(version_name(0x0002), "SSLv2");
+        assert_eq!(version_name(0xfefd), "DTLSv1.2");
+        assert_eq!(version_name(0x7f1c), "0x7f1c");
+    }
+
+    #[test]
+    fn names_ciphers_from_the_iana_registry() {
+        assert_eq!(cipher_name(0x1301), "TLS_AES_128_GCM_SHA256");
+        assert_eq!(cipher_name(0x1303), "TLS_CHACHA20_POLY1305_SHA256");
+        assert_eq!(cipher_name(0xc02f), "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256");
+        assert_eq!(cipher_name(0x00ff), "TLS_EMPTY_RENEGOTIATION_INFO_SCSV");
+        assert_eq!(cipher_name(0x5600), "TLS_FALLBACK_SCSV");
+        assert_eq!(cipher_name(0x2a2a), "GREASE");
+        assert_eq!(cipher_name(0xabcd), "0xabcd");
+    }
+
+    #[test]
+    fn names_groups_including_post_quantum_hybrids() {
+        assert_eq!(group_name(29), "x25519");
+        assert_eq!(group_name(23), "secp256r1");
+        assert_eq!(group_name(0x0100), "ffdhe2048");
+        assert_eq!(group_name(0x11ec), "X25519MLKEM768");
+        assert_eq!(group_name(0x11eb), "SecP256r1MLKEM768");
+        assert_eq!(group_name(0x11ed), "SecP384r1MLKEM1024");
+        assert_eq!(group_name(0x0201), "MLKEM768");
+        assert_eq!(group_name(0xdada), "GREASE");
+        assert_eq!(group_name(0x1a2b), "0x1a2b");
+    }
+
+    #[test]
+    fn names_alerts() {
+        assert_eq!(alert_name(40), "handshake_failure");
+        assert_eq!(alert_name(70), "protocol_version");
+        assert_eq!(alert_name(112), "unrecognized_name");
+        assert_eq!(alert_name(42), "bad_certificate");
+        assert_eq!(alert_name(48), "unknown_ca");
+        assert_eq!(alert_name(116), "certificate_required");
+        assert_eq!(alert_name(0), "close_notify");
+        assert_eq!(alert_name(0xff), "0xff");
+    }
+
+    #[test]
+    fn grease_is_exactly_the_sixteen_rfc8701_values() {
+        let all: Vec<u16> = (0..=u16::MAX).filter(|&v| is_grease(v)).collect();
+        let expected: Vec<u16> = (0..16u16)
+            .map(|i| (i << 12) | 0x0a00 | (i << 4) | 0x0a)
+            .collect();
+        assert_eq!(all, expected);
+        assert!(is_grease(0x0a0a) && is_grease(0xfafa));
+        assert!(!is_grease(0x0a1a));
+    }
+}

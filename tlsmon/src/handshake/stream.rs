@@ -1,0 +1,535 @@
+//! The record layer: one direction's byte stream into records, and handshake records
+//! into handshake messages, whatever the chunking of the input.
+
+use tls_parser::parse_tls_record_header;
+
+use super::cert::{leaf_certificate, server_key_exchange_group};
+use super::hello::{parse_client_hello, parse_server_hello, parse_sslv2_client_hello};
+use super::{ParsedMessage, TlsMessage};
+
+/// Largest record payload accepted: RFC 5246 section 6.2.3's TLSCiphertext bound
+/// (2^14 + 2048), the largest any TLS version allows on the wire.
+pub const MAX_RECORD_PAYLOAD: usize = 16_384 + 2_048;
+
+/// Largest handshake message body accepted (64 KiB). Real ClientHellos are a few KiB
+/// even with post-quantum key shares; only an unusually long certificate chain comes
+/// near this. A longer message ends the stream with [`TlsMessage::Malformed`].
+pub const MAX_HANDSHAKE_MESSAGE: usize = 64 * 1024;
+
+const RECORD_HEADER_LEN: usize = 5;
+const HANDSHAKE_HEADER_LEN: usize = 4;
+
+const CONTENT_CHANGE_CIPHER_SPEC: u8 = 20;
+const CONTENT_ALERT: u8 = 21;
+const CONTENT_HANDSHAKE: u8 = 22;
+const CONTENT_APPLICATION_DATA: u8 = 23;
+const CONTENT_HEARTBEAT: u8 = 24;
+
+const HANDSHAKE_CLIENT_HELLO: u8 = 1;
+const HANDSHAKE_SERVER_HELLO: u8 = 2;
+const HANDSHAKE_CERTIFICATE: u8 = 11;
+const HANDSHAKE_SERVER_KEY_EXCHANGE: u8 = 12;
+
+const TLS13: u16 = 0x0304;
+
+/// Smallest SSLv2 ClientHello: 2-byte header, msg_type, version and three lengths.
+const SSLV2_MIN_CLIENT_HELLO: usize = 11;
+
+/// A record whose payload is not looked at, only counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opaque {
+    ApplicationData,
+    EncryptedHandshake,
+    EncryptedAlert,
+    /// RFC 6520 heartbeats: legal, but say nothing about the handshake; not reported.
+    Heartbeat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Deciding from the first bytes: TLS record, SSLv2 ClientHello, or neither.
+    Start,
+    /// Collecting a 5-byte record header in `pending`.
+    Header,
+    /// Collecting the payload of a record whose content is parsed.
+    Payload { content_type: u8, len: usize },
+    /// Counting down the payload of an opaque record.
+    Skip {
+        kind: Opaque,
+        len: usize,
+        remaining: usize,
+    },
+    /// Collecting an SSLv2-compatible ClientHello of `total` bytes (header included).
+    SslV2 { total: usize },
+    /// After NotTls or Malformed: bytes are counted, nothing is parsed.
+    Stopped,
+}
+
+/// What the first bytes of a stream are.
+enum FirstBytes {
+    Tls,
+    SslV2ClientHello,
+    NotTls,
+}
+
+/// Incremental parser of one direction of a TLS connection's byte stream.
+///
+/// Feed it the direction's bytes in order, in chunks of any size (one byte at a time
+/// works). Buffers at most one record payload ([`MAX_RECORD_PAYLOAD`]) and one
+/// handshake message ([`MAX_HANDSHAKE_MESSAGE`]); never panics on any input.
+#[derive(Debug)]
+pub struct TlsStreamParser {
+    offset: u64,
+    state: State,
+    /// Bytes of the unit being collected: first bytes, record header or payload.
+    pending: Vec<u8>,
+    /// Stream offset of the current record's header (or SSLv2 record).
+    record_start: u64,
+    /// Handshake bytes not yet forming a whole message (messages span records).
+    handshake: Vec<u8>,
+    /// Where the message at the front of `handshake` started (see [`ParsedMessage`]).
+    handshake_start: u64,
+    /// This direction sent ChangeCipherSpec: its later handshake records are encrypted
+    /// (TLS 1.2 and older).
+    ccs_seen: bool,
+    /// This direction sent a ClientHello offering TLS 1.3.
+    offered_tls13: bool,
+    /// This direction sent a ServerHello or HelloRetryRequest choosing TLS 1.3, so its
+    /// handshake-type records are all plaintext (1.3 encrypts inside type 23).
+    chose_tls13: bool,
+    /// The cipher suite this direction chose in a ServerHello (for ServerKeyExchange).
+    cipher: Option<u16>,
+}
+
+impl Default for TlsStreamParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TlsStreamParser {
+    /// A parser at stream offset 0.
+    pub fn new() -> Self {
+        TlsStreamParser {
+            offset: 0,
+            state: State::Start,
+            pending: Vec::new(),
+            record_start: 0,
+            handshake: Vec::new(),
+            handshake_start: 0,
+            ccs_seen: false,
+            offered_tls13: false,
+            chose_tls13: false,
+            cipher: None,
+        }
+    }
+
+    /// Feed the next in-order bytes of this direction; decoded messages are pushed to `out`.
+    pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<ParsedMessage>) {
+        while !bytes.is_empty() {
+            let used = self.step(bytes, out);
+            if used == 0 {
+                // Every state consumes at least one byte; should one ever not, stop
+                // rather than spin.
+                let reason = "internal: parser made no progress".to_string();
+                self.stop(self.record_start, TlsMessage::Malformed { reason }, out);
+                continue;
+            }
+            bytes = &bytes[used..];
+        }
+    }
+
+    /// Total bytes fed so far (stream offset of the next byte).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// True once NotTls or Malformed was emitted: later bytes are only counted.
+    pub fn is_stopped(&self) -> bool {
+        self.state == State::Stopped
+    }
+
+    /// Bytes currently held in buffers (partial record and partial handshake message).
+    pub fn buffered_bytes(&self) -> usize {
+        self.pending.len() + self.handshake.len()
+    }
+
+    /// Consumes a prefix of `bytes` (at least one byte) and returns its length.
+    fn step(&mut self, bytes: &[u8], out: &mut Vec<ParsedMessage>) -> usize {
+        match self.state {
+            State::Stopped => {
+                self.offset += bytes.len() as u64;
+                bytes.len()
+            }
+            State::Skip {
+                kind,
+                len,
+                remaining,
+            } => {
+                let used = remaining.min(bytes.len());
+                self.offset += used as u64;
+                if used == remaining {
+                    self.finish_opaque(kind, len, out);
+                } else {
+                    self.state = State::Skip {
+                        kind,
+                        len,
+                        remaining: remaining - used,
+                    };
+                }
+                used
+            }
+            State::Start => {
+                // One byte at a time: classification needs between 1 and 5 bytes.
+                let used = self.collect(bytes, self.pending.len() + 1);
+                match classify_first_bytes(&self.pending) {
+                    None => {}
+                    Some(FirstBytes::Tls) => self.state = State::Header,
+                    Some(FirstBytes::NotTls) => self.stop(0, TlsMessage::NotTls, out),
+                    Some(FirstBytes::SslV2ClientHello) => self.start_sslv2(out),
+                }
+                used
+            }
+            State::Header => {
+                let used = self.collect(bytes, RECORD_HEADER_LEN);
+                self.after_collect(out);
+                used
+            }
+            State::Payload { len, .. } => {
+                let used = self.collect(bytes, len);
+                self.after_collect(out);
+                used
+            }
+            State::SslV2 { total } => {
+                let used = self.collect(bytes, total);
+                self.after_collect(out);
+                used
+            }
+        }
+    }
+
+    /// Sets up collecting an SSLv2 ClientHello whose first 5 bytes are in `pending`.
+    fn start_sslv2(&mut self, out: &mut Vec<ParsedMessage>) {
+        let [h0, h1, ..] = self.pending[..] else {
+            return;
+        };
+        let total = 2 + usize::from(u16::from_be_bytes([h0 & 0x7f, h1]));
+        // Header, msg_type, version and four 2-byte lengths: 11 bytes at least.
+        if total < SSLV2_MIN_CLIENT_HELLO {
+            let reason = format!("SSLv2 ClientHello of {total} bytes is too short");
+            return self.stop(0, TlsMessage::Malformed { reason }, out);
+        }
+        self.state = State::SslV2 { total };
+    }
+
+    /// Moves up to `want - pending.len()` bytes into `pending`; returns how many.
+    fn collect(&mut self, bytes: &[u8], want: usize) -> usize {
+        let used = want.saturating_sub(self.pending.len()).min(bytes.len());
+        self.pending.extend_from_slice(&bytes[..used]);
+        self.offset += used as u64;
+        used
+    }
+
+    /// Acts on `pending` once the unit the state waits for is complete.
+    fn after_collect(&mut self, out: &mut Vec<ParsedMessage>) {
+        match self.state {
+            State::Header if self.pending.len() == RECORD_HEADER_LEN => self.on_header(out),
+            State::Payload { content_type, len } if self.pending.len() == len => {
+                let payload = std::mem::take(&mut self.pending);
+                self.on_payload(content_type, &payload, out);
+                if self.state != State::Stopped {
+                    // Keep the allocation for the next record.
+                    self.pending = payload;
+                    self.pending.clear();
+                }
+            }
+            State::SslV2 { total } if self.pending.len() == total => {
+                let message = match parse_sslv2_client_hello(&self.pending) {
+                    Ok(hello) => TlsMessage::ClientHello(hello),
+                    Err(reason) => TlsMessage::Malformed { reason },
+                };
+                self.pending.clear();
+                self.emit(self.record_start, message, out);
+                self.next_record();
+            }
+            _ => {}
+        }
+    }
+
+    fn next_record(&mut self) {
+        if self.state != State::Stopped {
+            self.state = State::Header;
+            self.record_start = self.offset;
+        }
+    }
+
+    fn on_header(&mut self, out: &mut Vec<ParsedMessage>) {
+        let header = match parse_tls_record_header(&self.pending) {
+            Ok((_, header)) => header,
+            Err(e) => {
+                let reason = format!("record header does not parse: {e:?}");
+                return self.stop(self.record_start, TlsMessage::Malformed { reason }, out);
+            }
+        };
+        self.pending.clear();
+        let content_type = header.record_type.0;
+        let len = usize::from(header.len);
+        if header.version.0 >> 8 != 3 {
+            let reason = format!("record version 0x{:04x} is not TLS", header.version.0);
+            return self.stop(self.record_start, TlsMessage::Malformed { reason }, out);
+        }
+        if len > MAX_RECORD_PAYLOAD {
+            let reason =
+                format!("record length {len} exceeds the TLS maximum {MAX_RECORD_PAYLOAD}");
+            return self.stop(self.record_start, TlsMessage::Malformed { reason }, out);
+        }
+        let opaque = match content_type {
+            CONTENT_APPLICATION_DATA => Some(Opaque::ApplicationData),
+            CONTENT_HEARTBEAT => Some(Opaque::Heartbeat),
+            CONTENT_ALERT if len != 2 => Some(Opaque::EncryptedAlert),
+            CONTENT_HANDSHAKE if self.ccs_seen && !self.plaintext_handshake_possible() => {
+                Some(Opaque::EncryptedHandshake)
+            }
+            CONTENT_ALERT | CONTENT_CHANGE_CIPHER_SPEC | CONTENT_HANDSHAKE => None,
+            other => {
+                let reason = format!("unknown record content type {other}");
+                return self.stop(self.record_start, TlsMessage::Malformed { reason }, out);
+            }
+        };
+        match opaque {
+            Some(kind) if len == 0 => self.finish_opaque(kind, 0, out),
+            Some(kind) => {
+                self.state = State::Skip {
+                    kind,
+                    len,
+                    remaining: len,
+                }
+            }
+            None if len == 0 => {
+                self.on_payload(content_type, &[], out);
+            }
+            None => self.state = State::Payload { content_type, len },
+        }
+    }
+
+    /// After this direction's ChangeCipherSpec, may a handshake record still be
+    /// plaintext? Only in TLS 1.3, whose middlebox-compatibility CCS can come before
+    /// a second hello (after a HelloRetryRequest), or while such a hello continues.
+    fn plaintext_handshake_possible(&self) -> bool {
+        self.chose_tls13 || self.offered_tls13
+    }
+
+    fn finish_opaque(&mut self, kind: Opaque, len: usize, out: &mut Vec<ParsedMessage>) {
+        let message = match kind {
+            Opaque::ApplicationData => Some(TlsMessage::ApplicationData { len }),
+            Opaque::EncryptedHandshake => Some(TlsMessage::EncryptedHandshake { len }),
+            Opaque::EncryptedAlert => Some(TlsMessage::EncryptedAlert { len }),
+            Opaque::Heartbeat => None,
+        };
+        if let Some(message) = message {
+            self.emit(self.record_start, message, out);
+        }
+        self.next_record();
+    }
+
+    fn on_payload(&mut self, content_type: u8, payload: &[u8], out: &mut Vec<ParsedMessage>) {
+        match content_type {
+            CONTENT_CHANGE_CIPHER_SPEC => {
+                if !self.handshake.is_empty() {
+                    let reason = "handshake message cut by a ChangeCipherSpec".to_string();
+                    return self.stop(self.handshake_start, TlsMessage::Malformed { reason }, out);
+                }
+                if payload != [1] {
+                    let reason = format!("ChangeCipherSpec payload {payload:02x?} is not [01]");
+                    return self.stop(self.record_start, TlsMessage::Malformed { reason }, out);
+                }
+                self.ccs_seen = true;
+                self.emit(self.record_start, TlsMessage::ChangeCipherSpec, out);
+            }
+            CONTENT_ALERT => match payload {
+                [level, description] => {
+                    let message = TlsMessage::Alert {
+                        level: *level,
+                        description: *description,
+                    };
+                    self.emit(self.record_start, message, out);
+                }
+                _ => {
+                    let reason = format!("alert record of {} bytes", payload.len());
+                    return self.stop(self.record_start, TlsMessage::Malformed { reason }, out);
+                }
+            },
+            _ => {
+                if self.ccs_seen
+                    && !self.chose_tls13
+                    && self.handshake.is_empty()
+                    && !looks_like_plaintext_client_hello(payload)
+                {
+                    // A TLS 1.3-offering client whose server chose TLS 1.2: this is
+                    // its encrypted Finished, not a second ClientHello.
+                    let message = TlsMessage::EncryptedHandshake { len: payload.len() };
+                    self.emit(self.record_start, message, out);
+                } else {
+                    self.reassemble(payload, out);
+                }
+            }
+        }
+        self.next_record();
+    }
+
+    /// Appends a handshake record's payload and emits every message it completes.
+    fn reassemble(&mut self, payload: &[u8], out: &mut Vec<ParsedMessage>) {
+        let payload_offset = self.record_start + RECORD_HEADER_LEN as u64;
+        if self.handshake.is_empty() {
+            self.handshake_start = self.record_start;
+        }
+        // Bytes at the front of `handshake` that came from earlier records.
+        let mut from_earlier = self.handshake.len();
+        let mut used_of_payload = 0usize;
+        self.handshake.extend_from_slice(payload);
+        while let [msg_type, l0, l1, l2, ..] = self.handshake[..] {
+            let body_len = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
+            if body_len > MAX_HANDSHAKE_MESSAGE {
+                let reason = format!(
+                    "handshake message type {msg_type} of {body_len} bytes exceeds the \
+                     {MAX_HANDSHAKE_MESSAGE}-byte bound"
+                );
+                return self.stop(self.handshake_start, TlsMessage::Malformed { reason }, out);
+            }
+            let total = HANDSHAKE_HEADER_LEN + body_len;
+            if self.handshake.len() < total {
+                break;
+            }
+            let earlier = total.min(from_earlier);
+            from_earlier -= earlier;
+            used_of_payload += total - earlier;
+            let end = payload_offset + used_of_payload as u64;
+            let message = decode_handshake(&self.handshake[..total], self.cipher);
+            self.handshake.drain(..total);
+            self.observe(&message);
+            let stop = matches!(message, TlsMessage::Malformed { .. });
+            out.push(ParsedMessage {
+                start: self.handshake_start,
+                end,
+                message,
+            });
+            self.handshake_start = end;
+            if stop {
+                self.halt();
+                return;
+            }
+        }
+    }
+
+    /// Remembers what later records depend on: versions offered or chosen, cipher.
+    fn observe(&mut self, message: &TlsMessage) {
+        match message {
+            TlsMessage::ClientHello(hello) => {
+                self.offered_tls13 |= hello.supported_versions.contains(&TLS13);
+            }
+            TlsMessage::ServerHello(hello) => {
+                self.cipher = Some(hello.cipher_suite);
+                self.chose_tls13 |= hello.selected_version == TLS13;
+            }
+            _ => {}
+        }
+    }
+
+    /// Emits a record-level message spanning `start..offset`.
+    fn emit(&mut self, start: u64, message: TlsMessage, out: &mut Vec<ParsedMessage>) {
+        self.observe(&message);
+        let stop = matches!(message, TlsMessage::Malformed { .. } | TlsMessage::NotTls);
+        out.push(ParsedMessage {
+            start,
+            end: self.offset,
+            message,
+        });
+        if stop {
+            self.halt();
+        }
+    }
+
+    /// Emits a final message and stops parsing.
+    fn stop(&mut self, start: u64, message: TlsMessage, out: &mut Vec<ParsedMessage>) {
+        out.push(ParsedMessage {
+            start,
+            end: self.offset,
+            message,
+        });
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.state = State::Stopped;
+        self.pending = Vec::new();
+        self.handshake = Vec::new();
+    }
+}
+
+/// Classifies a stream by its first bytes; `None` while more bytes are needed.
+fn classify_first_bytes(prefix: &[u8]) -> Option<FirstBytes> {
+    let first = *prefix.first()?;
+    if (CONTENT_CHANGE_CIPHER_SPEC..=CONTENT_HEARTBEAT).contains(&first) {
+        // A TLS record: content type, then a version whose major byte is 3.
+        let major = *prefix.get(1)?;
+        return Some(if major == 3 {
+            FirstBytes::Tls
+        } else {
+            FirstBytes::NotTls
+        });
+    }
+    if first & 0x80 != 0 {
+        // SSLv2 two-byte record header, msg_type 1 (CLIENT-HELLO), then a version
+        // of SSL 2.0 (0x0002) or SSL 3.0 / TLS (0x03xx).
+        let [_, _, msg_type, major, minor] = *prefix.get(..5)? else {
+            return None;
+        };
+        let version_ok = (major == 3 && minor <= 4) || (major == 0 && minor == 2);
+        return Some(if msg_type == 1 && version_ok {
+            FirstBytes::SslV2ClientHello
+        } else {
+            FirstBytes::NotTls
+        });
+    }
+    Some(FirstBytes::NotTls)
+}
+
+/// After a TLS 1.3-offering client's ChangeCipherSpec, a handshake record is either
+/// its second ClientHello (after a HelloRetryRequest) or, if the server chose TLS 1.2,
+/// its encrypted Finished. A plaintext ClientHello starts with type 1, a length that
+/// fills at least this record and legacy_version 0x0303; random ciphertext matches
+/// these 5 bytes about once in 2^40.
+fn looks_like_plaintext_client_hello(payload: &[u8]) -> bool {
+    let [msg_type, l0, l1, l2, major, minor, ..] = *payload else {
+        return false;
+    };
+    let body_len = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
+    msg_type == HANDSHAKE_CLIENT_HELLO
+        && (major, minor) == (3, 3)
+        && body_len + HANDSHAKE_HEADER_LEN >= payload.len()
+        && body_len <= MAX_HANDSHAKE_MESSAGE
+}
+
+/// Decodes one whole handshake message (4-byte header included).
+fn decode_handshake(message: &[u8], cipher: Option<u16>) -> TlsMessage {
+    let (Some(&msg_type), Some(body)) = (message.first(), message.get(HANDSHAKE_HEADER_LEN..))
+    else {
+        let reason = "handshake message shorter than its header".to_string();
+        return TlsMessage::Malformed { reason };
+    };
+    match msg_type {
+        HANDSHAKE_CLIENT_HELLO => match parse_client_hello(body, message.len() as u32) {
+            Ok(hello) => TlsMessage::ClientHello(hello),
+            Err(reason) => TlsMessage::Malformed { reason },
+        },
+        HANDSHAKE_SERVER_HELLO => match parse_server_hello(body) {
+            Ok(hello) => TlsMessage::ServerHello(hello),
+            Err(reason) => TlsMessage::Malformed { reason },
+        },
+        HANDSHAKE_CERTIFICATE => TlsMessage::Certificate(leaf_certificate(body)),
+        HANDSHAKE_SERVER_KEY_EXCHANGE => TlsMessage::ServerKeyExchange {
+            group: server_key_exchange_group(body, cipher),
+        },
+        msg_type => TlsMessage::OtherHandshake { msg_type },
+    }
+}

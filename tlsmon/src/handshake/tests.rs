@@ -1,0 +1,358 @@
+//! Stream parser tests on hand-built handshakes: GREASE, fragmentation, chunking,
+//! state after ChangeCipherSpec, garbage. Captured real handshakes are in
+//! `tests_captured.rs`.
+
+use super::*;
+
+/// A TLS extension: type, 2-byte length, data.
+pub(super) fn ext(ext_type: u16, data: &[u8]) -> Vec<u8> {
+    let mut v = ext_type.to_be_bytes().to_vec();
+    v.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+/// A vector with a 2-byte length prefix.
+fn vec16(items: &[u8]) -> Vec<u8> {
+    let mut v = (items.len() as u16).to_be_bytes().to_vec();
+    v.extend_from_slice(items);
+    v
+}
+
+fn u16s(values: &[u16]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_be_bytes()).collect()
+}
+
+/// A handshake message: type, 3-byte length, body.
+pub(super) fn handshake(msg_type: u8, body: &[u8]) -> Vec<u8> {
+    let len = body.len() as u32;
+    let mut v = vec![msg_type, (len >> 16) as u8, (len >> 8) as u8, len as u8];
+    v.extend_from_slice(body);
+    v
+}
+
+/// A TLS record with version 0x0301 (as ClientHellos use) or 0x0303.
+pub(super) fn record(content_type: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![content_type, 3, 3];
+    v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// A ClientHello with GREASE in ciphers, extensions, groups, versions and key shares.
+fn greasy_client_hello() -> Vec<u8> {
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[0x11; 32]); // random
+    body.push(32);
+    body.extend_from_slice(&[0x22; 32]); // session id
+    body.extend(vec16(&u16s(&[0x0a0a, 0x1301, 0x1302, 0xc02f])));
+    body.extend_from_slice(&[1, 0]); // compression: null
+    let mut exts = Vec::new();
+    exts.extend(ext(0x1a1a, &[]));
+    let host = b"example.com";
+    let mut sni = vec![0];
+    sni.extend(vec16(host));
+    exts.extend(ext(0, &vec16(&sni)));
+    exts.extend(ext(10, &vec16(&u16s(&[0x2a2a, 0x11ec, 29, 23]))));
+    exts.extend(ext(11, &[1, 0]));
+    exts.extend(ext(13, &vec16(&u16s(&[0x0403, 0x0804]))));
+    exts.extend(ext(16, &vec16(b"\x02h2\x08http/1.1")));
+    exts.extend(ext(43, &[6, 0x3a, 0x3a, 3, 4, 3, 3]));
+    let mut shares = u16s(&[0x4a4a, 1]);
+    shares.push(0);
+    shares.extend(u16s(&[29, 32]));
+    shares.extend_from_slice(&[0x33; 32]);
+    exts.extend(ext(51, &vec16(&shares)));
+    exts.extend(ext(35, &[0xaa; 16]));
+    exts.extend(ext(45, &[1, 1]));
+    exts.extend(ext(0xfafa, &[0]));
+    // pre_shared_key: identities<7..> (one: 2-byte len, id, 4-byte age), binders.
+    let mut psk = vec16(&[0, 3, b'i', b'd', b'1', 0, 0, 0, 0]);
+    psk.extend(vec16(&[0x20; 33]));
+    exts.extend(ext(41, &psk));
+    body.extend(vec16(&exts));
+    handshake(1, &body)
+}
+
+fn parse_all(stream: &[u8], chunk: usize) -> Vec<ParsedMessage> {
+    let mut parser = TlsStreamParser::new();
+    let mut out = Vec::new();
+    for piece in stream.chunks(chunk.max(1)) {
+        parser.feed(piece, &mut out);
+    }
+    assert_eq!(parser.offset(), stream.len() as u64);
+    out
+}
+
+fn only_client_hello(messages: &[ParsedMessage]) -> &ClientHello {
+    match messages {
+        [ParsedMessage {
+            message: TlsMessage::ClientHello(hello),
+            ..
+        }] => hello,
+        other => panic!("expected one ClientHello, got {other:?}"),
+    }
+}
+
+#[test]
+fn grease_is_removed_from_every_client_hello_list_and_fingerprint() {
+    let msg = greasy_client_hello();
+    let stream = record(22, &msg);
+    let out = parse_all(&stream, stream.len());
+    assert_eq!(out[0].start, 0);
+    assert_eq!(out[0].end, stream.len() as u64);
+    let hello = only_client_hello(&out);
+    assert_eq!(hello.legacy_version, 0x0303);
+    assert!(!hello.sslv2_compat);
+    assert_eq!(hello.cipher_suites, [0x1301, 0x1302, 0xc02f]);
+    assert_eq!(hello.extensions, [0, 10, 11, 13, 16, 43, 51, 35, 45, 41]);
+    assert_eq!(hello.supported_groups, [0x11ec, 29, 23]);
+    assert_eq!(hello.supported_versions, [0x0304, 0x0303]);
+    assert_eq!(hello.key_share_groups, [29]);
+    assert_eq!(hello.signature_algorithms, [0x0403, 0x0804]);
+    assert_eq!(hello.ec_point_formats, [0]);
+    assert_eq!(hello.sni.as_deref(), Some("example.com"));
+    assert_eq!(hello.alpn, ["h2", "http/1.1"]);
+    assert_eq!(hello.session_id_len, 32);
+    assert!(hello.session_ticket_offered);
+    assert!(hello.psk_offered);
+    assert_eq!(hello.message_len as usize, msg.len());
+    // md5("771,4865-4866-49199,0-10-11-13-16-43-51-35-45-41,4588-29-23,0")
+    assert_eq!(hello.ja3, "72b65637e89e4ab836c3e69ea5483011");
+    // sha256 of "1301,1302,c02f" and of
+    // "000a,000b,000d,0023,0029,002b,002d,0033_0403,0804", computed with Python.
+    assert_eq!(hello.ja4, "t13d0310h2_40b44b994229_91bdf2d6486d");
+}
+
+#[test]
+fn one_byte_feeds_and_record_fragmentation_give_the_same_hello() {
+    let msg = greasy_client_hello();
+    let whole = parse_all(&record(22, &msg), 1);
+    // The same message cut into three records of 7, 100 and the rest bytes.
+    let mut fragmented = record(22, &msg[..7]);
+    fragmented.extend(record(22, &msg[7..107]));
+    fragmented.extend(record(22, &msg[107..]));
+    for chunk in [1, 2, 3, 5, 6, 64, 4096] {
+        let out = parse_all(&fragmented, chunk);
+        assert_eq!(out.len(), 1, "chunk {chunk}");
+        assert_eq!(out[0].start, 0);
+        assert_eq!(out[0].end, fragmented.len() as u64);
+        assert_eq!(out[0].message, whole[0].message, "chunk {chunk}");
+    }
+}
+
+#[test]
+fn several_messages_in_one_record_get_their_own_offsets() {
+    // ServerHello-like flight: OtherHandshake(13), OtherHandshake(14) in one record,
+    // then a second record with an alert.
+    let mut payload = handshake(13, &[1, 2, 3]);
+    payload.extend(handshake(14, &[]));
+    let mut stream = record(22, &payload);
+    stream.extend(record(21, &[2, 40]));
+    let out = parse_all(&stream, 1);
+    assert_eq!(
+        out,
+        [
+            ParsedMessage {
+                start: 0,
+                end: 12,
+                message: TlsMessage::OtherHandshake { msg_type: 13 }
+            },
+            ParsedMessage {
+                start: 12,
+                end: 16,
+                message: TlsMessage::OtherHandshake { msg_type: 14 }
+            },
+            ParsedMessage {
+                start: 16,
+                end: 23,
+                message: TlsMessage::Alert {
+                    level: 2,
+                    description: 40
+                }
+            },
+        ]
+    );
+}
+
+#[test]
+fn handshake_records_after_change_cipher_spec_are_encrypted_in_tls12() {
+    let mut stream = record(22, &handshake(16, &[0; 10])); // ClientKeyExchange
+    stream.extend(record(20, &[1]));
+    stream.extend(record(22, &[0x55; 40])); // encrypted Finished
+    stream.extend(record(21, &[0x66; 26])); // encrypted alert
+    stream.extend(record(23, &[0x77; 30]));
+    let kinds: Vec<TlsMessage> = parse_all(&stream, 3)
+        .into_iter()
+        .map(|m| m.message)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            TlsMessage::OtherHandshake { msg_type: 16 },
+            TlsMessage::ChangeCipherSpec,
+            TlsMessage::EncryptedHandshake { len: 40 },
+            TlsMessage::EncryptedAlert { len: 26 },
+            TlsMessage::ApplicationData { len: 30 },
+        ]
+    );
+}
+
+#[test]
+fn tls13_client_second_hello_after_compat_ccs_is_plaintext() {
+    let hello = greasy_client_hello();
+    let mut stream = record(22, &hello);
+    stream.extend(record(20, &[1]));
+    stream.extend(record(22, &hello));
+    stream.extend(record(23, &[0; 50]));
+    let out = parse_all(&stream, 7);
+    assert!(matches!(out[0].message, TlsMessage::ClientHello(_)));
+    assert_eq!(out[1].message, TlsMessage::ChangeCipherSpec);
+    assert_eq!(out[2].message, out[0].message);
+    assert_eq!(out[3].message, TlsMessage::ApplicationData { len: 50 });
+}
+
+#[test]
+fn oversized_handshake_message_is_malformed_and_stops() {
+    let mut stream = record(22, &[11, 0x01, 0x00, 0x01]); // 65537-byte Certificate
+    stream.extend(record(22, &[0; 100]));
+    let out = parse_all(&stream, 2);
+    match &out[..] {
+        [ParsedMessage {
+            start: 0,
+            message: TlsMessage::Malformed { reason },
+            ..
+        }] => assert!(reason.contains("65537"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn garbage_first_bytes_are_not_tls() {
+    for garbage in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        b"\x16\x01\x00",
+        b"SSH-2.0-x",
+        b"\x00",
+    ] {
+        let out = parse_all(garbage, 1);
+        assert_eq!(out.len(), 1, "{garbage:?}");
+        assert_eq!(out[0].message, TlsMessage::NotTls, "{garbage:?}");
+        assert_eq!(out[0].start, 0);
+    }
+}
+
+#[test]
+fn broken_records_after_a_good_start_are_malformed() {
+    let mut bad_type = record(22, &handshake(14, &[]));
+    bad_type.extend_from_slice(&[0x30, 3, 3, 0, 1, 0]);
+    let mut bad_version = record(22, &handshake(14, &[]));
+    bad_version.extend_from_slice(&[22, 2, 0, 0, 1, 0]);
+    let mut too_long = record(22, &handshake(14, &[]));
+    too_long.extend_from_slice(&[23, 3, 3, 0xff, 0xff]);
+    for stream in [bad_type, bad_version, too_long] {
+        let out = parse_all(&stream, 1);
+        assert_eq!(out.len(), 2);
+        assert!(
+            matches!(out[1].message, TlsMessage::Malformed { .. }),
+            "{out:?}"
+        );
+        assert_eq!(out[1].start, 9);
+    }
+}
+
+#[test]
+fn sslv2_compatible_client_hello() {
+    // msg_type 1, version 0x0300, 9 bytes of cipher specs (one SSLv2-only), no
+    // session id, 16-byte challenge.
+    let mut body = vec![1, 3, 0, 0, 9, 0, 0, 0, 16];
+    body.extend_from_slice(&[0, 0, 4, 0, 0, 5, 0x07, 0x00, 0xc0]);
+    body.extend_from_slice(&[0xcc; 16]);
+    let mut stream = vec![0x80 | (body.len() >> 8) as u8, body.len() as u8];
+    stream.extend_from_slice(&body);
+    let after = record(22, &handshake(16, &[1, 2]));
+    stream.extend_from_slice(&after);
+    let out = parse_all(&stream, 1);
+    let ParsedMessage {
+        start: 0,
+        end,
+        message: TlsMessage::ClientHello(hello),
+    } = &out[0]
+    else {
+        panic!("{out:?}");
+    };
+    assert_eq!(*end as usize, 2 + body.len());
+    assert!(hello.sslv2_compat);
+    assert_eq!(hello.legacy_version, 0x0300);
+    assert_eq!(hello.cipher_suites, [4, 5]);
+    assert_eq!(hello.message_len as usize, 2 + body.len());
+    // md5("768,4-5,,,") and sha256("0004,0005"), computed with Python.
+    assert_eq!(hello.ja3, "b83fc53c3f3f7050efc5ad1a39c4a209");
+    assert_eq!(hello.ja4, "ts3i020000_6e254592683c_000000000000");
+    assert_eq!(out[1].message, TlsMessage::OtherHandshake { msg_type: 16 });
+}
+
+/// xorshift64*: a small deterministic generator, so failures reproduce.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Random and mutated inputs in random chunkings never panic, offsets stay within
+/// the stream and in order, and nothing follows NotTls/Malformed.
+#[test]
+fn random_and_mutated_streams_never_panic() {
+    let mut seed_stream = record(22, &greasy_client_hello());
+    seed_stream.extend(record(20, &[1]));
+    seed_stream.extend(record(22, &handshake(2, &[3, 3])));
+    seed_stream.extend(record(21, &[2, 40]));
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..3000 {
+        let mut data = if round % 3 == 0 {
+            (0..rng.below(600)).map(|_| rng.next() as u8).collect()
+        } else {
+            seed_stream.clone()
+        };
+        for _ in 0..rng.below(8) {
+            if data.is_empty() {
+                break;
+            }
+            let at = rng.below(data.len());
+            match rng.below(3) {
+                0 => data[at] = rng.next() as u8,
+                1 => data.truncate(at),
+                _ => data.insert(at, rng.next() as u8),
+            }
+        }
+        let mut parser = TlsStreamParser::new();
+        let mut out = Vec::new();
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let n = 1 + rng.below(rest.len().min(40));
+            parser.feed(&rest[..n], &mut out);
+            rest = &rest[n..];
+        }
+        assert_eq!(parser.offset(), data.len() as u64);
+        let mut last_end = 0;
+        for (i, m) in out.iter().enumerate() {
+            assert!(m.start <= m.end && m.end <= data.len() as u64, "{m:?}");
+            assert!(m.start >= last_end.min(m.start), "{m:?}");
+            last_end = m.end;
+            if let TlsMessage::Malformed { reason } = &m.message {
+                assert!(!reason.starts_with("internal"), "{reason}");
+            }
+            if matches!(m.message, TlsMessage::NotTls | TlsMessage::Malformed { .. }) {
+                assert_eq!(i, out.len() - 1, "message after a stop: {out:?}");
+            }
+        }
+        assert!(parser.buffered_bytes() <= MAX_RECORD_PAYLOAD + MAX_HANDSHAKE_MESSAGE + 4);
+    }
+}
