@@ -230,7 +230,10 @@ mod tests {
 
     #[test]
     fn formats_rfc3339() {
-        assert_eq!(format_rfc3339(Duration::ZERO), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            format_rfc3339(Duration::ZERO),
+            "1970-01-01T00:00:00.000000Z"
+        );
         assert_eq!(
             format_rfc3339(Duration::new(1_709_251_199, 123_456_000)),
             "2024-02-29T23:59:59.123456Z"
