@@ -1,0 +1,165 @@
+//! Capture-health metrics: the kernel's counters, the daemon's own bounds and
+//! errors, and which interfaces are attached.
+
+use std::sync::{Mutex, PoisonError};
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use super::{inc, registered, set_gauge, MetricsError};
+
+/// A snapshot of the kernel program's counters, summed over CPUs.
+///
+/// The kernel only ever adds to these, so they are read as absolute values and
+/// exported as counters (see [`CaptureHealth::set_kernel_counters`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Packets the classifier ran on.
+    pub packets_seen: u64,
+    /// Flows that started being tracked at a ClientHello.
+    pub flows_started: u64,
+    /// Events written to the RingBuf.
+    pub events_sent: u64,
+    /// Events lost because the RingBuf was full.
+    pub events_dropped: u64,
+    /// Payload bytes of tracked flows not copied.
+    pub bytes_cut: u64,
+}
+
+/// Capture-health metrics, registered in the [`super::Metrics`] registry.
+pub struct CaptureHealth {
+    packets_seen: IntCounter,
+    flows_started: IntCounter,
+    events: IntCounter,
+    ringbuf_dropped: IntCounter,
+    bytes_cut: IntCounter,
+    /// Serialises [`Self::set_kernel_counters`]: it reads then adds, and two
+    /// concurrent callers would otherwise both add the same difference.
+    kernel_update: Mutex<()>,
+    flows_tracked: IntGauge,
+    reassembly_evictions: IntCounter,
+    parse_errors: IntCounterVec,
+    events_file_errors: IntCounter,
+    interface_attached: IntGaugeVec,
+}
+
+impl CaptureHealth {
+    pub(super) fn register(registry: &Registry) -> Result<Self, MetricsError> {
+        let counter = |name: &str, help: &str| registered(registry, IntCounter::new(name, help));
+        Ok(CaptureHealth {
+            packets_seen: counter(
+                "tlsmon_capture_packets_seen_total",
+                "Packets the tlsmon kernel program inspected, on all attached interfaces and both directions.",
+            )?,
+            flows_started: counter(
+                "tlsmon_flows_started_total",
+                "TCP connections the kernel program started tracking because their first payload was a TLS ClientHello.",
+            )?,
+            events: counter(
+                "tlsmon_capture_events_total",
+                "Events (handshake payload chunks, FIN and RST notices) the kernel program handed to the daemon.",
+            )?,
+            ringbuf_dropped: counter(
+                "tlsmon_capture_ringbuf_dropped_total",
+                "Events lost because the kernel-to-daemon ring buffer was full; non-zero means some handshakes were not seen completely.",
+            )?,
+            bytes_cut: counter(
+                "tlsmon_capture_bytes_cut_total",
+                "Handshake payload bytes the kernel program did not copy (per-flow byte budget, chunk limit or full ring buffer).",
+            )?,
+            kernel_update: Mutex::new(()),
+            flows_tracked: registered(
+                registry,
+                IntGauge::new(
+                    "tlsmon_flows_tracked",
+                    "Connections whose handshake the daemon is currently following.",
+                ),
+            )?,
+            reassembly_evictions: counter(
+                "tlsmon_reassembly_evictions_total",
+                "Connections the daemon stopped following before their handshake ended because a memory bound was reached.",
+            )?,
+            parse_errors: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tlsmon_parse_errors_total",
+                        "Inputs the daemon could not decode, by pipeline stage (e.g. kernel event, TLS record, handshake message).",
+                    ),
+                    &["stage"],
+                ),
+            )?,
+            events_file_errors: counter(
+                "tlsmon_events_file_write_errors_total",
+                "JSON events that could not be written to the events file.",
+            )?,
+            interface_attached: registered(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "tlsmon_interface_attached",
+                        "1 while tlsmon's kernel program is attached to the interface, 0 after it was detached or vanished.",
+                    ),
+                    &["device"],
+                ),
+            )?,
+        })
+    }
+
+    /// Exports a new snapshot of the kernel counters. Each counter is moved up
+    /// to the snapshot's value; a value lower than the exported one (the kernel
+    /// program was reloaded and its counters restarted) restarts the counter,
+    /// which Prometheus's `rate()` treats as a counter reset.
+    pub fn set_kernel_counters(&self, snapshot: &KernelCounters) {
+        // The guarded data is `()`: a poisoned lock carries no broken state.
+        let _guard = self
+            .kernel_update
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        set_absolute(&self.packets_seen, snapshot.packets_seen);
+        set_absolute(&self.flows_started, snapshot.flows_started);
+        set_absolute(&self.events, snapshot.events_sent);
+        set_absolute(&self.ringbuf_dropped, snapshot.events_dropped);
+        set_absolute(&self.bytes_cut, snapshot.bytes_cut);
+    }
+
+    /// Sets the number of connections currently followed.
+    pub fn set_flows_tracked(&self, flows: u64) {
+        self.flows_tracked.set(saturating_i64(flows));
+    }
+
+    /// Counts `n` connections evicted by a reassembly bound.
+    pub fn add_reassembly_evictions(&self, n: u64) {
+        self.reassembly_evictions.inc_by(n);
+    }
+
+    /// Counts one input that failed to decode at `stage` (a fixed name chosen by
+    /// the calling code, so the label stays bounded).
+    pub fn add_parse_error(&self, stage: &'static str) {
+        inc(&self.parse_errors, &[stage]);
+    }
+
+    /// Counts one JSON event that could not be written to the events file.
+    pub fn add_events_file_error(&self) {
+        self.events_file_errors.inc();
+    }
+
+    /// Marks `device` as attached (1) or detached (0).
+    pub(super) fn set_attached(&self, device: &str, attached: bool) {
+        set_gauge(&self.interface_attached, &[device], i64::from(attached));
+    }
+}
+
+/// Moves `counter` to `value` (see [`CaptureHealth::set_kernel_counters`]).
+fn set_absolute(counter: &IntCounter, value: u64) {
+    let current = counter.get();
+    if value >= current {
+        counter.inc_by(value - current);
+    } else {
+        counter.reset();
+        counter.inc_by(value);
+    }
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
