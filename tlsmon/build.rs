@@ -15,16 +15,29 @@ use tlsmon_common as common;
 const FIX: &str = "run `cargo xtask setup` (installs bpf-linker) and build again";
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let workspace = manifest_dir.parent().expect("tlsmon/ lives in the workspace").to_path_buf();
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir
+        .parent()
+        .expect("tlsmon/ lives in the workspace")
+        .to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for watched in ["tlsmon-ebpf/src", "tlsmon-ebpf/Cargo.toml", "tlsmon-common/src"] {
-        println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
+    for watched in [
+        "tlsmon-ebpf/src",
+        "tlsmon-ebpf/Cargo.toml",
+        "tlsmon-common/src",
+    ] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join(watched).display()
+        );
     }
     println!("cargo:rerun-if-env-changed=BPF_LINKER");
 
     let Some(linker) = find_bpf_linker() else {
-        fail(&format!("bpf-linker not found (needed to build the eBPF program): {FIX}"));
+        fail(&format!(
+            "bpf-linker not found (needed to build the eBPF program): {FIX}"
+        ));
     };
     let ebpf_target_dir = match env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => PathBuf::from(dir).join("ebpf"),
@@ -56,7 +69,13 @@ fn build_bitcode(workspace: &Path, target_dir: &Path) {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--package", "tlsmon-ebpf", "--release", "--target-dir"])
+        .args([
+            "build",
+            "--package",
+            "tlsmon-ebpf",
+            "--release",
+            "--target-dir",
+        ])
         .arg(target_dir)
         // Flags of the outer build (and clippy's wrapper) must not leak into the
         // kernel crate: it needs exactly these.
@@ -97,7 +116,10 @@ fn run(cmd: &mut Command, what: &str) {
     match cmd.status() {
         Ok(status) if status.success() => {}
         Ok(status) => fail(&format!("{what} failed ({status}); see the output above")),
-        Err(err) => fail(&format!("{what}: cannot start {:?}: {err}; {FIX}", cmd.get_program())),
+        Err(err) => fail(&format!(
+            "{what}: cannot start {:?}: {err}; {FIX}",
+            cmd.get_program()
+        )),
     }
 }
 

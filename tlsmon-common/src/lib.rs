@@ -195,7 +195,10 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<EventHeader>(), 8 + 4 + 2 + 1 + 1 + 16 + 16 + 2 + 2 + 4 + 1 + 3 + 4 + 4 + 4);
+        assert_eq!(
+            size_of::<EventHeader>(),
+            8 + 4 + 2 + 1 + 1 + 16 + 16 + 2 + 2 + 4 + 1 + 3 + 4 + 4 + 4
+        );
         assert_eq!(size_of::<EventHeader>() % 8, 0);
         assert_eq!(size_of::<FlowKey>(), 4 + 1 + 3 + 16 + 16 + 2 + 2);
         assert_eq!(size_of::<FlowState>(), 16);

@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod handshake;
+pub mod http;
 pub mod metrics;
 pub mod pcap;
 pub mod reassembly;

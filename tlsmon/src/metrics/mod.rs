@@ -15,8 +15,8 @@ pub mod labels;
 use std::collections::BTreeSet;
 
 use prometheus::{
-    core::Collector, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    core::Collector, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 pub use health::{CaptureHealth, KernelCounters};
@@ -396,10 +396,8 @@ impl Metrics {
         cap: &LabelCap,
         offered: &[String],
     ) {
-        let distinct: BTreeSet<String> = offered
-            .iter()
-            .map(|v| self.capped(label, cap, v))
-            .collect();
+        let distinct: BTreeSet<String> =
+            offered.iter().map(|v| self.capped(label, cap, v)).collect();
         for value in distinct {
             inc(vec, &[device, &value]);
         }
@@ -457,4 +455,4 @@ fn set_gauge(vec: &IntGaugeVec, labels: &[&str], value: i64) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -87,9 +87,14 @@ fn established_handshake_counts_exactly() {
     let text = text_of(&m);
     assert_eq!(
         samples(&text, "tlsmon_handshakes_total"),
-        [r#"tlsmon_handshakes_total{cipher="TLS_AES_128_GCM_SHA256",device="eth0",direction="inbound",outcome="established",version="TLSv1.3"} 2"#]
+        [
+            r#"tlsmon_handshakes_total{cipher="TLS_AES_128_GCM_SHA256",device="eth0",direction="inbound",outcome="established",version="TLSv1.3"} 2"#
+        ]
     );
-    assert_eq!(samples(&text, "tlsmon_handshake_failures_total"), Vec::<String>::new());
+    assert_eq!(
+        samples(&text, "tlsmon_handshake_failures_total"),
+        Vec::<String>::new()
+    );
     assert_eq!(samples(&text, "tlsmon_alerts_total"), Vec::<String>::new());
     assert_eq!(
         samples(&text, "tlsmon_client_hello_offered_versions_total"),
@@ -107,7 +112,9 @@ fn established_handshake_counts_exactly() {
     );
     assert_eq!(
         samples(&text, "tlsmon_handshake_groups_total"),
-        [r#"tlsmon_handshake_groups_total{device="eth0",group="X25519MLKEM768",outcome="established"} 2"#]
+        [
+            r#"tlsmon_handshake_groups_total{device="eth0",group="X25519MLKEM768",outcome="established"} 2"#
+        ]
     );
     // 3 ms lands in the 5 ms bucket, not in 2.5 ms.
     let duration = samples(&text, "tlsmon_handshake_duration_seconds_bucket");
@@ -146,17 +153,26 @@ fn alert_failure_counts_reason_alert_and_sender() {
     let text = text_of(&m);
     assert_eq!(
         samples(&text, "tlsmon_handshakes_total"),
-        [r#"tlsmon_handshakes_total{cipher="",device="eth1",direction="inbound",outcome="failed",version=""} 1"#]
+        [
+            r#"tlsmon_handshakes_total{cipher="",device="eth1",direction="inbound",outcome="failed",version=""} 1"#
+        ]
     );
     assert_eq!(
         samples(&text, "tlsmon_handshake_failures_total"),
-        [r#"tlsmon_handshake_failures_total{alert="handshake_failure",alert_sender="server",closed_by="",device="eth1",direction="inbound",reason="alert",stage="before_server_hello"} 1"#]
+        [
+            r#"tlsmon_handshake_failures_total{alert="handshake_failure",alert_sender="server",closed_by="",device="eth1",direction="inbound",reason="alert",stage="before_server_hello"} 1"#
+        ]
     );
     assert_eq!(
         samples(&text, "tlsmon_alerts_total"),
-        [r#"tlsmon_alerts_total{alert="handshake_failure",device="eth1",direction="inbound",sender="server"} 1"#]
+        [
+            r#"tlsmon_alerts_total{alert="handshake_failure",device="eth1",direction="inbound",sender="server"} 1"#
+        ]
     );
-    assert_eq!(samples(&text, "tlsmon_handshake_groups_total"), Vec::<String>::new());
+    assert_eq!(
+        samples(&text, "tlsmon_handshake_groups_total"),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -192,7 +208,9 @@ fn reset_failure_records_who_reset_and_stage() {
 #[test]
 fn offered_values_count_once_per_client_hello_and_fold_beyond_the_cap() {
     let m = Metrics::new(&LabelOptions::default()).unwrap();
-    let mut ciphers: Vec<String> = (0..CIPHER_LIMIT + 5).map(|i| format!("0x{i:04x}")).collect();
+    let mut ciphers: Vec<String> = (0..CIPHER_LIMIT + 5)
+        .map(|i| format!("0x{i:04x}"))
+        .collect();
     // A duplicate in the same ClientHello counts once.
     ciphers.push("0x0000".into());
     m.observe(&HandshakeRecord {
@@ -300,15 +318,24 @@ fn kernel_counters_follow_absolute_values_and_restart() {
         samples(&text, "tlsmon_capture_packets_seen_total"),
         ["tlsmon_capture_packets_seen_total 1000"]
     );
-    assert_eq!(samples(&text, "tlsmon_capture_bytes_cut_total"), ["tlsmon_capture_bytes_cut_total 7"]);
+    assert_eq!(
+        samples(&text, "tlsmon_capture_bytes_cut_total"),
+        ["tlsmon_capture_bytes_cut_total 7"]
+    );
     assert!(text.contains("# TYPE tlsmon_capture_events_total counter\n"));
     snapshot.events_sent = 45;
     m.health().set_kernel_counters(&snapshot);
-    assert_eq!(samples(&text_of(&m), "tlsmon_capture_events_total"), ["tlsmon_capture_events_total 45"]);
+    assert_eq!(
+        samples(&text_of(&m), "tlsmon_capture_events_total"),
+        ["tlsmon_capture_events_total 45"]
+    );
     // The kernel program was reloaded: counters restart from the new value.
     snapshot.events_sent = 3;
     m.health().set_kernel_counters(&snapshot);
-    assert_eq!(samples(&text_of(&m), "tlsmon_capture_events_total"), ["tlsmon_capture_events_total 3"]);
+    assert_eq!(
+        samples(&text_of(&m), "tlsmon_capture_events_total"),
+        ["tlsmon_capture_events_total 3"]
+    );
 }
 
 #[test]
@@ -325,8 +352,14 @@ fn daemon_side_health_metrics() {
     m.set_attached("eth1", true);
     m.set_attached("eth1", false);
     let text = text_of(&m);
-    assert_eq!(samples(&text, "tlsmon_flows_tracked"), ["tlsmon_flows_tracked 12"]);
-    assert_eq!(samples(&text, "tlsmon_reassembly_evictions_total"), ["tlsmon_reassembly_evictions_total 3"]);
+    assert_eq!(
+        samples(&text, "tlsmon_flows_tracked"),
+        ["tlsmon_flows_tracked 12"]
+    );
+    assert_eq!(
+        samples(&text, "tlsmon_reassembly_evictions_total"),
+        ["tlsmon_reassembly_evictions_total 3"]
+    );
     assert_eq!(
         samples(&text, "tlsmon_parse_errors_total"),
         [
@@ -347,7 +380,10 @@ fn daemon_side_health_metrics() {
     );
     assert_eq!(
         samples(&text, "tlsmon_build_info"),
-        [format!(r#"tlsmon_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION"))]
+        [format!(
+            r#"tlsmon_build_info{{version="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION")
+        )]
     );
 }
 
@@ -372,7 +408,11 @@ fn every_family_follows_the_naming_rules_and_has_help() {
         let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
         families += 1;
         assert!(name.starts_with("tlsmon_"), "{name}");
-        assert_eq!(kind == "counter", name.ends_with("_total"), "{name} is a {kind}");
+        assert_eq!(
+            kind == "counter",
+            name.ends_with("_total"),
+            "{name} is a {kind}"
+        );
         let help = text
             .lines()
             .find_map(|l| l.strip_prefix(&format!("# HELP {name} ")))
