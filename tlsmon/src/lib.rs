@@ -7,6 +7,7 @@ pub mod capture;
 pub mod handshake;
 pub mod http;
 pub mod metrics;
+pub mod output;
 pub mod pcap;
 pub mod reassembly;
 pub mod record;
