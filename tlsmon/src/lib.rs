@@ -4,6 +4,7 @@
 //! handshake parsing -> outcome -> metrics / JSON events / live view.
 
 pub mod capture;
+pub mod config;
 pub mod handshake;
 pub mod http;
 pub mod metrics;

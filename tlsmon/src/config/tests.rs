@@ -1,0 +1,146 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/tlsmon/tlsmon.toml"))
+}
+
+fn error(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn full_file_parses() {
+    let config = parse(
+        r#"
+listen = "127.0.0.1:9900"
+interfaces = ["eth*", "ens[0-9]"]
+byte_budget = 32768
+events_file = "/var/log/tlsmon/events.jsonl"
+handshake_timeout_secs = 5
+log_level = "tlsmon=debug,info"
+
+[labels]
+sni = true
+top_k = 20
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        config,
+        Config {
+            listen: Some("127.0.0.1:9900".parse().unwrap()),
+            interfaces: Some(vec!["eth*".into(), "ens[0-9]".into()]),
+            byte_budget: Some(32768),
+            events_file: Some("/var/log/tlsmon/events.jsonl".into()),
+            handshake_timeout_secs: Some(5),
+            labels: Some(LabelsConfig {
+                sni: Some(true),
+                top_k: Some(20),
+                ..LabelsConfig::default()
+            }),
+            log_level: Some("tlsmon=debug,info".into()),
+        }
+    );
+}
+
+#[test]
+fn empty_file_resolves_to_defaults() {
+    let settings = parse("").unwrap().resolve();
+    assert_eq!(
+        settings,
+        Settings {
+            listen: "0.0.0.0:9808".parse().unwrap(),
+            interfaces: vec![],
+            byte_budget: 16 * 1024,
+            events_file: None,
+            handshake_timeout: Duration::from_secs(10),
+            labels: LabelOptions::default(),
+            log_level: "info".into(),
+        }
+    );
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let text = include_str!("../../../packaging/tlsmon.toml");
+    let settings = parse(text).unwrap().resolve();
+    assert_eq!(settings.listen, DEFAULT_LISTEN);
+    assert_eq!(settings.labels, LabelOptions::default());
+}
+
+#[test]
+fn flags_win_over_the_file_field_by_field() {
+    let file = parse(
+        r#"
+listen = "127.0.0.1:9900"
+byte_budget = 32768
+[labels]
+sni = true
+top_k = 20
+"#,
+    )
+    .unwrap();
+    let flags = Config {
+        listen: Some("[::1]:9100".parse().unwrap()),
+        labels: Some(LabelsConfig {
+            top_k: Some(5),
+            ..LabelsConfig::default()
+        }),
+        ..Config::default()
+    };
+    let settings = file.merge(flags).resolve();
+    assert_eq!(settings.listen, "[::1]:9100".parse().unwrap());
+    assert_eq!(settings.byte_budget, 32768);
+    assert!(settings.labels.sni);
+    assert_eq!(settings.labels.top_k, 5);
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_file_and_line() {
+    assert_eq!(
+        error("listen = \"127.0.0.1:1\"\nlisten_addr = \"x\"\n"),
+        "/etc/tlsmon/tlsmon.toml:2:1: unknown field `listen_addr`, expected one of `listen`, `interfaces`, `byte_budget`, `events_file`, `handshake_timeout_secs`, `labels`, `log_level`"
+    );
+    assert_eq!(
+        error("[labels]\nsni = true\nja5 = true\n"),
+        "/etc/tlsmon/tlsmon.toml:3:1: unknown field `ja5`, expected one of `sni`, `ja3`, `ja4`, `client_ip`, `top_k`"
+    );
+}
+
+#[test]
+fn bad_values_are_rejected_where_they_are() {
+    assert!(
+        error("\nlisten = \"nowhere:80\"\n").starts_with("/etc/tlsmon/tlsmon.toml:2:10: "),
+        "{}",
+        error("\nlisten = \"nowhere:80\"\n")
+    );
+    assert_eq!(
+        error("byte_budget = 10\n"),
+        "/etc/tlsmon/tlsmon.toml:1:15: byte_budget must be between 2048 and 1048576, not 10"
+    );
+    assert_eq!(
+        error("handshake_timeout_secs = 0\n"),
+        "/etc/tlsmon/tlsmon.toml:1:26: handshake_timeout_secs must be between 1 and 3600, not 0"
+    );
+    assert_eq!(
+        error("[labels]\ntop_k = 0\n"),
+        "/etc/tlsmon/tlsmon.toml:2:9: top_k must be between 1 and 10000, not 0"
+    );
+    assert!(error("interfaces = [\"eth[\"]\n")
+        .starts_with("/etc/tlsmon/tlsmon.toml:1:14: bad interface glob \"eth[\""));
+    assert!(error("log_level = \"loud=[\"\n")
+        .starts_with("/etc/tlsmon/tlsmon.toml:1:13: bad log_level \"loud=[\""));
+    assert!(
+        error("byte_budget = \"big\"\n").starts_with("/etc/tlsmon/tlsmon.toml:1:15: invalid type")
+    );
+    assert!(error("listen = \n").starts_with("/etc/tlsmon/tlsmon.toml:1:"));
+}
+
+#[test]
+fn unreadable_file_names_the_path() {
+    let err = Config::load("/nonexistent/tlsmon.toml").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot read config file /nonexistent/tlsmon.toml: No such file or directory (os error 2)"
+    );
+}
