@@ -5,12 +5,12 @@
 
 use std::net::IpAddr;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::segment::Timestamp;
 
 /// Which way the handshake crossed the device, from this host's point of view.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// A remote client connected to a server on this host (ClientHello on ingress).
@@ -33,7 +33,7 @@ impl Direction {
 }
 
 /// How a handshake ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Both sides finished the handshake.
@@ -56,7 +56,7 @@ impl Outcome {
 }
 
 /// Why a handshake failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureReason {
     /// A plaintext alert was sent (see `alert`, `alert_sender`).
@@ -91,7 +91,7 @@ impl FailureReason {
 }
 
 /// One side of the connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     /// The side that sent the ClientHello.
@@ -111,7 +111,7 @@ impl Side {
 }
 
 /// What a TLS 1.2-or-older Certificate message showed of the server's leaf certificate.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerCert {
     /// Subject distinguished name, RFC 4514 style.
     pub subject: String,
@@ -122,10 +122,10 @@ pub struct ServerCert {
 }
 
 /// One handshake attempt and how it ended.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HandshakeRecord {
     /// When the ClientHello was seen (RFC 3339 UTC).
-    #[serde(serialize_with = "serialize_ts")]
+    #[serde(serialize_with = "serialize_ts", deserialize_with = "deserialize_ts")]
     pub ts: Timestamp,
     /// Interface name (or capture file name).
     pub device: String,
@@ -193,6 +193,46 @@ fn serialize_ts<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_str(&format_rfc3339(*ts))
 }
 
+fn deserialize_ts<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_rfc3339(&text).ok_or_else(|| serde::de::Error::custom(format!("bad timestamp {text:?}")))
+}
+
+/// Parses what [`format_rfc3339`] writes (UTC, "Z", optional fraction).
+pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut date_parts = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (date_parts.next()??, date_parts.next()??, date_parts.next()??);
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut clock_parts = clock.splitn(3, ':').map(|p| p.parse::<u64>().ok());
+    let (h, m, s) = (clock_parts.next()??, clock_parts.next()??, clock_parts.next()??);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    let nanos = if fraction.is_empty() {
+        0
+    } else {
+        let digits: String = fraction.chars().take(9).collect();
+        let value: u32 = digits.parse().ok()?;
+        value * 10u32.pow(9 - digits.len() as u32)
+    };
+    let days = days_from_civil(year, month as u32, day as u32);
+    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + s;
+    Some(Timestamp::new(secs, nanos))
+}
+
+/// (year, month, day) to days since 1970-01-01: the inverse of [`civil_from_days`].
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Formats a Unix timestamp as RFC 3339 UTC with microseconds.
 pub fn format_rfc3339(ts: Timestamp) -> String {
     let secs = ts.as_secs();
@@ -242,5 +282,14 @@ mod tests {
             format_rfc3339(Duration::new(951_782_400, 0)),
             "2000-02-29T00:00:00.000000Z"
         );
+    }
+
+    #[test]
+    fn parses_what_it_formats() {
+        for ts in [Duration::ZERO, Duration::new(1_709_251_199, 123_456_000), Duration::new(4_102_444_800, 1_000)] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(ts)), Some(ts));
+        }
+        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("garbage"), None);
     }
 }

@@ -1,0 +1,110 @@
+//! `tlsmon analyze FILE...`: records as text, JSON lines or metrics, then a summary.
+
+use std::io::{self, BufWriter, Write};
+use std::time::Duration;
+
+use crate::analyze::{analyze_file_into, AnalyzeOptions, AnalyzeSummary};
+use crate::cli::{AnalyzeArgs, AnalyzeFormat};
+use crate::metrics::{LabelOptions, Metrics};
+use crate::output;
+use crate::record::{HandshakeRecord, Outcome};
+
+use super::use_color;
+
+/// Runs the command; the error lists every file that could not be read.
+pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
+    let mut options = AnalyzeOptions::with_timeout(timeout_from_secs(args.handshake_timeout)?);
+    options.flows.tls_ports.extend(&args.tls_ports);
+    let color = use_color(args.color);
+    let metrics = match args.format {
+        AnalyzeFormat::Metrics => Some(Metrics::new(&LabelOptions::default())?),
+        _ => None,
+    };
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut summary = AnalyzeSummary::default();
+    let mut write_error: Option<io::Error> = None;
+    let mut failures = Vec::new();
+    for path in &args.files {
+        let mut sink = |record: HandshakeRecord| {
+            if let Some(metrics) = &metrics {
+                metrics.observe(&record);
+                return;
+            }
+            if args.failures_only && record.outcome != Outcome::Failed || write_error.is_some() {
+                return;
+            }
+            let line = match args.format {
+                AnalyzeFormat::Json => output::json_line(&record),
+                _ => output::text_line(&record, color),
+            };
+            if let Err(err) = writeln!(out, "{line}") {
+                write_error = Some(err);
+            }
+        };
+        if let Err(err) = analyze_file_into(path, &options, &mut summary, &mut sink) {
+            failures.push(err.to_string());
+        }
+    }
+    if let Some(err) = write_error {
+        // A closed pipe (`| head`) is the reader's choice, not an error of ours.
+        if err.kind() != io::ErrorKind::BrokenPipe {
+            return Err(err.into());
+        }
+        return Ok(());
+    }
+    if let Some(metrics) = &metrics {
+        write!(out, "{}", metrics.encode_text()?)?;
+    }
+    out.flush()?;
+    // The summary goes to stderr for machine formats so stdout stays parseable.
+    let summary_text = render_summary(&summary);
+    match args.format {
+        AnalyzeFormat::Text => print!("{summary_text}"),
+        _ => eprint!("{summary_text}"),
+    }
+    for failure in &failures {
+        eprintln!("error: {failure}");
+    }
+    if !failures.is_empty() {
+        anyhow::bail!("{} of {} files could not be fully read", failures.len(), args.files.len());
+    }
+    Ok(())
+}
+
+/// A validated timeout from a flag given in seconds.
+pub fn timeout_from_secs(secs: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| anyhow::anyhow!("--handshake-timeout must be a positive number of seconds, not {secs}"))
+}
+
+fn render_summary(s: &AnalyzeSummary) -> String {
+    let f = &s.flows;
+    format!(
+        "\n{} handshakes: {} established, {} failed, {} incomplete\n\
+         read {} files, {} packets ({} TCP segments, {} not TCP, {} malformed, {} truncated)\n\
+         flows: {} tracked, {} evicted, {} non-TLS ignored, {} joined mid-stream ignored, {} parse errors\n\
+         reassembly: {} retransmitted bytes, {} conflicting overlaps, {} bytes missing, {} bytes over limits\n",
+        s.established + s.failed + s.incomplete,
+        s.established,
+        s.failed,
+        s.incomplete,
+        s.files,
+        s.packets,
+        s.tcp_segments,
+        s.non_tcp,
+        s.malformed_packets,
+        s.truncated_packets,
+        f.flows_created,
+        f.flows_evicted,
+        f.not_tls_ignored,
+        f.midstream_ignored,
+        f.parse_errors,
+        f.retransmitted_bytes,
+        f.overlap_conflicts,
+        f.gap_bytes,
+        f.reassembly_dropped_bytes,
+    )
+}
