@@ -17,10 +17,6 @@ pub struct Cli {
 /// tlsmon's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: capture on interfaces, serve /metrics and /healthz (needs root).
-    Run(RunArgs),
-    /// Print one line per handshake as it completes, like tcpdump for handshakes (needs root).
-    Watch(WatchArgs),
     /// Analyse pcap/pcapng capture files with the same pipeline, offline (no root needed).
     Analyze(AnalyzeArgs),
     /// Compare handshakes per interface side by side and highlight what differs.
@@ -170,13 +166,6 @@ mod tests {
 
     #[test]
     fn parses_repeatable_interfaces_and_formats() {
-        let cli = Cli::try_parse_from(["tlsmon", "run", "-i", "eth*", "--interface", "ens3", "--listen", "127.0.0.1:9999"])
-            .unwrap();
-        let Command::Run(run) = cli.command else {
-            panic!("expected run")
-        };
-        assert_eq!(run.capture.interfaces, vec!["eth*", "ens3"]);
-        assert_eq!(run.listen, Some("127.0.0.1:9999".parse().unwrap()));
         let cli = Cli::try_parse_from(["tlsmon", "analyze", "a.pcap", "--format", "json"]).unwrap();
         let Command::Analyze(analyze) = cli.command else {
             panic!("expected analyze")

@@ -6,7 +6,7 @@
 //! share of handshakes per device, and marks rows where the devices disagree: a value
 //! present on one device only, or shares more than [`SHARE_DIFFERENCE`] apart.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::record::HandshakeRecord;
@@ -17,11 +17,17 @@ pub const SHARE_DIFFERENCE: f64 = 0.10;
 /// Rows shown per aspect; the rest are summed into "(other)".
 const MAX_ROWS_PER_ASPECT: usize = 12;
 
+/// Reads the values of one aspect from a record.
+type AspectReader = fn(&HandshakeRecord) -> Vec<String>;
+
 /// The aspects compared, in display order, and how to read each from a record.
-const ASPECTS: &[(&str, fn(&HandshakeRecord) -> Vec<String>)] = &[
+const ASPECTS: &[(&str, AspectReader)] = &[
     ("outcome", |r| vec![r.outcome.as_str().to_string()]),
     ("failure reason", |r| {
-        r.failure_reason.iter().map(|f| f.as_str().to_string()).collect()
+        r.failure_reason
+            .iter()
+            .map(|f| f.as_str().to_string())
+            .collect()
     }),
     ("alert (sender)", |r| {
         r.alert
@@ -117,7 +123,12 @@ impl Comparison {
             }
             let _ = writeln!(out, "\n{name}");
             let mut rows: Vec<(&String, &BTreeMap<String, u64>)> = counts.iter().collect();
-            rows.sort_by_key(|(value, per)| (std::cmp::Reverse(per.values().sum::<u64>()), (*value).clone()));
+            rows.sort_by_key(|(value, per)| {
+                (
+                    std::cmp::Reverse(per.values().sum::<u64>()),
+                    (*value).clone(),
+                )
+            });
             let (shown, rest) = rows.split_at(rows.len().min(MAX_ROWS_PER_ASPECT));
             for (value, per_device) in shown {
                 let differs = self.differs(per_device);

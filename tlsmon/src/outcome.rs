@@ -225,7 +225,12 @@ impl HandshakeTracker {
     }
 
     /// A message sent by `side`, in stream order.
-    pub fn on_message(&mut self, side: Side, message: TlsMessage, ts: Timestamp) -> Option<Verdict> {
+    pub fn on_message(
+        &mut self,
+        side: Side,
+        message: TlsMessage,
+        ts: Timestamp,
+    ) -> Option<Verdict> {
         self.last_activity = ts;
         self.progress(side).spoke = true;
         match message {
@@ -329,10 +334,19 @@ impl HandshakeTracker {
         }
     }
 
-    fn on_alert(&mut self, side: Side, level: u8, description: u8, ts: Timestamp) -> Option<Verdict> {
+    fn on_alert(
+        &mut self,
+        side: Side,
+        level: u8,
+        description: u8,
+        ts: Timestamp,
+    ) -> Option<Verdict> {
         let closure_or_benign = matches!(
             description,
-            ALERT_CLOSE_NOTIFY | ALERT_USER_CANCELED | ALERT_NO_RENEGOTIATION | ALERT_UNRECOGNIZED_NAME
+            ALERT_CLOSE_NOTIFY
+                | ALERT_USER_CANCELED
+                | ALERT_NO_RENEGOTIATION
+                | ALERT_UNRECOGNIZED_NAME
         );
         if level == ALERT_LEVEL_FATAL || !closure_or_benign || description == ALERT_CLOSE_NOTIFY {
             let mut failure = Failure::new(FailureReason::Alert, ts);
@@ -381,19 +395,22 @@ impl HandshakeTracker {
             failure.closed_by = Some(side);
             Verdict::Failed(failure)
         };
-        let server_objected = is_short(self.server_reply_after_client_finished);
+        // A short record where the client's Finished was due: it refused the server
+        // (say, its certificate). Either side may close first after that.
+        let client_refused = !self.client.finished
+            && self.client.encrypted_records >= 1
+            && is_short(self.client.last_encrypted_len);
+        if client_refused {
+            return Some(encrypted_alert(Side::Client));
+        }
+        if is_short(self.server_reply_after_client_finished) {
+            return Some(encrypted_alert(Side::Server));
+        }
+        // The client finished and left on its own: it was satisfied.
         match side {
-            // A short record where the client's Finished was due: it refused the
-            // server (say, its certificate).
-            Side::Client if !self.client.finished => (self.client.encrypted_records >= 1
-                && is_short(self.client.last_encrypted_len))
-            .then(|| encrypted_alert(Side::Client)),
-            Side::Client if server_objected => Some(encrypted_alert(Side::Server)),
-            // The client finished and left on its own: it was satisfied.
             Side::Client => self
                 .client_finished_at
                 .map(|at| Verdict::Established { at }),
-            Side::Server if server_objected => Some(encrypted_alert(Side::Server)),
             Side::Server => None,
         }
     }
@@ -414,7 +431,10 @@ impl HandshakeTracker {
         failure.detail = Some(if self.server.spoke {
             format!("handshake stalled for {} s", timeout.as_secs_f64())
         } else {
-            format!("no reply from the server within {} s", timeout.as_secs_f64())
+            format!(
+                "no reply from the server within {} s",
+                timeout.as_secs_f64()
+            )
         });
         Some(Verdict::Failed(failure))
     }

@@ -16,7 +16,7 @@ fn server_hello(version: u16) -> TlsMessage {
     TlsMessage::ServerHello(ServerHello {
         selected_version: version,
         cipher_suite: 0x1301,
-        key_share_group: Some(0x001d),
+        key_share_group: (version == TLS13).then_some(0x001d),
         ..ServerHello::default()
     })
 }
@@ -55,7 +55,12 @@ fn full_tls12_server_flight() -> Vec<(Side, TlsMessage)> {
     vec![
         (Side::Server, server_hello(TLS12)),
         (Side::Server, TlsMessage::Certificate(None)),
-        (Side::Server, TlsMessage::ServerKeyExchange { group: Some(0x0017) }),
+        (
+            Side::Server,
+            TlsMessage::ServerKeyExchange {
+                group: Some(0x0017),
+            },
+        ),
         (Side::Server, TlsMessage::OtherHandshake { msg_type: 14 }),
     ]
 }
@@ -71,7 +76,11 @@ fn tls12_full_handshake_is_established_after_both_finished() {
         (Side::Server, TlsMessage::ChangeCipherSpec),
     ]);
     assert_eq!(feed(&mut t, steps), None);
-    let v = t.on_message(Side::Server, TlsMessage::EncryptedHandshake { len: 40 }, ms(20));
+    let v = t.on_message(
+        Side::Server,
+        TlsMessage::EncryptedHandshake { len: 40 },
+        ms(20),
+    );
     assert_eq!(v, Some(Verdict::Established { at: ms(20) }));
     assert!(!t.resumed());
     assert_eq!(t.negotiated_group(), Some(0x0017));
@@ -99,7 +108,13 @@ fn fatal_plaintext_alert_fails_with_its_sender() {
     let mut t = tracker();
     let v = feed(
         &mut t,
-        vec![(Side::Server, TlsMessage::Alert { level: 2, description: 40 })],
+        vec![(
+            Side::Server,
+            TlsMessage::Alert {
+                level: 2,
+                description: 40,
+            },
+        )],
     );
     let f = failure(v.unwrap());
     assert_eq!(f.reason, FailureReason::Alert);
@@ -110,12 +125,21 @@ fn fatal_plaintext_alert_fails_with_its_sender() {
 #[test]
 fn warning_unrecognized_name_lets_the_handshake_continue() {
     let mut t = tracker();
-    let mut steps = vec![(Side::Server, TlsMessage::Alert { level: 1, description: 112 })];
+    let mut steps = vec![(
+        Side::Server,
+        TlsMessage::Alert {
+            level: 1,
+            description: 112,
+        },
+    )];
     steps.extend(full_tls12_server_flight());
     assert_eq!(feed(&mut t, steps), None);
     // ...but if the client then closes, the warning is the best explanation.
     let f = failure(t.on_close(Side::Client, Close::Fin, ms(30)));
-    assert_eq!((f.reason, f.alert, f.alert_sender), (FailureReason::Alert, Some(112), Some(Side::Server)));
+    assert_eq!(
+        (f.reason, f.alert, f.alert_sender),
+        (FailureReason::Alert, Some(112), Some(Side::Server))
+    );
     assert_eq!(f.closed_by, Some(Side::Client));
 }
 
@@ -179,13 +203,26 @@ fn tls13_server_rejecting_after_client_finished_is_server_encrypted_alert() {
 #[test]
 fn tls13_unconfirmed_finish_is_established_after_the_window_or_at_end() {
     let mut t = tracker();
-    let steps = vec![(Side::Server, server_hello(TLS13)), (Side::Server, app(2000)), (Side::Client, app(60))];
+    let steps = vec![
+        (Side::Server, server_hello(TLS13)),
+        (Side::Server, app(2000)),
+        (Side::Client, app(60)),
+    ];
     assert_eq!(feed(&mut t, steps), None);
     assert_eq!(t.on_idle(ms(500), Duration::from_secs(10)), None);
-    assert_eq!(t.on_idle(ms(1003), Duration::from_secs(10)), Some(Verdict::Established { at: ms(3) }));
-    assert_eq!(t.on_end("capture ended"), Verdict::Established { at: ms(3) });
+    assert_eq!(
+        t.on_idle(ms(1003), Duration::from_secs(10)),
+        Some(Verdict::Established { at: ms(3) })
+    );
+    assert_eq!(
+        t.on_end("capture ended"),
+        Verdict::Established { at: ms(3) }
+    );
     // A client that finished and then left on its own was satisfied.
-    assert_eq!(t.on_close(Side::Client, Close::Fin, ms(4)), Verdict::Established { at: ms(3) });
+    assert_eq!(
+        t.on_close(Side::Client, Close::Fin, ms(4)),
+        Verdict::Established { at: ms(3) }
+    );
 }
 
 #[test]
@@ -193,7 +230,10 @@ fn hello_retry_is_flagged_and_final_group_wins() {
     let mut t = tracker();
     let steps = vec![
         (Side::Server, hrr()),
-        (Side::Client, TlsMessage::ClientHello(ClientHello::default())),
+        (
+            Side::Client,
+            TlsMessage::ClientHello(ClientHello::default()),
+        ),
         (Side::Server, server_hello(TLS13)),
     ];
     assert_eq!(feed(&mut t, steps), None);
@@ -209,7 +249,12 @@ fn silence_times_out_and_says_the_server_never_answered() {
     let f = failure(t.on_idle(ms(10_000), timeout).unwrap());
     assert_eq!(f.reason, FailureReason::Timeout);
     assert!(f.detail.unwrap().contains("no reply"));
-    assert_eq!(t.on_end("capture ended"), Verdict::Incomplete { detail: "capture ended".into() });
+    assert_eq!(
+        t.on_end("capture ended"),
+        Verdict::Incomplete {
+            detail: "capture ended".into()
+        }
+    );
 }
 
 #[test]
@@ -219,8 +264,37 @@ fn malformed_and_not_tls_from_the_server_are_failures() {
     assert_eq!(f.reason, FailureReason::NotTls);
     let mut t = tracker();
     let f = failure(
-        feed(&mut t, vec![(Side::Server, TlsMessage::Malformed { reason: "bad length".into() })]).unwrap(),
+        feed(
+            &mut t,
+            vec![(
+                Side::Server,
+                TlsMessage::Malformed {
+                    reason: "bad length".into(),
+                },
+            )],
+        )
+        .unwrap(),
     );
     assert_eq!(f.reason, FailureReason::ProtocolError);
     assert_eq!(f.detail.as_deref(), Some("server: bad length"));
+}
+
+#[test]
+fn tls13_client_refusal_is_found_whoever_closes_first() {
+    let mut t = tracker();
+    let steps = vec![
+        (Side::Server, server_hello(TLS13)),
+        (Side::Server, app(2000)),
+        (Side::Client, app(19)),
+    ];
+    assert_eq!(feed(&mut t, steps), None);
+    let f = failure(t.on_close(Side::Server, Close::Fin, ms(9)));
+    assert_eq!(
+        (f.reason, f.alert_sender, f.closed_by),
+        (
+            FailureReason::EncryptedAlert,
+            Some(Side::Client),
+            Some(Side::Server)
+        )
+    );
 }

@@ -203,10 +203,18 @@ pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
     let text = text.strip_suffix('Z')?;
     let (date, time) = text.split_once('T')?;
     let mut date_parts = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (year, month, day) = (date_parts.next()??, date_parts.next()??, date_parts.next()??);
+    let (year, month, day) = (
+        date_parts.next()??,
+        date_parts.next()??,
+        date_parts.next()??,
+    );
     let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
     let mut clock_parts = clock.splitn(3, ':').map(|p| p.parse::<u64>().ok());
-    let (h, m, s) = (clock_parts.next()??, clock_parts.next()??, clock_parts.next()??);
+    let (h, m, s) = (
+        clock_parts.next()??,
+        clock_parts.next()??,
+        clock_parts.next()??,
+    );
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
         return None;
     }
@@ -286,7 +294,11 @@ mod tests {
 
     #[test]
     fn parses_what_it_formats() {
-        for ts in [Duration::ZERO, Duration::new(1_709_251_199, 123_456_000), Duration::new(4_102_444_800, 1_000)] {
+        for ts in [
+            Duration::ZERO,
+            Duration::new(1_709_251_199, 123_456_000),
+            Duration::new(4_102_444_800, 1_000),
+        ] {
             assert_eq!(parse_rfc3339(&format_rfc3339(ts)), Some(ts));
         }
         assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);

@@ -67,7 +67,11 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
         eprintln!("error: {failure}");
     }
     if !failures.is_empty() {
-        anyhow::bail!("{} of {} files could not be fully read", failures.len(), args.files.len());
+        anyhow::bail!(
+            "{} of {} files could not be fully read",
+            failures.len(),
+            args.files.len()
+        );
     }
     Ok(())
 }
@@ -77,7 +81,9 @@ pub fn timeout_from_secs(secs: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(secs)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| anyhow::anyhow!("--handshake-timeout must be a positive number of seconds, not {secs}"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("--handshake-timeout must be a positive number of seconds, not {secs}")
+        })
 }
 
 fn render_summary(s: &AnalyzeSummary) -> String {

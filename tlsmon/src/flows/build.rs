@@ -64,7 +64,11 @@ impl FlowContext<'_> {
 }
 
 /// The record of a connection whose first bytes were not TLS.
-pub(crate) fn not_tls_record(context: &FlowContext<'_>, started: Timestamp, at: Timestamp) -> HandshakeRecord {
+pub(crate) fn not_tls_record(
+    context: &FlowContext<'_>,
+    started: Timestamp,
+    at: Timestamp,
+) -> HandshakeRecord {
     let mut record = context.bare_record(started, Outcome::Failed);
     record.failure_reason = Some(FailureReason::NotTls);
     record.detail = Some("the client's first bytes are not a TLS ClientHello".to_string());
@@ -87,7 +91,9 @@ pub(crate) fn handshake_record(
     };
     let mut record = context.bare_record(started, outcome);
     match verdict {
-        Verdict::Established { at } => record.duration_ms = Some(millis(at.saturating_sub(started))),
+        Verdict::Established { at } => {
+            record.duration_ms = Some(millis(at.saturating_sub(started)))
+        }
         Verdict::Failed(failure) => {
             record.failure_reason = Some(failure.reason);
             record.alert = failure.alert.map(names::alert_name);
@@ -104,10 +110,22 @@ pub(crate) fn handshake_record(
     record.offered_versions = if hello.supported_versions.is_empty() {
         vec![names::version_name(hello.legacy_version)]
     } else {
-        hello.supported_versions.iter().map(|&v| names::version_name(v)).collect()
+        hello
+            .supported_versions
+            .iter()
+            .map(|&v| names::version_name(v))
+            .collect()
     };
-    record.offered_ciphers = hello.cipher_suites.iter().map(|&c| names::cipher_name(c)).collect();
-    record.offered_groups = hello.supported_groups.iter().map(|&g| names::group_name(g)).collect();
+    record.offered_ciphers = hello
+        .cipher_suites
+        .iter()
+        .map(|&c| names::cipher_name(c))
+        .collect();
+    record.offered_groups = hello
+        .supported_groups
+        .iter()
+        .map(|&g| names::group_name(g))
+        .collect();
     record.offered_alpn = hello.alpn.clone();
     record.client_hello_bytes = Some(hello.message_len);
     record.client_hello_segments = Some(client_hello_segments);
@@ -122,7 +140,11 @@ pub(crate) fn handshake_record(
     }
     record.group = tracker
         .negotiated_group()
-        .or_else(|| tracker.latest_server_hello().and_then(|sh| sh.key_share_group))
+        .or_else(|| {
+            tracker
+                .latest_server_hello()
+                .and_then(|sh| sh.key_share_group)
+        })
         .map(names::group_name);
     if let Some(server_hello) = tracker.server_hello() {
         record.alpn = server_hello.alpn.clone();

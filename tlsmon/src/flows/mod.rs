@@ -232,14 +232,14 @@ impl FlowTable {
 
     fn process(&mut self, key: &ConnectionKey, segment: &Segment, out: &mut Vec<Decided>) {
         let index = usize::from(segment.src != key.lo);
-        let limits = self.options.reassembly.clone();
+        let limits = self.options.reassembly;
         let mut messages = std::mem::take(&mut self.messages);
         messages.clear();
         let Some(flow) = self.flows.get_mut(key) else {
             return;
         };
-        let stream =
-            flow.streams[index].get_or_insert_with(|| DirectionStream::new(limits, segment.direction));
+        let stream = flow.streams[index]
+            .get_or_insert_with(|| DirectionStream::new(limits, segment.direction));
         stream.push(segment, &mut messages);
         let verdict = self.handle_messages(key, index, segment, &mut messages, out);
         self.messages = messages;
@@ -269,16 +269,17 @@ impl FlowTable {
             match flow.tracker.as_mut() {
                 Some(tracker) => {
                     let side = side_of(flow.client_stream == Some(index));
-                    if let Some(verdict) = tracker.on_message(side, timed.parsed.message, timed.ts) {
+                    if let Some(verdict) = tracker.on_message(side, timed.parsed.message, timed.ts)
+                    {
                         self.decide(key, verdict, out);
                         return true;
                     }
                 }
                 None => match timed.parsed.message {
                     TlsMessage::ClientHello(hello) => {
-                        let segments = flow.streams[index]
-                            .as_ref()
-                            .map_or(1, |s| s.segments_spanning(timed.parsed.start, timed.parsed.end));
+                        let segments = flow.streams[index].as_ref().map_or(1, |s| {
+                            s.segments_spanning(timed.parsed.start, timed.parsed.end)
+                        });
                         flow.client_stream = Some(index);
                         flow.client_hello_segments = segments;
                         flow.tracker = Some(HandshakeTracker::new(hello, timed.ts));
@@ -294,12 +295,21 @@ impl FlowTable {
                     }
                     // The other side of a non-TLS opener answers in TLS (an alert from
                     // a TLS server): it was a TLS port after all.
-                    _ if flow.suspect_not_tls && flow.client_stream != Some(index) => {
+                    ref reply
+                        if flow.suspect_not_tls
+                            && flow.client_stream != Some(index)
+                            && !matches!(
+                                reply,
+                                TlsMessage::NotTls | TlsMessage::Malformed { .. }
+                            ) =>
+                    {
                         self.decide_not_tls(key, timed.ts, out);
                         return true;
                     }
                     _ => {
-                        if !flow.suspect_not_tls {
+                        if flow.suspect_not_tls {
+                            self.stats.not_tls_ignored += 1;
+                        } else {
                             self.stats.midstream_ignored += 1;
                         }
                         self.forget(key);
@@ -312,13 +322,22 @@ impl FlowTable {
     }
 
     /// Applies RST at once and FIN once the stream reached it.
-    fn handle_closes(&mut self, key: &ConnectionKey, index: usize, segment: &Segment, out: &mut Vec<Decided>) {
+    fn handle_closes(
+        &mut self,
+        key: &ConnectionKey,
+        index: usize,
+        segment: &Segment,
+        out: &mut Vec<Decided>,
+    ) {
         let Some(flow) = self.flows.get_mut(key) else {
             return;
         };
         let close = if segment.flags.rst() {
             Some(Close::Rst)
-        } else if flow.streams[index].as_ref().is_some_and(|s| s.fin_reached()) {
+        } else if flow.streams[index]
+            .as_ref()
+            .is_some_and(|s| s.fin_reached())
+        {
             Some(Close::Fin)
         } else {
             None
@@ -363,7 +382,11 @@ impl FlowTable {
         let Some(flow) = self.flows.get_mut(key) else {
             return;
         };
-        let gap = flow.streams.iter().flatten().any(|s| s.has_gap() || s.fin_blocked());
+        let gap = flow
+            .streams
+            .iter()
+            .flatten()
+            .any(|s| s.has_gap() || s.fin_blocked());
         let verdict = match flow.tracker.as_mut() {
             Some(_) if gap => Some(Verdict::Incomplete {
                 detail: "bytes missing from the capture".to_string(),
@@ -429,7 +452,8 @@ impl FlowTable {
     fn decide(&mut self, key: &ConnectionKey, verdict: Verdict, out: &mut Vec<Decided>) {
         if let Some(flow) = self.flows.get(key) {
             if let (Some(tracker), Some(context)) = (&flow.tracker, context_of(key, flow)) {
-                let record = handshake_record(&context, tracker, flow.client_hello_segments, verdict);
+                let record =
+                    handshake_record(&context, tracker, flow.client_hello_segments, verdict);
                 out.push(Decided {
                     key: key.clone(),
                     record,

@@ -46,13 +46,8 @@ impl DirectionStream {
     pub fn push(&mut self, segment: &Segment, out: &mut Vec<TimedMessage>) {
         let syn = segment.flags.syn();
         if syn || !segment.payload.is_empty() || segment.cut > 0 {
-            self.reassembler.push(
-                segment.seq,
-                &segment.payload,
-                segment.cut,
-                syn,
-                segment.ts,
-            );
+            self.reassembler
+                .push(segment.seq, &segment.payload, segment.cut, syn, segment.ts);
         }
         if segment.flags.fin() {
             self.pending_fin = Some(segment.end_seq());
@@ -78,7 +73,8 @@ impl DirectionStream {
             for message in parsed.drain(..) {
                 self.parser_stopped |= matches!(
                     message.message,
-                    crate::handshake::TlsMessage::NotTls | crate::handshake::TlsMessage::Malformed { .. }
+                    crate::handshake::TlsMessage::NotTls
+                        | crate::handshake::TlsMessage::Malformed { .. }
                 );
                 out.push(TimedMessage {
                     ts: chunk.ts,

@@ -70,11 +70,19 @@ impl Conversation {
 
     fn segment(&mut self, from_client: bool, payload: &[u8], flags: u8) -> Segment {
         self.now_ms += 1;
-        let seq = if from_client { &mut self.client_seq } else { &mut self.server_seq };
+        let seq = if from_client {
+            &mut self.client_seq
+        } else {
+            &mut self.server_seq
+        };
         let segment = Segment {
             ts: Duration::from_millis(self.now_ms),
             device: Device::new("eth1"),
-            direction: if from_client { PacketDirection::Ingress } else { PacketDirection::Egress },
+            direction: if from_client {
+                PacketDirection::Ingress
+            } else {
+                PacketDirection::Egress
+            },
             src: (if from_client { CLIENT } else { SERVER }).parse().unwrap(),
             dst: (if from_client { SERVER } else { CLIENT }).parse().unwrap(),
             seq: *seq,
@@ -82,7 +90,9 @@ impl Conversation {
             payload: payload.to_vec(),
             cut: 0,
         };
-        *seq = seq.wrapping_add(payload.len() as u32 + u32::from(flags & (TcpFlags::FIN | TcpFlags::SYN) != 0));
+        *seq = seq.wrapping_add(
+            payload.len() as u32 + u32::from(flags & (TcpFlags::FIN | TcpFlags::SYN) != 0),
+        );
         segment
     }
 
@@ -119,7 +129,10 @@ fn split_reordered_client_hello_then_tls12_handshake_is_established() {
     let r = &c.out[0].record;
     assert_eq!(r.outcome, Outcome::Established);
     assert_eq!(r.version.as_deref(), Some("TLSv1.2"));
-    assert_eq!(r.cipher.as_deref(), Some("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"));
+    assert_eq!(
+        r.cipher.as_deref(),
+        Some("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256")
+    );
     assert_eq!(r.sni.as_deref(), Some("example.test"));
     assert_eq!(r.client_hello_segments, Some(2));
     assert_eq!(r.client_hello_bytes, Some(hello.len() as u32 - 5));
@@ -151,7 +164,10 @@ fn reset_after_client_hello_names_the_server() {
     c.send(true, &client_hello(), 0);
     c.send(false, &[], TcpFlags::RST);
     let r = &c.out[0].record;
-    assert_eq!((r.failure_reason, r.closed_by), (Some(FailureReason::Reset), Some(Side::Server)));
+    assert_eq!(
+        (r.failure_reason, r.closed_by),
+        (Some(FailureReason::Reset), Some(Side::Server))
+    );
 }
 
 #[test]
@@ -173,9 +189,11 @@ fn silence_becomes_a_timeout_on_the_capture_clock() {
     let mut c = Conversation::new(FlowTableOptions::default());
     c.send(true, &client_hello(), 0);
     let start = c.table.clock();
-    c.table.advance_clock(start + Duration::from_millis(9_999), &mut c.out);
+    c.table
+        .advance_clock(start + Duration::from_millis(9_999), &mut c.out);
     assert!(c.out.is_empty());
-    c.table.advance_clock(start + Duration::from_secs(10), &mut c.out);
+    c.table
+        .advance_clock(start + Duration::from_secs(10), &mut c.out);
     assert_eq!(c.out[0].record.failure_reason, Some(FailureReason::Timeout));
     assert_eq!(c.table.tracked(), 0);
 }
@@ -186,8 +204,10 @@ fn plain_http_is_not_tls_on_a_tls_port_and_ignored_elsewhere() {
     c.send(true, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0);
     assert_eq!(c.out[0].record.failure_reason, Some(FailureReason::NotTls));
 
-    let mut options = FlowTableOptions::default();
-    options.tls_ports = vec![];
+    let options = FlowTableOptions {
+        tls_ports: vec![],
+        ..Default::default()
+    };
     let mut c = Conversation::new(options);
     c.send(true, b"GET / HTTP/1.1\r\n\r\n", 0);
     c.send(false, b"HTTP/1.1 200 OK\r\n\r\n", TcpFlags::FIN);
@@ -198,8 +218,10 @@ fn plain_http_is_not_tls_on_a_tls_port_and_ignored_elsewhere() {
 
 #[test]
 fn eviction_reports_incomplete_and_counts() {
-    let mut options = FlowTableOptions::default();
-    options.max_flows = 1;
+    let options = FlowTableOptions {
+        max_flows: 1,
+        ..Default::default()
+    };
     let mut table = FlowTable::new(options);
     let mut out = Vec::new();
     for port in [40000u16, 40001] {

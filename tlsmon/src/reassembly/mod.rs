@@ -272,6 +272,12 @@ impl StreamReassembler {
         self.next_pos - self.start_pos
     }
 
+    /// Sequence number of the next byte to be made ready; `None` before the stream
+    /// started. The flow table compares it with a FIN's sequence number.
+    pub fn next_seq(&self) -> Option<u32> {
+        (self.start != StreamStart::Unknown).then_some(self.next_seq)
+    }
+
     /// What was seen, dropped and skipped.
     pub fn stats(&self) -> &ReassemblyStats {
         &self.stats
