@@ -20,6 +20,8 @@ mod stream;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_captured;
 
 pub use crate::record::ServerCert;
 pub use stream::{TlsStreamParser, MAX_HANDSHAKE_MESSAGE, MAX_RECORD_PAYLOAD};

@@ -213,6 +213,19 @@ fn tls13_client_second_hello_after_compat_ccs_is_plaintext() {
 }
 
 #[test]
+fn tls13_offering_client_ciphertext_after_ccs_is_not_taken_for_a_hello() {
+    let mut stream = record(22, &greasy_client_hello());
+    stream.extend(record(20, &[1]));
+    // Starts like a ClientHello header but the "version" bytes are not 03 03.
+    let mut finished = vec![1, 0, 0, 36, 0x7e, 0x11];
+    finished.resize(40, 0x5a);
+    stream.extend(record(22, &finished));
+    let out = parse_all(&stream, 1);
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[2].message, TlsMessage::EncryptedHandshake { len: 40 });
+}
+
+#[test]
 fn oversized_handshake_message_is_malformed_and_stops() {
     let mut stream = record(22, &[11, 0x01, 0x00, 0x01]); // 65537-byte Certificate
     stream.extend(record(22, &[0; 100]));
