@@ -384,6 +384,8 @@ def analyse_stream(frames, names):
             server_ccs = True
         for desc in f["tls.alert_message.desc"]:
             alerts.append((who, ALERT_NAMES.get(num(desc), f"0x{num(desc):02x}")))
+    closes = sorted(resets + fins, key=lambda wf: num(one(wf[1], "frame.number")))
+    seen["first_close"] = closes[0][0] if closes else None
     seen.update(resets=[w for w, _ in resets], fins=[w for w, _ in fins],
                 alerts=alerts, not_tls=not hellos and first_client_payload is not None,
                 server_payload=bool(server_payload_frames))
@@ -518,10 +520,15 @@ def expectations(name, spec, names):
         record = dict(client_ip=seen["client_ip"], client_port=seen["client_port"],
                       server_ip=seen["server_ip"], server_port=seen["server_port"])
         record.update(declared)
-        for key in ("alpn", "ja3", "ja3s", "offered_versions", "offered_ciphers",
-                    "offered_groups", "offered_alpn", "client_hello_bytes",
-                    "client_hello_segments"):
+        if declared["failure_reason"] == "encrypted_alert":
+            # After an encrypted alert both sides close within microseconds, in either
+            # order: who closed first is a fact of this capture, not of its recipe.
+            record["closed_by"] = seen["first_close"]
+        for key in ("alpn", "ja3", "ja3s", "client_hello_bytes", "client_hello_segments"):
             record.setdefault(key, seen.get(key))
+        # Lists are never null in tlsmon's schema: empty when there was no ClientHello.
+        for key in ("offered_versions", "offered_ciphers", "offered_groups", "offered_alpn"):
+            record.setdefault(key, seen.get(key, []))
         record["server_cert"] = seen.get("server_cert")
         records.append(record)
     return dict(scenario=name, file=os.path.basename(path), why=spec["why"],
