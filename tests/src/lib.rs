@@ -1,1 +1,4 @@
 //! Shared helpers for tlsmon end-to-end tests.
+
+pub mod corpus;
+pub mod tshark;
