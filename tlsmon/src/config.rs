@@ -22,8 +22,10 @@ pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9808);
 /// Default per-direction byte budget of a tracked flow (kernel copy limit).
 pub const DEFAULT_BYTE_BUDGET: u32 = tlsmon_common::DEFAULT_BYTE_BUDGET;
-/// Default time a handshake may take before it counts as a timeout.
-pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+/// Default seconds without progress before a handshake counts as a timeout.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: f64 = 10.0;
+/// Default number of handshakes followed at once.
+pub const DEFAULT_MAX_FLOWS: usize = 65_536;
 /// Default log filter.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -35,7 +37,12 @@ pub const MAX_BYTE_BUDGET: u32 = 1 << 20;
 /// Largest `top_k` accepted: each value is a time series per device and outcome.
 pub const MAX_TOP_K: usize = 10_000;
 /// Longest handshake timeout accepted.
-pub const MAX_HANDSHAKE_TIMEOUT_SECS: u64 = 3600;
+pub const MAX_HANDSHAKE_TIMEOUT_SECS: f64 = 3600.0;
+/// Shortest handshake timeout accepted: less would fail healthy handshakes over
+/// long-distance links.
+pub const MIN_HANDSHAKE_TIMEOUT_SECS: f64 = 0.1;
+/// Most handshakes that may be followed at once.
+pub const MAX_MAX_FLOWS: usize = 10_000_000;
 
 /// Errors loading a configuration file.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +87,7 @@ impl fmt::Display for Location {
 }
 
 /// Settings from a file or flags; `None` means "not given here".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address of `/metrics` and `/healthz` (default 0.0.0.0:9808).
@@ -93,9 +100,12 @@ pub struct Config {
     pub byte_budget: Option<u32>,
     /// Append one JSON line per handshake to this file.
     pub events_file: Option<PathBuf>,
-    /// Seconds a handshake may take before it is reported as a timeout.
+    /// Seconds without progress before a handshake is reported as a timeout.
     #[serde(default, deserialize_with = "handshake_timeout")]
-    pub handshake_timeout_secs: Option<u64>,
+    pub handshake_timeout_secs: Option<f64>,
+    /// Handshakes followed at once; beyond, the least recently active is dropped.
+    #[serde(default, deserialize_with = "max_flows")]
+    pub max_flows: Option<usize>,
     /// Open-ended metric labels.
     pub labels: Option<LabelsConfig>,
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
@@ -121,7 +131,7 @@ pub struct LabelsConfig {
 }
 
 /// A configuration with every default filled in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// Address of `/metrics` and `/healthz`.
     pub listen: SocketAddr,
@@ -133,6 +143,8 @@ pub struct Settings {
     pub events_file: Option<PathBuf>,
     /// Handshake timeout.
     pub handshake_timeout: Duration,
+    /// Handshakes followed at once.
+    pub max_flows: usize,
     /// Open-ended label options.
     pub labels: LabelOptions,
     /// Log filter.
@@ -172,6 +184,7 @@ impl Config {
             handshake_timeout_secs: overrides
                 .handshake_timeout_secs
                 .or(self.handshake_timeout_secs),
+            max_flows: overrides.max_flows.or(self.max_flows),
             labels: match (self.labels, overrides.labels) {
                 (Some(base), Some(over)) => Some(base.merge(over)),
                 (base, over) => over.or(base),
@@ -188,10 +201,14 @@ impl Config {
             interfaces: self.interfaces.unwrap_or_default(),
             byte_budget: self.byte_budget.unwrap_or(DEFAULT_BYTE_BUDGET),
             events_file: self.events_file,
-            handshake_timeout: Duration::from_secs(
+            // Validated finite and positive when it came from a file; a value
+            // from flags that is not falls back to the default rather than panic.
+            handshake_timeout: Duration::try_from_secs_f64(
                 self.handshake_timeout_secs
                     .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
-            ),
+            )
+            .unwrap_or(Duration::from_secs_f64(DEFAULT_HANDSHAKE_TIMEOUT_SECS)),
+            max_flows: self.max_flows.unwrap_or(DEFAULT_MAX_FLOWS),
             labels: LabelOptions {
                 sni: labels.sni.unwrap_or(false),
                 ja3: labels.ja3.unwrap_or(false),
@@ -255,9 +272,19 @@ fn byte_budget<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error>
     in_range(v, MIN_BYTE_BUDGET..=MAX_BYTE_BUDGET, "byte_budget").map(Some)
 }
 
-fn handshake_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let v = u64::deserialize(d)?;
-    in_range(v, 1..=MAX_HANDSHAKE_TIMEOUT_SECS, "handshake_timeout_secs").map(Some)
+fn handshake_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let v = f64::deserialize(d)?;
+    in_range(
+        v,
+        MIN_HANDSHAKE_TIMEOUT_SECS..=MAX_HANDSHAKE_TIMEOUT_SECS,
+        "handshake_timeout_secs",
+    )
+    .map(Some)
+}
+
+fn max_flows<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let v = usize::deserialize(d)?;
+    in_range(v, 1..=MAX_MAX_FLOWS, "max_flows").map(Some)
 }
 
 fn top_k<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {

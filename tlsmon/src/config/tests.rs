@@ -17,6 +17,7 @@ interfaces = ["eth*", "ens[0-9]"]
 byte_budget = 32768
 events_file = "/var/log/tlsmon/events.jsonl"
 handshake_timeout_secs = 5
+max_flows = 1000
 log_level = "tlsmon=debug,info"
 
 [labels]
@@ -32,7 +33,8 @@ top_k = 20
             interfaces: Some(vec!["eth*".into(), "ens[0-9]".into()]),
             byte_budget: Some(32768),
             events_file: Some("/var/log/tlsmon/events.jsonl".into()),
-            handshake_timeout_secs: Some(5),
+            handshake_timeout_secs: Some(5.0),
+            max_flows: Some(1000),
             labels: Some(LabelsConfig {
                 sni: Some(true),
                 top_k: Some(20),
@@ -54,6 +56,7 @@ fn empty_file_resolves_to_defaults() {
             byte_budget: 16 * 1024,
             events_file: None,
             handshake_timeout: Duration::from_secs(10),
+            max_flows: 65_536,
             labels: LabelOptions::default(),
             log_level: "info".into(),
         }
@@ -99,7 +102,7 @@ top_k = 20
 fn unknown_keys_are_rejected_with_file_and_line() {
     assert_eq!(
         error("listen = \"127.0.0.1:1\"\nlisten_addr = \"x\"\n"),
-        "/etc/tlsmon/tlsmon.toml:2:1: unknown field `listen_addr`, expected one of `listen`, `interfaces`, `byte_budget`, `events_file`, `handshake_timeout_secs`, `labels`, `log_level`"
+        "/etc/tlsmon/tlsmon.toml:2:1: unknown field `listen_addr`, expected one of `listen`, `interfaces`, `byte_budget`, `events_file`, `handshake_timeout_secs`, `max_flows`, `labels`, `log_level`"
     );
     assert_eq!(
         error("[labels]\nsni = true\nja5 = true\n"),
@@ -120,7 +123,22 @@ fn bad_values_are_rejected_where_they_are() {
     );
     assert_eq!(
         error("handshake_timeout_secs = 0\n"),
-        "/etc/tlsmon/tlsmon.toml:1:26: handshake_timeout_secs must be between 1 and 3600, not 0"
+        "/etc/tlsmon/tlsmon.toml:1:26: handshake_timeout_secs must be between 0.1 and 3600, not 0"
+    );
+    assert_eq!(
+        error("handshake_timeout_secs = nan\n"),
+        "/etc/tlsmon/tlsmon.toml:1:26: handshake_timeout_secs must be between 0.1 and 3600, not NaN"
+    );
+    assert_eq!(
+        parse("handshake_timeout_secs = 2.5\n")
+            .unwrap()
+            .resolve()
+            .handshake_timeout,
+        Duration::from_millis(2500)
+    );
+    assert_eq!(
+        error("max_flows = 0\n"),
+        "/etc/tlsmon/tlsmon.toml:1:13: max_flows must be between 1 and 10000000, not 0"
     );
     assert_eq!(
         error("[labels]\ntop_k = 0\n"),

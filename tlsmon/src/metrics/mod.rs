@@ -77,7 +77,7 @@ pub struct LabelOptions {
 }
 
 /// Default for [`LabelOptions::top_k`].
-pub const DEFAULT_TOP_K: usize = 100;
+pub const DEFAULT_TOP_K: usize = 50;
 
 impl Default for LabelOptions {
     fn default() -> Self {
