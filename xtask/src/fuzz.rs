@@ -107,6 +107,9 @@ fn run_target(root: &Path, toolchain: &str, target: &str, seconds: u64) -> Resul
     eprintln!("== fuzzing {target} for {seconds} s");
     let mut child = Command::new("cargo")
         .current_dir(root)
+        // Its own target directory: nightly and sanitizer builds (and the eBPF object
+        // tlsmon's build script makes) never overwrite the stable ones.
+        .env("CARGO_TARGET_DIR", root.join("fuzz").join("target"))
         .args([toolchain, "fuzz", "run", target])
         .arg(&scratch)
         .arg(&seeds)

@@ -20,7 +20,8 @@
 //! - Start of stream: a SYN fixes it at ISN+1. Without a SYN the first segment with
 //!   bytes starts the stream (mid-stream start). Until the first byte is drained, a
 //!   later segment that starts at most `max_buffered_bytes` (at least 1) bytes
-//!   earlier moves the start back: captures often
+//!   earlier moves the start back (if that leaves a hole at the front, only when the
+//!   bytes already made ready fit in the buffer while they wait): captures often
 //!   reorder the first two segments of a ClientHello. Once anything was drained, a
 //!   gap was skipped or a SYN was seen, the start is fixed.
 //! - Only the first [`ReassemblyLimits::max_stream_bytes`] bytes are delivered;
@@ -163,11 +164,8 @@ impl StreamReassembler {
             self.stats.retransmitted_bytes += payload.len() as u64;
             return;
         };
-        if pos < self.start_pos
-            && self.start == StreamStart::Tentative
-            && self.start_pos - pos <= self.rebase_window()
-        {
-            self.move_start_back(pos);
+        if pos < self.start_pos && self.start == StreamStart::Tentative {
+            self.try_move_start_back(pos, pos + payload.len() as u64);
         }
         let mut payload = payload;
         let mut cut = u64::from(cut);
@@ -311,8 +309,8 @@ impl StreamReassembler {
             }
             StreamStart::Tentative => {
                 if let Some(pos) = self.position_of(data_seq) {
-                    if pos < self.start_pos && self.start_pos - pos <= self.rebase_window() {
-                        self.move_start_back(pos);
+                    if pos < self.start_pos {
+                        self.try_move_start_back(pos, pos);
                     }
                 }
             }
@@ -322,9 +320,19 @@ impl StreamReassembler {
         self.start = StreamStart::Fixed;
     }
 
-    /// Move the stream start back to `pos` before anything was drained: ready bytes
-    /// go back to waiting behind the new hole at the front.
-    fn move_start_back(&mut self, pos: u64) {
+    /// Move the stream start back to `pos` (the new bytes reach `data_end`) before
+    /// anything was drained, if it is at most the rebase window earlier and the bytes
+    /// made ready so far fit in the buffer while they wait behind a new hole at the
+    /// front (or no hole is left: `data_end` reaches the current start).
+    fn try_move_start_back(&mut self, pos: u64, data_end: u64) {
+        if self.start_pos - pos > self.rebase_window() {
+            return;
+        }
+        let ready_bytes: usize = self.ready.iter().map(|(_, held)| held.bytes.len()).sum();
+        let leaves_hole = data_end < self.start_pos;
+        if leaves_hole && self.waiting_bytes + ready_bytes > self.limits.max_buffered_bytes {
+            return;
+        }
         for (ready_pos, held) in self.ready.drain(..) {
             self.waiting_bytes += held.bytes.len();
             self.waiting.insert(ready_pos, held);
@@ -333,6 +341,28 @@ impl StreamReassembler {
         self.next_seq = self.next_seq.wrapping_sub(back as u32);
         self.next_pos = pos;
         self.start_pos = pos;
+        self.trim_to_stream_limit();
+    }
+
+    /// Drop held bytes past the stream limit (it moved back with the start).
+    fn trim_to_stream_limit(&mut self) {
+        let limit_pos = self.limit_pos();
+        let beyond = self.waiting.split_off(&limit_pos);
+        for held in beyond.values() {
+            self.waiting_bytes -= held.bytes.len();
+            self.stats.beyond_stream_limit_bytes += held.bytes.len() as u64;
+        }
+        if let Some(mut last) = self.waiting.last_entry() {
+            let keep = (limit_pos - *last.key()) as usize;
+            let held = last.get_mut();
+            if held.bytes.len() > keep {
+                let cut = held.bytes.len() - keep;
+                held.bytes.truncate(keep);
+                self.waiting_bytes -= cut;
+                self.stats.beyond_stream_limit_bytes += cut as u64;
+            }
+        }
+        self.known_end = self.known_end.min(limit_pos);
     }
 
     fn make_ready(&mut self, pos: u64, bytes: Vec<u8>, ts: Timestamp) {
@@ -416,8 +446,10 @@ impl StreamReassembler {
         for (part_start, part_end) in new_parts {
             let part = &payload[(part_start - pos) as usize..(part_end - pos) as usize];
             if part_start == self.next_pos {
-                // Continues the stream: ready at once, never counted against the buffer.
+                // Continues the stream: ready at once, never counted against the buffer;
+                // held bytes it now reaches follow, so later parts may continue too.
                 self.make_ready(part_start, part.to_vec(), ts);
+                self.promote_waiting();
                 continue;
             }
             let room = self

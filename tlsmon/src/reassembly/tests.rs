@@ -320,3 +320,58 @@ fn one_segment_covering_several_waiting_pieces_fills_between_them() {
     assert_eq!(drain_bytes(&mut r, 0), b"abcdefgh");
     assert_eq!(r.buffered_bytes(), 0);
 }
+
+#[test]
+fn moving_the_start_back_keeps_the_stream_limit_and_the_buffer_bound() {
+    // The start moves back 4 bytes, so the 8-byte limit now ends 4 bytes earlier.
+    let mut r = StreamReassembler::new(limits(100, 8));
+    r.push(104, b"efghijkl", 0, false, ts(1));
+    r.push(100, b"abcd", 0, false, ts(0));
+    assert_eq!(drain_bytes(&mut r, 0), b"abcdefgh");
+    assert_eq!(r.stats().beyond_stream_limit_bytes, 4);
+    assert!(!r.has_gap());
+
+    // A move that would leave a hole needs the ready bytes to fit in the buffer:
+    // here 20 ready bytes do not fit in 10, so the earlier segment is not taken.
+    let mut r = StreamReassembler::new(limits(10, 1000));
+    r.push(100, &[1u8; 20], 0, false, ts(1));
+    r.push(95, b"ab", 0, false, ts(0));
+    assert!(r.buffered_bytes() <= 10);
+    assert_eq!(drain(&mut r), vec![(0, 1, vec![1u8; 20])]);
+    assert_eq!(r.stats().retransmitted_bytes, 2);
+
+    // Without a hole the move is always fine (the bytes flow on at once).
+    let mut r = StreamReassembler::new(limits(10, 1000));
+    r.push(100, &[1u8; 20], 0, false, ts(1));
+    r.push(95, b"abcde", 0, false, ts(0));
+    assert_eq!(r.buffered_bytes(), 0);
+    let mut expected = b"abcde".to_vec();
+    expected.extend_from_slice(&[1u8; 20]);
+    assert_eq!(drain_bytes(&mut r, 0), expected);
+}
+
+#[test]
+fn a_segment_spanning_held_bytes_and_beyond_is_kept_whole() {
+    // Small buffer: the tail beyond the held bytes must flow straight through
+    // rather than be counted against the buffer.
+    let mut r = StreamReassembler::new(limits(4, 1000));
+    r.push(0, &[], 0, true, ts(0));
+    r.push(3, b"cd", 0, false, ts(1)); // held at offsets 2..4
+    r.push(1, b"abcdefghijkl", 0, false, ts(2));
+    assert_eq!(r.stats().dropped_over_limit_bytes, 0);
+    assert_eq!(r.stats().retransmitted_bytes, 2);
+    assert_eq!(drain_bytes(&mut r, 0), b"abcdefghijkl");
+
+    // The same through a moved start (3 bytes back, within the 4-byte window): the
+    // earlier segment covers the old start and runs past everything seen.
+    let mut r = StreamReassembler::new(limits(4, 1000));
+    r.push(10, b"kl", 0, false, ts(1));
+    r.push(7, b"hijklmnop", 0, false, ts(2));
+    assert_eq!(r.stats().dropped_over_limit_bytes, 0);
+    assert_eq!(drain_bytes(&mut r, 0), b"hijklmnop");
+    // 5 bytes back is outside the window: not part of the stream.
+    let mut r = StreamReassembler::new(limits(4, 1000));
+    r.push(10, b"kl", 0, false, ts(1));
+    r.push(5, b"fghijklmnop", 0, false, ts(2));
+    assert_eq!(drain_bytes(&mut r, 0), b"klmnop");
+}
