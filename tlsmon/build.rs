@@ -97,7 +97,8 @@ fn link_object(linker: &Path, archive: &Path, object: &Path) {
     let mut cmd = Command::new(linker);
     cmd.args(["--target", "bpfel", "--cpu", "v3", "--btf"]);
     let exported = [
-        common::PROGRAM_NAME,
+        common::INGRESS_PROGRAM,
+        common::EGRESS_PROGRAM,
         common::EVENTS_MAP,
         common::FLOWS_MAP,
         common::COUNTERS_MAP,

@@ -5,8 +5,11 @@
 //! than `bool`: the verifier and the `Pod` contract both require every byte defined.
 #![no_std]
 
-/// Name of the classifier program in the object file.
-pub const PROGRAM_NAME: &str = "tlsmon_tc";
+/// Name of the classifier attached to tc ingress. Two entry points share one body
+/// because a program cannot otherwise tell which hook runs it.
+pub const INGRESS_PROGRAM: &str = "tlsmon_ingress";
+/// Name of the classifier attached to tc egress.
+pub const EGRESS_PROGRAM: &str = "tlsmon_egress";
 /// RingBuf carrying [`EventHeader`] records (with payload bytes after them).
 pub const EVENTS_MAP: &str = "TLSMON_EVENTS";
 /// LRU hash of tracked flows: [`FlowKey`] -> [`FlowState`].
@@ -135,6 +138,54 @@ pub struct FlowKey {
     pub port_hi: u16,
 }
 
+impl FlowKey {
+    /// The normalised key of the connection between `(src, src_port)` and
+    /// `(dst, dst_port)` on `ifindex`, and whether `src` is the `lo` side.
+    ///
+    /// Order: address bytes compared lexicographically, then the port. The kernel
+    /// and userspace both call this, so they always agree on the key.
+    #[inline(always)]
+    pub fn new(
+        ifindex: u32,
+        family: u8,
+        src: &[u8; 16],
+        src_port: u16,
+        dst: &[u8; 16],
+        dst_port: u16,
+    ) -> (FlowKey, bool) {
+        let src_is_lo = endpoint_le(src, src_port, dst, dst_port);
+        let (lo, lo_port, hi, hi_port) = if src_is_lo {
+            (src, src_port, dst, dst_port)
+        } else {
+            (dst, dst_port, src, src_port)
+        };
+        let key = FlowKey {
+            ifindex,
+            family,
+            _pad: [0; 3],
+            addr_lo: *lo,
+            addr_hi: *hi,
+            port_lo: lo_port,
+            port_hi: hi_port,
+        };
+        (key, src_is_lo)
+    }
+}
+
+/// `(a, a_port) <= (b, b_port)`; written as a bounded byte loop because slice
+/// comparison would call `memcmp`, which a BPF program cannot link.
+#[inline(always)]
+fn endpoint_le(a: &[u8; 16], a_port: u16, b: &[u8; 16], b_port: u16) -> bool {
+    let mut i = 0;
+    while i < 16 {
+        if a[i] != b[i] {
+            return a[i] < b[i];
+        }
+        i += 1;
+    }
+    a_port <= b_port
+}
+
 /// Per-flow state kept by the kernel.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,7 +198,15 @@ pub struct FlowState {
     pub done: u32,
     /// Non-zero when the client (ClientHello sender) is the `lo` side.
     pub client_is_lo: u32,
+    /// [`FIN_FROM_LO`] / [`FIN_FROM_HI`] bits: which sides have sent a FIN. The
+    /// entry is deleted once both have (or on RST), so a reused 4-tuple starts afresh.
+    pub fin_seen: u32,
 }
+
+/// [`FlowState::fin_seen`] bit: the `lo` side sent a FIN.
+pub const FIN_FROM_LO: u32 = 1;
+/// [`FlowState::fin_seen`] bit: the `hi` side sent a FIN.
+pub const FIN_FROM_HI: u32 = 2;
 
 /// Load-time configuration of the kernel program.
 #[repr(C)]
@@ -175,6 +234,17 @@ pub enum Counter {
     BytesCut = 4,
 }
 
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
+        Counter::PacketsSeen,
+        Counter::FlowsStarted,
+        Counter::EventsSent,
+        Counter::EventsDropped,
+        Counter::BytesCut,
+    ];
+}
+
 /// Number of counters in [`COUNTERS_MAP`].
 pub const COUNTER_COUNT: u32 = 5;
 
@@ -194,6 +264,23 @@ mod tests {
     use core::mem::size_of;
 
     #[test]
+    fn flow_key_is_the_same_for_both_directions() {
+        let a = [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let b = [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let (k1, a_is_lo) = FlowKey::new(3, FAMILY_IPV4, &a, 50000, &b, 443);
+        let (k2, b_is_lo) = FlowKey::new(3, FAMILY_IPV4, &b, 443, &a, 50000);
+        assert_eq!(k1, k2);
+        assert!(a_is_lo);
+        assert!(!b_is_lo);
+        assert_eq!(k1.addr_lo, a);
+        assert_eq!(k1.port_lo, 50000);
+        // Same address: the port decides.
+        let (k3, lo) = FlowKey::new(1, FAMILY_IPV4, &a, 443, &a, 80);
+        assert!(!lo);
+        assert_eq!((k3.port_lo, k3.port_hi), (80, 443));
+    }
+
+    #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(
             size_of::<EventHeader>(),
@@ -201,7 +288,7 @@ mod tests {
         );
         assert_eq!(size_of::<EventHeader>() % 8, 0);
         assert_eq!(size_of::<FlowKey>(), 4 + 1 + 3 + 16 + 16 + 2 + 2);
-        assert_eq!(size_of::<FlowState>(), 16);
+        assert_eq!(size_of::<FlowState>(), 20);
         assert_eq!(size_of::<Config>(), 8);
     }
 }

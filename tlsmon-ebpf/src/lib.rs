@@ -1,13 +1,32 @@
-//! tlsmon's kernel program (placeholder until the capture issue lands).
+//! tlsmon's kernel program: a tc classifier that copies the handshake bytes of TLS
+//! connections to a RingBuf and lets every packet through untouched.
+//!
+//! Two entry points (ingress, egress) share one body; parsing lives in `packet`,
+//! ClientHello recognition in `tls`, flow tracking in `flow`, event output in `emit`.
 #![no_std]
 
-use aya_ebpf::{macros::classifier, programs::TcContext};
+mod emit;
+mod flow;
+mod maps;
+mod packet;
+mod tls;
 
-/// TC_ACT_UNSPEC (TCX_NEXT): let the next program in the chain run.
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use tlsmon_common::{DIRECTION_EGRESS, DIRECTION_INGRESS};
+
+/// TC_ACT_UNSPEC, which TCX calls TCX_NEXT: the next program in the chain runs.
+/// (TC_ACT_OK would end the chain and hide packets from programs after tlsmon.)
 const TC_ACT_UNSPEC: i32 = -1;
 
 #[classifier]
-pub fn tlsmon_tc(_ctx: TcContext) -> i32 {
+pub fn tlsmon_ingress(ctx: TcContext) -> i32 {
+    flow::classify(&ctx, DIRECTION_INGRESS);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn tlsmon_egress(ctx: TcContext) -> i32 {
+    flow::classify(&ctx, DIRECTION_EGRESS);
     TC_ACT_UNSPEC
 }
 

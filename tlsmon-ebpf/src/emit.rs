@@ -1,0 +1,141 @@
+//! Builds RingBuf events in the per-CPU scratch buffer and sends them.
+
+use aya_ebpf::{helpers::bpf_skb_load_bytes, programs::TcContext};
+use tlsmon_common::{
+    Counter, EventHeader, EventKind, CHUNK_SIZE, MAX_CHUNKS_PER_PACKET, TCP_FIN, TCP_RST,
+};
+
+use crate::{
+    maps::{count, EventRecord, EVENTS, HEADER_LEN, SCRATCH},
+    packet::Packet,
+};
+
+/// Where and when a packet was seen: the same for every event it produces.
+pub struct Sighting {
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    pub direction: u8,
+}
+
+#[inline(always)]
+fn header(sighting: &Sighting, pkt: &Packet, kind: EventKind, seq: u32, flags: u8) -> EventHeader {
+    EventHeader {
+        ts_ns: sighting.ts_ns,
+        ifindex: sighting.ifindex,
+        kind: kind as u16,
+        direction: sighting.direction,
+        family: pkt.family,
+        src_addr: pkt.src,
+        dst_addr: pkt.dst,
+        src_port: pkt.src_port,
+        dst_port: pkt.dst_port,
+        seq,
+        tcp_flags: flags,
+        _pad: [0; 3],
+        payload_len: 0,
+        cut_len: 0,
+        _pad2: 0,
+    }
+}
+
+/// Sends `len` bytes of the scratch record (header plus payload) to the RingBuf.
+#[inline(always)]
+fn output(record: &EventRecord, len: u32) -> bool {
+    // SAFETY: `len` never exceeds size_of::<EventRecord>() (callers mask the
+    // payload length to CHUNK_SIZE), and the record is a live per-CPU map value.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(record as *const EventRecord as *const u8, len as usize)
+    };
+    if EVENTS.output::<[u8]>(bytes, 0).is_ok() {
+        count(Counter::EventsSent, 1);
+        true
+    } else {
+        count(Counter::EventsDropped, 1);
+        false
+    }
+}
+
+/// Copies up to `allowed` payload bytes of `pkt` to the RingBuf in chunks of at
+/// most CHUNK_SIZE (GSO skbs span several chunks). Returns the bytes consumed from
+/// the budget; bytes beyond the budget or the chunk limit, and bytes of events the
+/// full RingBuf refused, are counted as cut.
+#[inline(always)]
+pub fn send_payload(ctx: &TcContext, sighting: &Sighting, pkt: &Packet, allowed: u32) -> u32 {
+    let wanted = if pkt.payload_len < allowed {
+        pkt.payload_len
+    } else {
+        allowed
+    };
+    let Some(record) = SCRATCH.get_ptr_mut(0) else {
+        count(Counter::BytesCut, pkt.payload_len as u64);
+        return 0;
+    };
+    // SAFETY: this CPU's scratch slot; nothing else touches it during the run.
+    let record = unsafe { &mut *record };
+    // Payload events carry no FIN/RST: those become their own control event,
+    // placed after the data in sequence space.
+    let flags = pkt.tcp_flags & !(TCP_FIN | TCP_RST);
+    let mut sent: u32 = 0;
+    let mut cut: u32 = 0;
+    let mut chunk: u32 = 0;
+    while chunk < MAX_CHUNKS_PER_PACKET && sent < wanted {
+        let remaining = wanted - sent;
+        // Mask to a constant bound so the verifier sees 1..=CHUNK_SIZE; equal to
+        // min(remaining, CHUNK_SIZE) because remaining >= 1.
+        let len = if remaining < CHUNK_SIZE as u32 {
+            remaining
+        } else {
+            CHUNK_SIZE as u32
+        };
+        let len = ((len - 1) & (CHUNK_SIZE as u32 - 1)) + 1;
+        let last = sent + len >= wanted || chunk + 1 == MAX_CHUNKS_PER_PACKET;
+        let mut h = header(
+            sighting,
+            pkt,
+            EventKind::Payload,
+            pkt.seq.wrapping_add(sent),
+            flags,
+        );
+        h.payload_len = len;
+        h.cut_len = if last {
+            pkt.payload_len - sent - len
+        } else {
+            0
+        };
+        record.header = h;
+        // SAFETY: the destination is the record's CHUNK_SIZE payload array and
+        // `len` is at most CHUNK_SIZE; the helper checks the packet offset itself.
+        let loaded = unsafe {
+            bpf_skb_load_bytes(
+                ctx.skb.skb as *const _,
+                pkt.payload_off + sent,
+                record.payload.as_mut_ptr() as *mut _,
+                len,
+            )
+        };
+        if loaded != 0 || !output(record, HEADER_LEN + len) {
+            cut += len;
+        }
+        sent += len;
+        chunk += 1;
+    }
+    cut += pkt.payload_len - sent;
+    if cut != 0 {
+        count(Counter::BytesCut, cut as u64);
+    }
+    sent
+}
+
+/// Sends a FIN or RST control event. Its sequence number is the one the flag
+/// occupies: just after the segment's payload.
+#[inline(always)]
+pub fn send_control(sighting: &Sighting, pkt: &Packet, kind: EventKind) {
+    let Some(record) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch slot; nothing else touches it during the run.
+    let record = unsafe { &mut *record };
+    let seq = pkt.seq.wrapping_add(pkt.payload_len);
+    record.header = header(sighting, pkt, kind, seq, pkt.tcp_flags);
+    output(record, HEADER_LEN);
+}

@@ -1,0 +1,58 @@
+//! The maps shared with userspace. Names are the constants of `tlsmon-common`
+//! (the macro needs literals; userspace looks them up by those constants, and the
+//! BPF_PROG_TEST_RUN tests fail if the two ever disagree).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+};
+use tlsmon_common::{
+    Config, Counter, EventHeader, FlowKey, FlowState, CHUNK_SIZE, COUNTER_COUNT, MAX_TRACKED_FLOWS,
+    RINGBUF_BYTES,
+};
+
+/// One RingBuf record as built in the scratch buffer: header, then payload bytes.
+#[repr(C)]
+pub struct EventRecord {
+    pub header: EventHeader,
+    pub payload: [u8; CHUNK_SIZE],
+}
+
+/// Size of the header part of an [`EventRecord`].
+pub const HEADER_LEN: u32 = core::mem::size_of::<EventHeader>() as u32;
+
+#[map(name = "TLSMON_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
+
+#[map(name = "TLSMON_FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, FlowState> =
+    LruHashMap::with_max_entries(MAX_TRACKED_FLOWS, 0);
+
+#[map(name = "TLSMON_COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+#[map(name = "TLSMON_CONFIG")]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Events are assembled here, not on the 512-byte stack.
+#[map(name = "TLSMON_SCRATCH")]
+pub static SCRATCH: PerCpuArray<EventRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Adds `n` to this CPU's copy of `counter`.
+#[inline(always)]
+pub fn count(counter: Counter, n: u64) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot of an array map: valid for the program's run and
+        // touched by no other CPU.
+        unsafe { *slot += n };
+    }
+}
+
+/// The per-direction byte budget set by userspace, or the default before it is set.
+#[inline(always)]
+pub fn byte_budget() -> u32 {
+    match CONFIG.get(0) {
+        Some(config) if config.byte_budget != 0 => config.byte_budget,
+        _ => tlsmon_common::DEFAULT_BYTE_BUDGET,
+    }
+}
