@@ -1,4 +1,6 @@
 //! Shared helpers for tlsmon end-to-end tests.
 
 pub mod corpus;
+pub mod frames;
+pub mod poll;
 pub mod tshark;

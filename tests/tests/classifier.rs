@@ -1,0 +1,453 @@
+//! BPF_PROG_TEST_RUN tests of the kernel classifier on synthetic frames, through
+//! the public capture API: each test loads its own Capture (own maps), runs frames
+//! through the ingress or egress program, and asserts the exact segments and
+//! counters that come out. Needs root.
+
+use std::net::SocketAddr;
+
+use tlsmon::{
+    capture::{Capture, CaptureOptions, KernelCounters},
+    segment::{ConnectionKey, PacketDirection, Segment, TcpFlags},
+};
+use tlsmon_tests::frames::{self, Shape, ACK, FIN, PSH, RST};
+
+const TC_ACT_UNSPEC: i32 = -1;
+const CLIENT4: &str = "10.1.0.1:40000";
+const SERVER4: &str = "10.1.0.2:443";
+const CLIENT6: &str = "[fd00::1]:40000";
+const SERVER6: &str = "[fd00::2]:443";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn load() -> Capture {
+    load_with(CaptureOptions::default())
+}
+
+fn load_with(options: CaptureOptions) -> Capture {
+    match Capture::load(options) {
+        Ok(c) => c,
+        Err(e) => panic!("loading the classifier failed (these tests need root): {e}"),
+    }
+}
+
+/// Runs one frame and checks the classifier let it through unchanged.
+fn run(capture: &mut Capture, frame: &[u8], direction: PacketDirection) {
+    let verdict = capture
+        .run_on_frame(frame, direction)
+        .unwrap_or_else(|e| panic!("frame of {} bytes: {e}", frame.len()));
+    assert_eq!(
+        verdict, TC_ACT_UNSPEC,
+        "the classifier must always return TC_ACT_UNSPEC"
+    );
+}
+
+fn drain(capture: &mut Capture) -> Vec<Segment> {
+    let mut out = Vec::new();
+    capture.drain_segments(&mut out);
+    out
+}
+
+fn counters(capture: &Capture) -> KernelCounters {
+    capture.counters().unwrap()
+}
+
+#[test]
+fn ipv4_client_hello_starts_a_flow_and_is_copied_exactly() {
+    let mut c = load();
+    let ch = frames::client_hello(517);
+    let frame = frames::tcp(addr(CLIENT4), addr(SERVER4), 1000, ACK | PSH, &ch);
+    run(&mut c, &frame, PacketDirection::Ingress);
+    let segs = drain(&mut c);
+    assert_eq!(segs.len(), 1);
+    let s = &segs[0];
+    assert_eq!(s.payload, ch);
+    assert_eq!((s.src, s.dst), (addr(CLIENT4), addr(SERVER4)));
+    assert_eq!((s.seq, s.cut), (1000, 0));
+    assert_eq!(s.flags, TcpFlags(ACK | PSH));
+    assert_eq!(s.direction, PacketDirection::Ingress);
+    assert_eq!(s.device.name(), "lo");
+    assert_eq!(
+        counters(&c),
+        KernelCounters {
+            packets_seen: 1,
+            flows_started: 1,
+            events_sent: 1,
+            events_dropped: 0,
+            bytes_cut: 0
+        }
+    );
+    assert_eq!(c.flow_control().tracked_flows(), 1);
+}
+
+/// A ClientHello then `frame` on the same flow; returns the segments after the hello.
+fn after_hello(c: &mut Capture, client: &str, server: &str) -> Vec<Segment> {
+    let ch = frames::client_hello(300);
+    run(
+        c,
+        &frames::tcp(addr(client), addr(server), 1000, ACK | PSH, &ch),
+        PacketDirection::Ingress,
+    );
+    let segs = drain(c);
+    assert_eq!(segs.len(), 1, "the ClientHello itself");
+    assert_eq!(segs[0].payload, ch);
+    segs
+}
+
+#[test]
+fn ipv6_client_hello_with_an_extension_header_is_copied() {
+    let mut c = load();
+    let ch = frames::client_hello(400);
+    let shape = Shape {
+        ipv6_hop_by_hop: true,
+        ..Shape::default()
+    };
+    let frame = frames::tcp_shaped(addr(CLIENT6), addr(SERVER6), 77, ACK, &ch, shape);
+    run(&mut c, &frame, PacketDirection::Egress);
+    let segs = drain(&mut c);
+    assert_eq!(segs.len(), 1);
+    assert_eq!(segs[0].payload, ch);
+    assert_eq!((segs[0].src, segs[0].dst), (addr(CLIENT6), addr(SERVER6)));
+    assert_eq!(segs[0].direction, PacketDirection::Egress);
+    assert_eq!(segs[0].seq, 77);
+    assert_eq!(counters(&c).flows_started, 1);
+}
+
+#[test]
+fn vlan_and_qinq_tagged_client_hellos_are_copied() {
+    for vlans in [&[42u16][..], &[100, 200][..]] {
+        let mut c = load();
+        let ch = frames::client_hello(250);
+        let shape = Shape {
+            vlans,
+            ..Shape::default()
+        };
+        let frame = frames::tcp_shaped(addr(CLIENT4), addr(SERVER4), 5, ACK, &ch, shape);
+        run(&mut c, &frame, PacketDirection::Ingress);
+        let segs = drain(&mut c);
+        assert_eq!(segs.len(), 1, "vlans {vlans:?}");
+        assert_eq!(segs[0].payload, ch, "vlans {vlans:?}");
+        assert_eq!(segs[0].src, addr(CLIENT4));
+    }
+}
+
+#[test]
+fn ipv4_options_are_skipped() {
+    let mut c = load();
+    let ch = frames::client_hello(200);
+    let shape = Shape {
+        // Two NOPs, then a 4-byte-aligned timestamp-free router alert (RFC 2113).
+        ipv4_options: &[1, 1, 0, 0, 0x94, 4, 0, 0],
+        ..Shape::default()
+    };
+    let frame = frames::tcp_shaped(addr(CLIENT4), addr(SERVER4), 9, ACK, &ch, shape);
+    run(&mut c, &frame, PacketDirection::Ingress);
+    let segs = drain(&mut c);
+    assert_eq!(segs.len(), 1);
+    assert_eq!(segs[0].payload, ch);
+}
+
+#[test]
+fn client_hello_split_over_two_segments_is_copied_whole() {
+    let mut c = load();
+    let ch = frames::client_hello(1800);
+    let (first, second) = ch.split_at(1000);
+    run(
+        &mut c,
+        &frames::tcp(addr(CLIENT4), addr(SERVER4), 1, ACK, first),
+        PacketDirection::Ingress,
+    );
+    // The second part starts mid-record: only the tracked flow makes it count.
+    run(
+        &mut c,
+        &frames::tcp(addr(CLIENT4), addr(SERVER4), 1001, ACK | PSH, second),
+        PacketDirection::Ingress,
+    );
+    let segs = drain(&mut c);
+    assert_eq!(segs.len(), 2);
+    assert_eq!((segs[0].seq, segs[1].seq), (1, 1001));
+    let joined: Vec<u8> = segs.iter().flat_map(|s| s.payload.clone()).collect();
+    assert_eq!(joined, ch);
+    let k = counters(&c);
+    assert_eq!((k.flows_started, k.events_sent, k.bytes_cut), (1, 2, 0));
+}
+
+#[test]
+fn server_reply_on_a_tracked_flow_is_copied_with_its_direction() {
+    let mut c = load();
+    after_hello(&mut c, CLIENT4, SERVER4);
+    let sh = frames::server_hello(1200);
+    run(
+        &mut c,
+        &frames::tcp(addr(SERVER4), addr(CLIENT4), 5000, ACK | PSH, &sh),
+        PacketDirection::Egress,
+    );
+    let segs = drain(&mut c);
+    assert_eq!(segs.len(), 1);
+    assert_eq!(segs[0].payload, sh);
+    assert_eq!((segs[0].src, segs[0].dst), (addr(SERVER4), addr(CLIENT4)));
+    assert_eq!(segs[0].direction, PacketDirection::Egress);
+    // Same connection key for both directions.
+    assert_eq!(ConnectionKey::of(&segs[0]).lo, addr(CLIENT4));
+    assert_eq!(counters(&c).flows_started, 1);
+}
+
+#[test]
+fn fin_and_rst_on_a_tracked_flow_become_control_segments() {
+    let mut c = load();
+    after_hello(&mut c, CLIENT4, SERVER4);
+    // FIN without payload, padded by Ethernet to 60 bytes: no payload event.
+    let mut fin = frames::tcp(addr(CLIENT4), addr(SERVER4), 1300, ACK | FIN, &[]);
+    fin.resize(60, 0);
+    run(&mut c, &fin, PacketDirection::Ingress);
+    let segs = drain(&mut c);
+    assert_eq!(segs.len(), 1);
+    assert!(segs[0].flags.fin() && !segs[0].flags.rst());
+    assert!(segs[0].payload.is_empty());
+    assert_eq!((segs[0].seq, segs[0].cut), (1300, 0));
+
+    // FIN carrying data: the data, then the FIN at the sequence after it.
+    run(
+        &mut c,
+        &frames::tcp(addr(SERVER4), addr(CLIENT4), 800, ACK | FIN, b"bye!"),
+        PacketDirection::Egress,
+    );
+    let segs = drain(&mut c);
+    assert_eq!(segs.len(), 2);
+    assert_eq!(segs[0].payload, b"bye!");
+    assert!(!segs[0].flags.fin());
+    assert!(segs[1].flags.fin() && segs[1].payload.is_empty());
+    assert_eq!(segs[1].seq, 804);
+    // Both sides sent FIN: the kernel forgot the flow.
+    assert_eq!(c.flow_control().tracked_flows(), 0);
+
+    let mut c = load();
+    after_hello(&mut c, CLIENT4, SERVER4);
+    run(
+        &mut c,
+        &frames::tcp(addr(SERVER4), addr(CLIENT4), 9, RST, &[]),
+        PacketDirection::Egress,
+    );
+    let segs = drain(&mut c);
+    assert_eq!(segs.len(), 1);
+    assert!(segs[0].flags.rst());
+    assert_eq!(segs[0].src, addr(SERVER4));
+    assert_eq!(c.flow_control().tracked_flows(), 0);
+    // After the reset the flow is gone: later bytes are not copied.
+    run(
+        &mut c,
+        &frames::tcp(addr(CLIENT4), addr(SERVER4), 1300, ACK, b"late"),
+        PacketDirection::Ingress,
+    );
+    assert!(drain(&mut c).is_empty());
+}
+
+#[test]
+fn plain_http_bulk_data_and_pure_acks_produce_no_event() {
+    let mut c = load();
+    let http = b"GET / HTTP/1.1\r\nHost: example.test\r\n\r\n";
+    run(
+        &mut c,
+        &frames::tcp(
+            addr("10.1.0.1:40001"),
+            addr("10.1.0.2:80"),
+            1,
+            ACK | PSH,
+            http,
+        ),
+        PacketDirection::Ingress,
+    );
+    let bulk: Vec<u8> = (0..1400u32).map(|i| (i * 31 + 7) as u8).collect();
+    for i in 0..50u32 {
+        run(
+            &mut c,
+            &frames::tcp(
+                addr("10.1.0.2:80"),
+                addr("10.1.0.1:40001"),
+                i * 1400,
+                ACK,
+                &bulk,
+            ),
+            PacketDirection::Egress,
+        );
+        run(
+            &mut c,
+            &frames::tcp(addr("10.1.0.1:40001"), addr("10.1.0.2:80"), 1, ACK, &[]),
+            PacketDirection::Ingress,
+        );
+    }
+    // TLS application data on a flow whose handshake was never seen.
+    let mut app_data = vec![23, 3, 3, 0, 100];
+    app_data.resize(105, 9);
+    run(
+        &mut c,
+        &frames::tcp(addr(CLIENT4), addr(SERVER4), 1, ACK, &app_data),
+        PacketDirection::Ingress,
+    );
+    // Not IP at all (ARP), and UDP.
+    let mut arp = vec![0xff; 12];
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.resize(60, 0);
+    run(&mut c, &arp, PacketDirection::Ingress);
+    assert!(drain(&mut c).is_empty());
+    assert_eq!(
+        counters(&c),
+        KernelCounters {
+            packets_seen: 1 + 100 + 1 + 1,
+            ..KernelCounters::default()
+        }
+    );
+}
+
+#[test]
+fn truncated_or_lying_tls_headers_start_nothing_and_crash_nothing() {
+    let mut c = load();
+    let mut port = 41000;
+    let mut send = |c: &mut Capture, payload: &[u8]| {
+        port += 1;
+        let client = SocketAddr::new(addr(CLIENT4).ip(), port);
+        run(
+            c,
+            &frames::tcp(client, addr(SERVER4), 1, ACK, payload),
+            PacketDirection::Ingress,
+        );
+    };
+    send(&mut c, &[22, 3, 1, 0]); // shorter than a record header + type
+    send(&mut c, &[22, 3, 1, 0xff, 0xff, 1, 0, 0]); // record longer than 2^14
+    send(&mut c, &[22, 3, 1, 0, 0, 1]); // empty record
+    send(&mut c, &[22, 3, 9, 0, 50, 1, 0, 0]); // unknown version 3.9
+    send(&mut c, &[22, 2, 0, 0, 50, 1, 0, 0]); // version 2.0 in a TLS header
+    send(&mut c, &[22, 3, 3, 0, 50, 2, 0, 0]); // ServerHello first: not a client
+    send(&mut c, &[0x80, 3, 1, 3, 1, 0, 0]); // SSLv2 header, length below minimum
+    send(&mut c, &[0x80, 40, 2, 3, 1, 0, 0]); // SSLv2 header, not CLIENT-HELLO
+    assert!(drain(&mut c).is_empty());
+    assert_eq!(counters(&c).flows_started, 0);
+
+    // A header that promises far more than the segment holds: tracked, and only
+    // the bytes present are copied.
+    let mut short = frames::client_hello(600);
+    short.truncate(100);
+    send(&mut c, &short);
+    let segs = drain(&mut c);
+    assert_eq!(segs.len(), 1);
+    assert_eq!(segs[0].payload, short);
+
+    // A frame cut inside the TCP header, and a bogus IPv4 header length.
+    let full = frames::tcp(
+        addr(CLIENT4),
+        addr(SERVER4),
+        1,
+        ACK,
+        &frames::client_hello(100),
+    );
+    run(&mut c, &full[..14 + 20 + 10], PacketDirection::Ingress);
+    let mut bad_ihl = full.clone();
+    bad_ihl[14] = 0x43;
+    run(&mut c, &bad_ihl, PacketDirection::Ingress);
+    // An IP header and no TCP header at all. (BPF_PROG_TEST_RUN refuses frames
+    // that end inside the IPv4 header, so that case cannot be fed to it.)
+    run(&mut c, &full[..14 + 20], PacketDirection::Ingress);
+    assert!(drain(&mut c).is_empty());
+    assert_eq!(counters(&c).flows_started, 1);
+}
+
+#[test]
+fn sslv2_compatible_client_hello_starts_a_flow() {
+    let mut c = load();
+    let hello = frames::sslv2_client_hello();
+    run(
+        &mut c,
+        &frames::tcp(addr(CLIENT4), addr(SERVER4), 3, ACK | PSH, &hello),
+        PacketDirection::Ingress,
+    );
+    let segs = drain(&mut c);
+    assert_eq!(segs.len(), 1);
+    assert_eq!(segs[0].payload, hello);
+    assert_eq!(counters(&c).flows_started, 1);
+}
+
+#[test]
+fn payload_larger_than_a_chunk_is_split_and_the_budget_cuts_with_a_count() {
+    let mut c = load_with(CaptureOptions {
+        byte_budget: 3000,
+        ..CaptureOptions::default()
+    });
+    after_hello(&mut c, CLIENT4, SERVER4);
+    let sh = frames::server_hello(3400);
+    run(
+        &mut c,
+        &frames::tcp(addr(SERVER4), addr(CLIENT4), 100, ACK, &sh),
+        PacketDirection::Egress,
+    );
+    let segs = drain(&mut c);
+    assert_eq!(segs.len(), 2, "2048 + 952 bytes");
+    assert_eq!(segs[0].payload, sh[..2048]);
+    assert_eq!((segs[0].seq, segs[0].cut), (100, 0));
+    assert_eq!(segs[1].payload, sh[2048..3000]);
+    assert_eq!((segs[1].seq, segs[1].cut), (100 + 2048, 400));
+    assert_eq!(segs[1].end_seq(), 100 + 3400);
+    // The server's budget is spent: nothing more from it, all of it counted.
+    run(
+        &mut c,
+        &frames::tcp(addr(SERVER4), addr(CLIENT4), 3500, ACK, &[7; 500]),
+        PacketDirection::Egress,
+    );
+    assert!(drain(&mut c).is_empty());
+    let k = counters(&c);
+    assert_eq!(k.bytes_cut, 400 + 500);
+    assert_eq!(k.events_sent, 3);
+    // The client's direction has its own budget (3000 - 300 left).
+    run(
+        &mut c,
+        &frames::tcp(addr(CLIENT4), addr(SERVER4), 1300, ACK, &[1; 64]),
+        PacketDirection::Ingress,
+    );
+    assert_eq!(drain(&mut c).len(), 1);
+}
+
+#[test]
+fn a_flow_marked_done_costs_no_more_events() {
+    let mut c = load();
+    let segs = after_hello(&mut c, CLIENT6, SERVER6);
+    let key = ConnectionKey::of(&segs[0]);
+    let control = c.flow_control();
+    assert!(control.mark_done(&key).unwrap());
+    assert!(
+        control.mark_done(&key).unwrap(),
+        "marking twice is harmless"
+    );
+    for i in 0..20u32 {
+        run(
+            &mut c,
+            &frames::tcp(addr(SERVER6), addr(CLIENT6), i * 1000, ACK, &[0x17; 1000]),
+            PacketDirection::Egress,
+        );
+    }
+    assert!(drain(&mut c).is_empty());
+    let k = counters(&c);
+    assert_eq!((k.events_sent, k.bytes_cut), (1, 0));
+    // FIN on a done flow: no event, and the kernel forgets the flow.
+    run(
+        &mut c,
+        &frames::tcp(addr(CLIENT6), addr(SERVER6), 1300, ACK | FIN, &[]),
+        PacketDirection::Ingress,
+    );
+    assert!(drain(&mut c).is_empty());
+    assert_eq!(control.tracked_flows(), 0);
+    assert!(!control.mark_done(&key).unwrap(), "gone flows report false");
+}
+
+#[test]
+fn a_new_client_hello_on_a_reused_tuple_after_close_starts_again() {
+    let mut c = load();
+    after_hello(&mut c, CLIENT4, SERVER4);
+    run(
+        &mut c,
+        &frames::tcp(addr(CLIENT4), addr(SERVER4), 1300, RST, &[]),
+        PacketDirection::Ingress,
+    );
+    assert_eq!(drain(&mut c).len(), 1);
+    after_hello(&mut c, CLIENT4, SERVER4);
+    assert_eq!(counters(&c).flows_started, 2);
+}
