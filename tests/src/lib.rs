@@ -1,4 +1,5 @@
-//! Shared helpers for tlsmon end-to-end tests.
+//! Shared helpers for tlsmon end-to-end tests: recorded corpus, tshark oracle,
+//! synthetic frames and TLS payloads, polling with deadlines.
 
 pub mod corpus;
 pub mod frames;
