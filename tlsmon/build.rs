@@ -85,7 +85,13 @@ fn build_bitcode(workspace: &Path, target_dir: &Path) {
         .env_remove("CARGO_BUILD_TARGET")
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            ["-Clinker-plugin-lto", "-Cpanic=abort", "-Cdebuginfo=2"].join("\x1f"),
+            [
+                "-Clinker-plugin-lto",
+                "-Cpanic=abort",
+                "-Cdebuginfo=2",
+                "--cfg=tlsmon_bpf",
+            ]
+            .join("\x1f"),
         )
         .env("CARGO_PROFILE_RELEASE_DEBUG", "2")
         .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")

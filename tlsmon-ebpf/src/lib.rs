@@ -30,7 +30,10 @@ pub fn tlsmon_egress(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-#[cfg(not(test))]
+/// Only in the BPF build (tlsmon/build.rs sets `--cfg tlsmon_bpf`): a plain
+/// `cargo build --workspace` unifies tlsmon-common's `user` feature, which pulls
+/// in std and its own panic handler.
+#[cfg(tlsmon_bpf)]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
