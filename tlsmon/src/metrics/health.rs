@@ -6,24 +6,7 @@ use std::sync::{Mutex, PoisonError};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use super::{inc, registered, set_gauge, MetricsError};
-
-/// A snapshot of the kernel program's counters, summed over CPUs.
-///
-/// The kernel only ever adds to these, so they are read as absolute values and
-/// exported as counters (see [`CaptureHealth::set_kernel_counters`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelCounters {
-    /// Packets the classifier ran on.
-    pub packets_seen: u64,
-    /// Flows that started being tracked at a ClientHello.
-    pub flows_started: u64,
-    /// Events written to the RingBuf.
-    pub events_sent: u64,
-    /// Events lost because the RingBuf was full.
-    pub events_dropped: u64,
-    /// Payload bytes of tracked flows not copied.
-    pub bytes_cut: u64,
-}
+use crate::capture::KernelCounters;
 
 /// Capture-health metrics, registered in the [`super::Metrics`] registry.
 pub struct CaptureHealth {
@@ -105,7 +88,8 @@ impl CaptureHealth {
         })
     }
 
-    /// Exports a new snapshot of the kernel counters. Each counter is moved up
+    /// Exports a new snapshot of the kernel counters ([`crate::capture::Capture::counters`]).
+    /// Each counter is moved up
     /// to the snapshot's value; a value lower than the exported one (the kernel
     /// program was reloaded and its counters restarted) restarts the counter,
     /// which Prometheus's `rate()` treats as a counter reset.

@@ -19,7 +19,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-pub use health::{CaptureHealth, KernelCounters};
+pub use health::CaptureHealth;
 use labels::{Admission, LabelCap};
 
 use crate::record::{HandshakeRecord, Outcome};

@@ -1,6 +1,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use super::*;
+use crate::capture::KernelCounters;
 use crate::record::{Direction, FailureReason, HandshakeRecord, Outcome, Side};
 
 /// An established inbound TLS 1.3 handshake on `eth0`.
