@@ -19,6 +19,10 @@ pub struct Cli {
 pub enum Command {
     /// Analyse pcap/pcapng capture files with the same pipeline, offline (no root needed).
     Analyze(AnalyzeArgs),
+    /// Run the daemon: capture on interfaces, serve /metrics and /healthz (needs root).
+    Run(RunArgs),
+    /// Print one line per handshake as it completes, like tcpdump for handshakes (needs root).
+    Watch(WatchArgs),
     /// Compare handshakes per interface side by side and highlight what differs.
     Compare(CompareArgs),
 }
@@ -31,11 +35,11 @@ pub struct CaptureArgs {
     #[arg(short, long = "interface", value_name = "NAME")]
     pub interfaces: Vec<String>,
     /// Bytes copied per connection direction in the kernel before it stops [default: 16384].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(2048..=1_048_576))]
     pub byte_budget: Option<u32>,
     /// Seconds without progress after which a handshake fails with `timeout` [default: 10].
-    #[arg(long, value_name = "SECONDS")]
-    pub handshake_timeout: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub handshake_timeout: Option<u64>,
     /// Most handshakes tracked at once; beyond, the least recently active is dropped
     /// and counted [default: 65536].
     #[arg(long, value_name = "N")]
@@ -66,8 +70,11 @@ pub struct RunArgs {
     /// Add a JA4-labelled metric (capped at --top-k values plus "other").
     #[arg(long)]
     pub label_ja4: bool,
-    /// Distinct values kept per open-ended label before folding into "other" [default: 50].
-    #[arg(long, value_name = "N")]
+    /// Add a client-address-labelled metric (capped at --top-k values plus "other").
+    #[arg(long)]
+    pub label_client_ip: bool,
+    /// Distinct values kept per open-ended label before folding into "other" [default: 100].
+    #[arg(long, value_name = "N", value_parser = parse_top_k)]
     pub top_k: Option<usize>,
     /// Log filter (tracing EnvFilter syntax, e.g. "info" or "tlsmon=debug") [default: info].
     #[arg(long, value_name = "FILTER")]
@@ -154,6 +161,14 @@ pub struct CompareArgs {
     pub color: ColorChoice,
 }
 
+fn parse_top_k(text: &str) -> Result<usize, String> {
+    let max = crate::config::MAX_TOP_K;
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("must be a whole number from 1 to {max}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +186,19 @@ mod tests {
             panic!("expected analyze")
         };
         assert_eq!(analyze.format, AnalyzeFormat::Json);
+        let cli = Cli::try_parse_from(["tlsmon", "run", "-i", "eth*", "--interface", "ens3", "--listen", "127.0.0.1:9999"])
+            .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("expected run")
+        };
+        assert_eq!(run.capture.interfaces, vec!["eth*", "ens3"]);
+        assert_eq!(run.listen, Some("127.0.0.1:9999".parse().unwrap()));
+    }
+
+    #[test]
+    fn out_of_range_flags_are_refused() {
+        assert!(Cli::try_parse_from(["tlsmon", "run", "--byte-budget", "100"]).is_err());
+        assert!(Cli::try_parse_from(["tlsmon", "watch", "--handshake-timeout", "0"]).is_err());
+        assert!(Cli::try_parse_from(["tlsmon", "run", "--top-k", "0"]).is_err());
     }
 }

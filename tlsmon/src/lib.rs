@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod compare;
 pub mod config;
+pub mod daemon;
 pub mod flows;
 pub mod handshake;
 pub mod http;

@@ -1,0 +1,81 @@
+//! The live loop shared by `run` and `watch`: kernel segments through the flow table
+//! to a record sink, with timeouts on the wall clock and a clean stop on signals.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::capture::{Capture, FlowControl, KernelCounters};
+use crate::flows::{Decided, FlowStats, FlowTable};
+use crate::record::HandshakeRecord;
+use crate::segment::{Segment, Timestamp};
+
+/// How often timeouts are judged and health numbers refreshed.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// What the loop reports besides records, once per tick.
+pub trait LiveObserver {
+    /// A handshake was decided.
+    fn record(&mut self, record: &HandshakeRecord);
+    /// Periodic health: kernel counters (if readable), flow table counters, flows open.
+    fn tick(&mut self, _kernel: Option<&KernelCounters>, _flows: &FlowStats, _tracked: usize) {}
+}
+
+/// Runs until SIGINT or SIGTERM, then detaches everything it attached.
+pub async fn run_until_signal(
+    mut capture: Capture,
+    mut table: FlowTable,
+    observer: &mut dyn LiveObserver,
+) -> anyhow::Result<()> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let flow_control = capture.flow_control();
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut decided: Vec<Decided> = Vec::new();
+    let result = loop {
+        tokio::select! {
+            read = capture.next_segments(&mut segments) => {
+                if let Err(err) = read {
+                    break Err(anyhow::Error::new(err).context("reading kernel events"));
+                }
+                for segment in segments.drain(..) {
+                    table.push(segment, &mut decided);
+                }
+                deliver(&mut decided, &flow_control, observer);
+            }
+            _ = ticker.tick() => {
+                table.advance_clock(wall_clock(), &mut decided);
+                deliver(&mut decided, &flow_control, observer);
+                let kernel = capture
+                    .counters()
+                    .map_err(|err| tracing::warn!("reading kernel counters: {err}"))
+                    .ok();
+                observer.tick(kernel.as_ref(), table.stats(), table.tracked());
+            }
+            _ = interrupt.recv() => break Ok(()),
+            _ = terminate.recv() => break Ok(()),
+        }
+    };
+    tracing::info!("stopping: detaching from every interface");
+    let detached = capture.detach_all().context("detaching");
+    result.and(detached)
+}
+
+/// Hands decided records to the observer and tells the kernel to stop copying them.
+fn deliver(decided: &mut Vec<Decided>, flow_control: &FlowControl, observer: &mut dyn LiveObserver) {
+    for Decided { key, record } in decided.drain(..) {
+        if let Err(err) = flow_control.mark_done(&key) {
+            // The kernel then copies until the byte budget runs out: wasteful, not wrong.
+            tracing::debug!("marking {key:?} done: {err}");
+        }
+        observer.record(&record);
+    }
+}
+
+/// Now, as the flow table's clock counts it.
+fn wall_clock() -> Timestamp {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}

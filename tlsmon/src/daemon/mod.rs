@@ -1,0 +1,215 @@
+//! `tlsmon run` (the daemon) and `tlsmon watch` (the live view): settings, start-up
+//! checks, and what each does with a decided handshake.
+
+mod live;
+
+use std::io::{self, IsTerminal, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::capture::{Capture, CaptureOptions, InterfaceSelector, KernelCounters};
+use crate::cli::{CaptureArgs, ColorChoice, RunArgs, WatchArgs};
+use crate::config::{self, Config, LabelsConfig, Settings};
+use crate::flows::{FlowStats, FlowTable, FlowTableOptions};
+use crate::http::{self, Endpoints};
+use crate::metrics::{self, Metrics};
+use crate::output::{self, EventsFile};
+use crate::record::{HandshakeRecord, Outcome};
+
+use live::LiveObserver;
+
+/// Runs the daemon until SIGINT/SIGTERM.
+pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let settings = run_settings(args)?;
+    init_logging(&settings.log_level)?;
+    // Refuse to start before touching the kernel if the port is taken.
+    let server = http::bind(settings.listen).await?;
+    let metrics = Arc::new(Metrics::new(&settings.labels)?);
+    let events_file = match &settings.events_file {
+        Some(path) => Some(EventsFile::open(path)?),
+        None => None,
+    };
+    let (capture, attached) = start_capture(&settings.interfaces, settings.byte_budget)?;
+    for device in &attached {
+        metrics.set_attached(device, true);
+    }
+    let attached_count = Arc::new(AtomicUsize::new(attached.len()));
+    let health_count = attached_count.clone();
+    let running = server.spawn(Endpoints {
+        metrics: metrics.clone(),
+        health: Arc::new(move || match health_count.load(Ordering::Relaxed) {
+            0 => Err("no interface attached".to_string()),
+            _ => Ok(()),
+        }),
+    });
+    tracing::info!(
+        listen = %running.local_addr(),
+        interfaces = ?attached,
+        "tlsmon running: /metrics and /healthz"
+    );
+    let table = FlowTable::new(flow_options(&args.capture, settings.handshake_timeout));
+    let mut observer = DaemonObserver {
+        metrics: metrics.clone(),
+        events_file,
+        last_flow_stats: FlowStats::default(),
+    };
+    let result = live::run_until_signal(capture, table, &mut observer).await;
+    for device in &attached {
+        metrics.set_attached(device, false);
+    }
+    attached_count.store(0, Ordering::Relaxed);
+    running.shutdown().await;
+    result
+}
+
+/// Prints handshakes as they complete until SIGINT/SIGTERM.
+pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
+    init_logging("warn")?;
+    let byte_budget = args.capture.byte_budget.unwrap_or(config::DEFAULT_BYTE_BUDGET);
+    let (capture, attached) = start_capture(&args.capture.interfaces, byte_budget)?;
+    eprintln!("watching {} (Ctrl-C to stop)", attached.join(", "));
+    let timeout = Duration::from_secs(
+        args.capture
+            .handshake_timeout
+            .unwrap_or(config::DEFAULT_HANDSHAKE_TIMEOUT_SECS),
+    );
+    let table = FlowTable::new(flow_options(&args.capture, timeout));
+    let color = match args.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let mut observer = WatchObserver {
+        json: args.json,
+        failures_only: args.failures_only,
+        color,
+    };
+    live::run_until_signal(capture, table, &mut observer).await
+}
+
+/// The config file (if any) with the command-line flags on top.
+fn run_settings(args: &RunArgs) -> anyhow::Result<Settings> {
+    let file = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let flag = |set: bool| set.then_some(true);
+    let flags = Config {
+        listen: args.listen,
+        interfaces: (!args.capture.interfaces.is_empty()).then(|| args.capture.interfaces.clone()),
+        byte_budget: args.capture.byte_budget,
+        events_file: args.events_file.clone(),
+        handshake_timeout_secs: args.capture.handshake_timeout,
+        labels: Some(LabelsConfig {
+            sni: flag(args.label_sni),
+            ja3: flag(args.label_ja3),
+            ja4: flag(args.label_ja4),
+            client_ip: flag(args.label_client_ip),
+            top_k: args.top_k,
+        }),
+        log_level: args.log_level.clone(),
+    };
+    Ok(file.merge(flags).resolve())
+}
+
+fn flow_options(capture: &CaptureArgs, handshake_timeout: Duration) -> FlowTableOptions {
+    let defaults = FlowTableOptions::default();
+    FlowTableOptions {
+        handshake_timeout,
+        max_flows: capture.max_flows.unwrap_or(defaults.max_flows),
+        ..defaults
+    }
+}
+
+/// Loads the kernel program and attaches it where the patterns say.
+fn start_capture(patterns: &[String], byte_budget: u32) -> anyhow::Result<(Capture, Vec<String>)> {
+    let selector = InterfaceSelector::new(patterns)?;
+    let mut capture = Capture::load(CaptureOptions {
+        byte_budget,
+        ..CaptureOptions::default()
+    })?;
+    let attached = capture.attach_selected(&selector)?;
+    if attached.is_empty() {
+        anyhow::bail!(
+            "no interface matches {} (see `ip link`; loopback is only watched when named)",
+            if patterns.is_empty() { "the default selection: every interface that is up".to_string() } else { patterns.join(", ") }
+        );
+    }
+    Ok((capture, attached))
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("invalid log level {filter:?}"))?;
+    // A second initialisation (tests running several daemons in one process) is harmless.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+    Ok(())
+}
+
+/// The daemon's handling of records: metrics and the optional events file.
+struct DaemonObserver {
+    metrics: Arc<Metrics>,
+    events_file: Option<EventsFile>,
+    last_flow_stats: FlowStats,
+}
+
+impl LiveObserver for DaemonObserver {
+    fn record(&mut self, record: &HandshakeRecord) {
+        self.metrics.observe(record);
+        if let Some(file) = &mut self.events_file {
+            if let Err(err) = file.write(record) {
+                self.metrics.health().add_events_file_error();
+                tracing::warn!("{err}");
+            }
+        }
+    }
+
+    fn tick(&mut self, kernel: Option<&KernelCounters>, flows: &FlowStats, tracked: usize) {
+        let health = self.metrics.health();
+        if let Some(k) = kernel {
+            health.set_kernel_counters(&metrics::KernelCounters {
+                packets_seen: k.packets_seen,
+                flows_started: k.flows_started,
+                events_sent: k.events_sent,
+                events_dropped: k.events_dropped,
+                bytes_cut: k.bytes_cut,
+            });
+        }
+        health.set_flows_tracked(tracked as u64);
+        health.add_reassembly_evictions(flows.flows_evicted - self.last_flow_stats.flows_evicted);
+        for _ in self.last_flow_stats.parse_errors..flows.parse_errors {
+            health.add_parse_error("handshake");
+        }
+        self.last_flow_stats = flows.clone();
+    }
+}
+
+/// `watch`'s handling of records: one line each on standard output.
+struct WatchObserver {
+    json: bool,
+    failures_only: bool,
+    color: bool,
+}
+
+impl LiveObserver for WatchObserver {
+    fn record(&mut self, record: &HandshakeRecord) {
+        if self.failures_only && record.outcome != Outcome::Failed {
+            return;
+        }
+        let line = if self.json {
+            output::json_line(record)
+        } else {
+            output::text_line(record, self.color)
+        };
+        let mut stdout = io::stdout().lock();
+        // A closed pipe ends nothing here: the loop stops on signals only.
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+    }
+}
