@@ -61,8 +61,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         metrics.set_attached(device, false);
     }
     attached_count.store(0, Ordering::Relaxed);
-    running.shutdown().await;
-    result
+    let served = running.shutdown().await.context("metrics endpoint");
+    result.and(served)
 }
 
 /// Prints handshakes as they complete until SIGINT/SIGTERM.
