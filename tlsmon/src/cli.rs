@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::config;
+
 /// eBPF TLS handshake monitor: which handshakes fail, on which interface, and why.
 #[derive(Debug, Parser)]
 #[command(name = "tlsmon", version, about, long_about = None)]
@@ -35,14 +37,14 @@ pub struct CaptureArgs {
     #[arg(short, long = "interface", value_name = "NAME")]
     pub interfaces: Vec<String>,
     /// Bytes copied per connection direction in the kernel before it stops [default: 16384].
-    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(2048..=1_048_576))]
+    #[arg(long, value_name = "BYTES", value_parser = parse_byte_budget)]
     pub byte_budget: Option<u32>,
     /// Seconds without progress after which a handshake fails with `timeout` [default: 10].
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub handshake_timeout: Option<u64>,
+    #[arg(long, value_name = "SECONDS", value_parser = parse_handshake_timeout)]
+    pub handshake_timeout: Option<f64>,
     /// Most handshakes tracked at once; beyond, the least recently active is dropped
     /// and counted [default: 65536].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_max_flows)]
     pub max_flows: Option<usize>,
 }
 
@@ -73,7 +75,7 @@ pub struct RunArgs {
     /// Add a client-address-labelled metric (capped at --top-k values plus "other").
     #[arg(long)]
     pub label_client_ip: bool,
-    /// Distinct values kept per open-ended label before folding into "other" [default: 100].
+    /// Distinct values kept per open-ended label before folding into "other" [default: 50].
     #[arg(long, value_name = "N", value_parser = parse_top_k)]
     pub top_k: Option<usize>,
     /// Log filter (tracing EnvFilter syntax, e.g. "info" or "tlsmon=debug") [default: info].
@@ -161,12 +163,35 @@ pub struct CompareArgs {
     pub color: ColorChoice,
 }
 
-fn parse_top_k(text: &str) -> Result<usize, String> {
-    let max = crate::config::MAX_TOP_K;
-    match text.parse::<usize>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(format!("must be a whole number from 1 to {max}")),
+// The flags accept exactly what the config file accepts (same bounds, same words).
+
+fn parse_in_range<T>(text: &str, range: std::ops::RangeInclusive<T>) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    match text.parse::<T>() {
+        Ok(v) if range.contains(&v) => Ok(v),
+        _ => Err(format!("must be a number from {} to {}", range.start(), range.end())),
     }
+}
+
+fn parse_byte_budget(text: &str) -> Result<u32, String> {
+    parse_in_range(text, config::MIN_BYTE_BUDGET..=config::MAX_BYTE_BUDGET)
+}
+
+fn parse_handshake_timeout(text: &str) -> Result<f64, String> {
+    parse_in_range(
+        text,
+        config::MIN_HANDSHAKE_TIMEOUT_SECS..=config::MAX_HANDSHAKE_TIMEOUT_SECS,
+    )
+}
+
+fn parse_max_flows(text: &str) -> Result<usize, String> {
+    parse_in_range(text, 1..=config::MAX_MAX_FLOWS)
+}
+
+fn parse_top_k(text: &str) -> Result<usize, String> {
+    parse_in_range(text, 1..=config::MAX_TOP_K)
 }
 
 #[cfg(test)]

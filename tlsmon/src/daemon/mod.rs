@@ -6,13 +6,12 @@ mod live;
 use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::capture::{Capture, CaptureOptions, InterfaceSelector, KernelCounters};
 use crate::cli::{CaptureArgs, ColorChoice, RunArgs, WatchArgs};
-use crate::config::{self, Config, LabelsConfig, Settings};
+use crate::config::{Config, LabelsConfig, Settings};
 use crate::flows::{FlowStats, FlowTable, FlowTableOptions};
 use crate::http::{self, Endpoints};
 use crate::metrics::{self, Metrics};
@@ -50,7 +49,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         interfaces = ?attached,
         "tlsmon running: /metrics and /healthz"
     );
-    let table = FlowTable::new(flow_options(&args.capture, settings.handshake_timeout));
+    let table = FlowTable::new(flow_options(&settings));
     let mut observer = DaemonObserver {
         metrics: metrics.clone(),
         events_file,
@@ -68,15 +67,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
 /// Prints handshakes as they complete until SIGINT/SIGTERM.
 pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
     init_logging("warn")?;
-    let byte_budget = args.capture.byte_budget.unwrap_or(config::DEFAULT_BYTE_BUDGET);
-    let (capture, attached) = start_capture(&args.capture.interfaces, byte_budget)?;
+    let settings = capture_flags(&args.capture).resolve();
+    let (capture, attached) = start_capture(&settings.interfaces, settings.byte_budget)?;
     eprintln!("watching {} (Ctrl-C to stop)", attached.join(", "));
-    let timeout = Duration::from_secs(
-        args.capture
-            .handshake_timeout
-            .unwrap_or(config::DEFAULT_HANDSHAKE_TIMEOUT_SECS),
-    );
-    let table = FlowTable::new(flow_options(&args.capture, timeout));
+    let table = FlowTable::new(flow_options(&settings));
     let color = match args.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
@@ -90,6 +84,17 @@ pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
     live::run_until_signal(capture, table, &mut observer).await
 }
 
+/// The capture flags as a config layer (`None` where not given).
+fn capture_flags(args: &CaptureArgs) -> Config {
+    Config {
+        interfaces: (!args.interfaces.is_empty()).then(|| args.interfaces.clone()),
+        byte_budget: args.byte_budget,
+        handshake_timeout_secs: args.handshake_timeout,
+        max_flows: args.max_flows,
+        ..Config::default()
+    }
+}
+
 /// The config file (if any) with the command-line flags on top.
 fn run_settings(args: &RunArgs) -> anyhow::Result<Settings> {
     let file = match &args.config {
@@ -99,10 +104,7 @@ fn run_settings(args: &RunArgs) -> anyhow::Result<Settings> {
     let flag = |set: bool| set.then_some(true);
     let flags = Config {
         listen: args.listen,
-        interfaces: (!args.capture.interfaces.is_empty()).then(|| args.capture.interfaces.clone()),
-        byte_budget: args.capture.byte_budget,
         events_file: args.events_file.clone(),
-        handshake_timeout_secs: args.capture.handshake_timeout,
         labels: Some(LabelsConfig {
             sni: flag(args.label_sni),
             ja3: flag(args.label_ja3),
@@ -111,16 +113,16 @@ fn run_settings(args: &RunArgs) -> anyhow::Result<Settings> {
             top_k: args.top_k,
         }),
         log_level: args.log_level.clone(),
+        ..capture_flags(&args.capture)
     };
     Ok(file.merge(flags).resolve())
 }
 
-fn flow_options(capture: &CaptureArgs, handshake_timeout: Duration) -> FlowTableOptions {
-    let defaults = FlowTableOptions::default();
+fn flow_options(settings: &Settings) -> FlowTableOptions {
     FlowTableOptions {
-        handshake_timeout,
-        max_flows: capture.max_flows.unwrap_or(defaults.max_flows),
-        ..defaults
+        handshake_timeout: settings.handshake_timeout,
+        max_flows: settings.max_flows,
+        ..FlowTableOptions::default()
     }
 }
 
