@@ -171,7 +171,11 @@ where
 {
     match text.parse::<T>() {
         Ok(v) if range.contains(&v) => Ok(v),
-        _ => Err(format!("must be a number from {} to {}", range.start(), range.end())),
+        _ => Err(format!(
+            "must be a number from {} to {}",
+            range.start(),
+            range.end()
+        )),
     }
 }
 
@@ -211,8 +215,17 @@ mod tests {
             panic!("expected analyze")
         };
         assert_eq!(analyze.format, AnalyzeFormat::Json);
-        let cli = Cli::try_parse_from(["tlsmon", "run", "-i", "eth*", "--interface", "ens3", "--listen", "127.0.0.1:9999"])
-            .unwrap();
+        let cli = Cli::try_parse_from([
+            "tlsmon",
+            "run",
+            "-i",
+            "eth*",
+            "--interface",
+            "ens3",
+            "--listen",
+            "127.0.0.1:9999",
+        ])
+        .unwrap();
         let Command::Run(run) = cli.command else {
             panic!("expected run")
         };

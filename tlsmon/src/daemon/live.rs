@@ -29,7 +29,8 @@ pub async fn run_until_signal(
     observer: &mut dyn LiveObserver,
 ) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let flow_control = capture.flow_control();
@@ -65,7 +66,11 @@ pub async fn run_until_signal(
 }
 
 /// Hands decided records to the observer and tells the kernel to stop copying them.
-fn deliver(decided: &mut Vec<Decided>, flow_control: &FlowControl, observer: &mut dyn LiveObserver) {
+fn deliver(
+    decided: &mut Vec<Decided>,
+    flow_control: &FlowControl,
+    observer: &mut dyn LiveObserver,
+) {
     for Decided { key, record } in decided.drain(..) {
         if let Err(err) = flow_control.mark_done(&key) {
             // The kernel then copies until the byte budget runs out: wasteful, not wrong.
@@ -77,5 +82,7 @@ fn deliver(decided: &mut Vec<Decided>, flow_control: &FlowControl, observer: &mu
 
 /// Now, as the flow table's clock counts it.
 fn wall_clock() -> Timestamp {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }

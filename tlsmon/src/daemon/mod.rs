@@ -137,7 +137,11 @@ fn start_capture(patterns: &[String], byte_budget: u32) -> anyhow::Result<(Captu
     if attached.is_empty() {
         anyhow::bail!(
             "no interface matches {} (see `ip link`; loopback is only watched when named)",
-            if patterns.is_empty() { "the default selection: every interface that is up".to_string() } else { patterns.join(", ") }
+            if patterns.is_empty() {
+                "the default selection: every interface that is up".to_string()
+            } else {
+                patterns.join(", ")
+            }
         );
     }
     Ok((capture, attached))
