@@ -14,7 +14,7 @@ use crate::cli::{CaptureArgs, ColorChoice, RunArgs, WatchArgs};
 use crate::config::{Config, LabelsConfig, Settings};
 use crate::flows::{FlowStats, FlowTable, FlowTableOptions};
 use crate::http::{self, Endpoints};
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::output::{self, EventsFile};
 use crate::record::{HandshakeRecord, Outcome};
 
@@ -178,14 +178,8 @@ impl LiveObserver for DaemonObserver {
 
     fn tick(&mut self, kernel: Option<&KernelCounters>, flows: &FlowStats, tracked: usize) {
         let health = self.metrics.health();
-        if let Some(k) = kernel {
-            health.set_kernel_counters(&metrics::KernelCounters {
-                packets_seen: k.packets_seen,
-                flows_started: k.flows_started,
-                events_sent: k.events_sent,
-                events_dropped: k.events_dropped,
-                bytes_cut: k.bytes_cut,
-            });
+        if let Some(counters) = kernel {
+            health.set_kernel_counters(counters);
         }
         health.set_flows_tracked(tracked as u64);
         health.add_reassembly_evictions(flows.flows_evicted - self.last_flow_stats.flows_evicted);
