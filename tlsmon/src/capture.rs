@@ -1,65 +1,70 @@
-//! Live capture: loads the kernel classifier, attaches it to interfaces, and turns
-//! its RingBuf events into [`Segment`]s.
+//! Live capture: loads the kernel classifier, attaches it to interfaces (and
+//! follows interfaces that appear and vanish), and turns its RingBuf events into
+//! [`Segment`]s.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), tlsmon::capture::CaptureError> {
-//! use tlsmon::capture::{Capture, CaptureOptions};
+//! use tlsmon::capture::{Capture, CaptureOptions, InterfaceChange, InterfaceSelector};
 //! let mut capture = Capture::load(CaptureOptions::default())?;
-//! capture.attach("eth0")?;
+//! // `--interface` patterns; an empty list means every up, non-loopback interface.
+//! capture.follow_interfaces(InterfaceSelector::new(&["eth*"])?)?;
 //! let flows = capture.flow_control(); // give this to whoever decides a flow is done
 //! let mut segments = Vec::new();
 //! loop {
 //!     segments.clear();
-//!     capture.next_segments(&mut segments).await?;
-//!     // ... reassemble, parse, call flows.mark_done(&key) once a handshake is decided
+//!     capture.next_segments(&mut segments).await?; // select! this with a signal
+//!     for change in capture.take_interface_changes() {
+//!         match change {
+//!             InterfaceChange::Attached(dev) => { /* tlsmon_interface_attached{dev} 1 */ }
+//!             InterfaceChange::Detached(dev) => { /* ... 0 */ }
+//!             InterfaceChange::AttachFailed { .. } => { /* log it */ }
+//!         }
+//!     }
+//!     // ... reassemble, parse, and once a handshake is decided:
+//!     // flows.mark_done(&key)?;
 //! #   break;
 //! }
 //! capture.detach_all()?; // on SIGINT/SIGTERM; dropping `capture` also detaches
 //! # Ok(()) }
 //! ```
 //!
-//! Submodules: `attach` (TCX/clsact), `decode` (records to segments), `interfaces`
-//! (listing and `--interface` globs), `flow_control`, `privileges`, `clock`,
-//! `devices` (ifindex to name), `rtnl` (netlink requests).
+//! Submodules: `loader` (object, maps, load errors), `attach` (TCX/clsact),
+//! `events` (RingBuf reading), `decode` (records to segments), `follow` and
+//! `hotplug` (interfaces that come and go), `interfaces` (listing and
+//! `--interface` globs), `flow_control`, `privileges`, `clock`, `devices`
+//! (ifindex to name), `rtnl` (netlink requests).
 
 mod attach;
 mod clock;
 mod decode;
 mod devices;
 mod error;
+mod events;
 mod flow_control;
+mod follow;
+mod hotplug;
 mod interfaces;
+mod loader;
 mod privileges;
 mod rtnl;
 
 use std::collections::BTreeMap;
 
 use aya::{
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, TestRun, TestRunOptions},
-    Ebpf, EbpfError, EbpfLoader,
+    maps::{MapData, PerCpuArray},
+    programs::{TestRun, TestRunOptions},
+    Ebpf,
 };
-use tlsmon_common::{
-    Config, Counter, CONFIG_MAP, COUNTERS_MAP, DEFAULT_BYTE_BUDGET, EGRESS_PROGRAM, EVENTS_MAP,
-    FLOWS_MAP, INGRESS_PROGRAM,
-};
-use tokio::io::{unix::AsyncFd, Interest};
+use tlsmon_common::{Counter, COUNTERS_MAP, DEFAULT_BYTE_BUDGET, EGRESS_PROGRAM, INGRESS_PROGRAM};
 
 pub use attach::{AttachMode, AttachedVia};
 pub use decode::DecodeError;
 pub use error::CaptureError;
 pub use flow_control::FlowControl;
+pub use follow::InterfaceChange;
 pub use interfaces::{list_interfaces, Interface, InterfaceSelector};
 
 use crate::segment::{PacketDirection, Segment};
-
-/// The kernel object built by build.rs, embedded so the binary is self-contained.
-static KERNEL_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tlsmon.bpf.o"));
-
-/// Records drained per wake-up at most, so one busy RingBuf cannot starve the
-/// caller's other work; the rest is read on the next call.
-const MAX_RECORDS_PER_READ: usize = 4096;
 
 /// Load-time settings of the capture.
 #[derive(Clone, Debug)]
@@ -110,97 +115,20 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// The RingBuf, registered with tokio on first use (registration needs a
-/// runtime, loading does not).
-enum EventSource {
-    Plain(RingBuf<MapData>),
-    Registered(AsyncFd<RingBuf<MapData>>),
-    /// Only while switching from one state to the other.
-    Switching,
-}
-
-impl EventSource {
-    fn ring(&mut self) -> Option<&mut RingBuf<MapData>> {
-        match self {
-            EventSource::Plain(ring) => Some(ring),
-            EventSource::Registered(fd) => Some(fd.get_mut()),
-            EventSource::Switching => None,
-        }
-    }
-}
-
 /// A loaded classifier and the interfaces it is attached to. Dropping it detaches
 /// everything (call [`Capture::detach_all`] to see errors).
 pub struct Capture {
     ebpf: Ebpf,
-    events: EventSource,
+    events: events::EventSource,
     counters: PerCpuArray<MapData, u64>,
     flow_control: FlowControl,
     devices: devices::DeviceTable,
     options: CaptureOptions,
     attachments: BTreeMap<String, attach::Attachment>,
     undecodable: u64,
-}
-
-fn map_error(map: &'static str, e: &dyn std::error::Error) -> CaptureError {
-    CaptureError::Map {
-        map,
-        reason: error_chain(e),
-    }
-}
-
-/// Explains a failed object load in the user's terms.
-fn load_error(e: EbpfError, memlock_unlimited: bool) -> CaptureError {
-    let is_eperm = |io: &std::io::Error| io.raw_os_error() == Some(libc::EPERM);
-    match e {
-        EbpfError::MapError(MapError::CreateError { name, io_error }) => {
-            if is_eperm(&io_error) {
-                CaptureError::PermissionDenied {
-                    action: format!("creating eBPF map {name}"),
-                    missing: if memlock_unlimited {
-                        "unknown (the kernel said EPERM)".into()
-                    } else {
-                        "CAP_SYS_RESOURCE to lift RLIMIT_MEMLOCK (kernels before 5.11 need it)"
-                            .into()
-                    },
-                }
-            } else if name == EVENTS_MAP {
-                CaptureError::KernelUnsupported(format!(
-                    "cannot create the BPF RingBuf {name} (needs Linux 5.8 or newer): {io_error}"
-                ))
-            } else {
-                CaptureError::Load(format!("creating map {name}: {io_error}"))
-            }
-        }
-        EbpfError::BtfError(e) => CaptureError::KernelUnsupported(format!(
-            "BTF problem (the kernel needs CONFIG_DEBUG_INFO_BTF and /sys/kernel/btf/vmlinux): {}",
-            error_chain(&e)
-        )),
-        other => CaptureError::Load(error_chain(&other)),
-    }
-}
-
-fn program_load_error(program: &str, e: ProgramError) -> CaptureError {
-    match e {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
-            if io_error.raw_os_error() == Some(libc::EPERM) {
-                CaptureError::PermissionDenied {
-                    action: format!("loading eBPF program {program}"),
-                    missing: "unknown (the kernel said EPERM)".into(),
-                }
-            } else {
-                CaptureError::VerifierRejected {
-                    program: program.to_owned(),
-                    reason: io_error.to_string(),
-                    log: error::one_line(&verifier_log.to_string(), 4000),
-                }
-            }
-        }
-        other => CaptureError::Load(format!("program {program}: {}", error_chain(&other))),
-    }
+    /// Set by [`Capture::follow_interfaces`].
+    following: Option<follow::Following>,
+    changes: follow::Changes,
 }
 
 impl Capture {
@@ -208,51 +136,19 @@ impl Capture {
     /// limit, creates the maps, writes the configuration and verifies both
     /// programs. Nothing is attached yet.
     pub fn load(options: CaptureOptions) -> Result<Capture, CaptureError> {
-        privileges::check()?;
-        let memlock_unlimited = privileges::raise_memlock();
-        let mut ebpf = EbpfLoader::new()
-            .load(KERNEL_OBJECT)
-            .map_err(|e| load_error(e, memlock_unlimited))?;
-
-        let mut config: Array<_, Config> = ebpf
-            .map_mut(CONFIG_MAP)
-            .ok_or_else(|| CaptureError::Load(format!("map {CONFIG_MAP} missing")))?
-            .try_into()
-            .map_err(|e: MapError| map_error(CONFIG_MAP, &e))?;
-        let budget = Config {
-            byte_budget: options.byte_budget,
-            _pad: 0,
-        };
-        config
-            .set(0, budget, 0)
-            .map_err(|e| map_error(CONFIG_MAP, &e))?;
-
-        for name in [INGRESS_PROGRAM, EGRESS_PROGRAM] {
-            attach::program_mut(&mut ebpf, name)?
-                .load()
-                .map_err(|e| program_load_error(name, e))?;
-        }
-
-        let take = |ebpf: &mut Ebpf, name: &'static str| {
-            ebpf.take_map(name)
-                .ok_or_else(|| CaptureError::Load(format!("map {name} missing")))
-        };
-        let ring = RingBuf::try_from(take(&mut ebpf, EVENTS_MAP)?)
-            .map_err(|e| map_error(EVENTS_MAP, &e))?;
-        let counters = PerCpuArray::try_from(take(&mut ebpf, COUNTERS_MAP)?)
-            .map_err(|e| map_error(COUNTERS_MAP, &e))?;
-        let flows =
-            HashMap::try_from(take(&mut ebpf, FLOWS_MAP)?).map_err(|e| map_error(FLOWS_MAP, &e))?;
+        let loaded = loader::load(options.byte_budget)?;
         let devices = devices::DeviceTable::default();
         Ok(Capture {
-            ebpf,
-            events: EventSource::Plain(ring),
-            counters,
-            flow_control: FlowControl::new(flows, devices.clone()),
+            ebpf: loaded.ebpf,
+            events: events::EventSource::Plain(loaded.ring),
+            counters: loaded.counters,
+            flow_control: FlowControl::new(loaded.flows, devices.clone()),
             devices,
             options,
             attachments: BTreeMap::new(),
             undecodable: 0,
+            following: None,
+            changes: follow::Changes::default(),
         })
     }
 
@@ -273,17 +169,17 @@ impl Capture {
     fn attach_interface(&mut self, interface: &Interface) -> Result<(), CaptureError> {
         let attachment = attach::attach(&mut self.ebpf, interface, self.options.attach_mode)?;
         self.devices.insert(interface.index, &interface.name);
-        tracing::info!(
-            interface = %interface.name,
-            via = ?attachment.via,
-            "attached"
-        );
+        tracing::info!(interface = %interface.name, via = ?attachment.via, "attached");
         self.attachments.insert(interface.name.clone(), attachment);
+        self.changes
+            .push(InterfaceChange::Attached(interface.name.clone()));
         Ok(())
     }
 
-    /// Attaches to every interface `selector` selects; returns their names.
-    /// A named interface that does not exist is an error; nothing is attached then.
+    /// Attaches to every interface `selector` selects now; returns their names
+    /// (also those already attached). A named interface that does not exist is an
+    /// error. To also follow interfaces that appear later, use
+    /// [`Capture::follow_interfaces`].
     pub fn attach_selected(
         &mut self,
         selector: &InterfaceSelector,
@@ -304,6 +200,8 @@ impl Capture {
         let Some(attachment) = self.attachments.remove(interface) else {
             return Ok(false);
         };
+        self.changes
+            .push(InterfaceChange::Detached(interface.to_owned()));
         attach::detach(&mut self.ebpf, attachment)?;
         tracing::info!(interface, "detached");
         Ok(true)
@@ -331,8 +229,15 @@ impl Capture {
         self.attachments.get(interface).map(|a| a.via)
     }
 
+    /// Attach and detach events since the last call, oldest first: from
+    /// [`Capture::attach`], [`Capture::detach`], [`Capture::follow_interfaces`] and
+    /// interfaces that appeared or vanished. At most 4096 are kept.
+    pub fn take_interface_changes(&mut self) -> Vec<InterfaceChange> {
+        self.changes.take()
+    }
+
     /// Appends the segments already in the RingBuf to `out` without waiting;
-    /// returns how many were appended.
+    /// returns how many were appended. Needs no runtime.
     pub fn drain_segments(&mut self, out: &mut Vec<Segment>) -> usize {
         let Capture {
             events,
@@ -343,66 +248,47 @@ impl Capture {
         let Some(ring) = events.ring() else {
             return 0;
         };
-        drain(ring, devices, undecodable, out)
-    }
-
-    /// Waits until the kernel has sent events, then appends their segments to
-    /// `out` and returns how many. Must run inside a tokio runtime. Cancel-safe:
-    /// dropping the future loses no event.
-    pub async fn next_segments(&mut self, out: &mut Vec<Segment>) -> Result<usize, CaptureError> {
-        if let EventSource::Plain(_) = self.events {
-            // Registering without a runtime would panic: say so instead.
-            if tokio::runtime::Handle::try_current().is_err() {
-                return Err(CaptureError::io(
-                    "next_segments",
-                    std::io::Error::other("must be called inside a tokio runtime"),
-                ));
-            }
-            let EventSource::Plain(ring) =
-                std::mem::replace(&mut self.events, EventSource::Switching)
-            else {
-                return Err(CaptureError::Load(
-                    "event source in an invalid state".into(),
-                ));
-            };
-            // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged,
-            // for as long as it lives, which is as long as the AsyncFd.
-            match unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) } {
-                Ok(fd) => self.events = EventSource::Registered(fd),
-                Err(e) => {
-                    let (ring, error) = e.into_parts();
-                    self.events = EventSource::Plain(ring);
-                    return Err(CaptureError::io(
-                        "registering the RingBuf with tokio",
-                        error,
-                    ));
-                }
-            }
-        }
-        let Capture {
-            events,
+        let mut decoder = events::Decoder {
             devices,
             undecodable,
-            ..
-        } = self;
-        let EventSource::Registered(fd) = events else {
-            return Err(CaptureError::Load(
-                "event source in an invalid state".into(),
-            ));
         };
+        events::drain(ring, &mut decoder, out)
+    }
+
+    /// Waits for kernel events and appends their segments to `out`; returns how
+    /// many. When following interfaces it also handles interfaces that appear or
+    /// vanish, and returns `Ok(0)` when that changed what is attached (see
+    /// [`Capture::take_interface_changes`]). Must run inside a tokio runtime.
+    /// Cancel-safe: dropping the future (in `select!`) loses no event.
+    pub async fn next_segments(&mut self, out: &mut Vec<Segment>) -> Result<usize, CaptureError> {
         loop {
-            let mut guard = fd
-                .readable_mut()
-                .await
-                .map_err(|e| CaptureError::io("waiting for RingBuf events", e))?;
-            let appended = drain(guard.get_inner_mut(), devices, undecodable, out);
-            // Only a RingBuf read to empty may lose its readiness; a capped read
-            // leaves it set so the next call does not wait.
-            if appended < MAX_RECORDS_PER_READ {
-                guard.clear_ready();
+            let changes_before = self.changes.generation();
+            let links = {
+                let Capture {
+                    events,
+                    devices,
+                    undecodable,
+                    following,
+                    ..
+                } = self;
+                let fd = events.registered()?;
+                let mut decoder = events::Decoder {
+                    devices,
+                    undecodable,
+                };
+                match following {
+                    Some(following) => tokio::select! {
+                        read = events::read(fd, &mut decoder, out) => return read,
+                        links = following.monitor.next_events() => links?,
+                    },
+                    None => return events::read(fd, &mut decoder, out).await,
+                }
+            };
+            for event in links {
+                self.apply_link_event(event);
             }
-            if appended > 0 {
-                return Ok(appended);
+            if self.changes.generation() != changes_before {
+                return Ok(0);
             }
         }
     }
@@ -419,7 +305,7 @@ impl Capture {
             let per_cpu = self
                 .counters
                 .get(&(counter as u32), 0)
-                .map_err(|e| map_error(COUNTERS_MAP, &e))?;
+                .map_err(|e| loader::map_error(COUNTERS_MAP, &e))?;
             *slot = per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v));
         }
         Ok(KernelCounters {
@@ -458,37 +344,6 @@ impl Capture {
             .map_err(|e| CaptureError::Load(format!("test run of {name}: {}", error_chain(&e))))?;
         Ok(result.return_value as i32)
     }
-}
-
-/// Reads up to MAX_RECORDS_PER_READ records from `ring` into `out`.
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    devices: &devices::DeviceTable,
-    undecodable: &mut u64,
-    out: &mut Vec<Segment>,
-) -> usize {
-    let clock = clock::WallClock::now();
-    let mut appended = 0;
-    while appended < MAX_RECORDS_PER_READ {
-        let Some(record) = ring.next() else {
-            break;
-        };
-        let device = match decode::header(&record) {
-            Ok(h) => devices.device(h.ifindex),
-            Err(_) => crate::segment::Device::new("unknown"),
-        };
-        match decode::segment(&record, clock, device) {
-            Ok(segment) => {
-                out.push(segment);
-                appended += 1;
-            }
-            Err(e) => {
-                *undecodable += 1;
-                tracing::warn!("undecodable kernel event: {e}");
-            }
-        }
-    }
-    appended
 }
 
 impl Drop for Capture {
