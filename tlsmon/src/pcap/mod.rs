@@ -18,6 +18,8 @@ mod link;
 mod tests;
 #[cfg(test)]
 mod tests_corrupt;
+#[cfg(test)]
+mod tests_streaming;
 
 use std::fs::File;
 use std::io::{self, Read};
