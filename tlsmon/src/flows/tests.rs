@@ -86,7 +86,12 @@ impl Conversation {
             src: (if from_client { CLIENT } else { SERVER }).parse().unwrap(),
             dst: (if from_client { SERVER } else { CLIENT }).parse().unwrap(),
             seq: *seq,
-            flags: TcpFlags(flags | TcpFlags::ACK),
+            // Every segment acknowledges something but the client's opening SYN.
+            flags: TcpFlags(if from_client && flags == TcpFlags::SYN {
+                flags
+            } else {
+                flags | TcpFlags::ACK
+            }),
             payload: payload.to_vec(),
             cut: 0,
         };
@@ -235,4 +240,19 @@ fn eviction_reports_incomplete_and_counts() {
     assert_eq!(out[0].record.client_port, 40000);
     assert_eq!(table.stats().flows_evicted, 1);
     assert_eq!(table.tracked(), 1);
+}
+
+#[test]
+fn a_reused_address_pair_starts_a_new_handshake() {
+    let mut c = Conversation::new(FlowTableOptions::default());
+    c.send(true, &client_hello(), 0);
+    c.send(false, &record(21, &[2, 40]), 0);
+    c.send(true, &[], TcpFlags::SYN);
+    c.send(true, &client_hello(), 0);
+    c.send(false, &[], TcpFlags::RST);
+    let reasons: Vec<_> = c.out.iter().map(|d| d.record.failure_reason).collect();
+    assert_eq!(
+        reasons,
+        vec![Some(FailureReason::Alert), Some(FailureReason::Reset)]
+    );
 }
