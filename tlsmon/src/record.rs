@@ -147,7 +147,9 @@ pub struct HandshakeRecord {
     pub alert: Option<String>,
     /// Who sent that alert.
     pub alert_sender: Option<Side>,
-    /// Who reset or closed the connection, for `reset` and `closed` failures.
+    /// Who closed or reset the connection when a close ended the handshake: for
+    /// `reset` and `closed`, and for the close after an inferred `encrypted_alert`
+    /// or a warning alert.
     pub closed_by: Option<Side>,
     /// Human-readable detail for protocol errors and the like.
     pub detail: Option<String>,
