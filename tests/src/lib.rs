@@ -1,9 +1,18 @@
 //! Shared helpers for tlsmon end-to-end tests: recorded corpus, tshark oracle,
-//! synthetic frames and TLS payloads, polling with deadlines.
+//! synthetic frames and TLS payloads, namespaces, polling with deadlines, and for
+//! the two-path scenario: background processes with logs, a test PKI, a reset
+//! server, an HTTP client and a Prometheus text-format parser.
 
 pub mod attached;
+pub mod binary;
 pub mod corpus;
+pub mod exposition;
 pub mod frames;
+pub mod http_get;
 pub mod netns;
+pub mod pki;
 pub mod poll;
+pub mod process;
+pub mod reset_server;
+pub mod topology;
 pub mod tshark;

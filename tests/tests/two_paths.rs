@@ -1,0 +1,671 @@
+//! The scenario tlsmon exists for (issue 4): a server host with two NICs,
+//! clients reaching it directly over NIC A and through a TCP proxy (haproxy)
+//! over NIC B, a known mix of handshakes from real TLS stacks, and `tlsmon run`
+//! on both NICs. The metrics it serves, and what a real Prometheus scraped from
+//! it, must count exactly what was generated, on the right NIC.
+//!
+//! Needs root (namespaces, BPF) and openssl, gnutls-cli, haproxy, prometheus
+//! and iproute2. Without root it is skipped, unless `CI` is set: then it fails.
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use tlsmon_tests::{
+    binary::tlsmon_binary,
+    exposition::Scrape,
+    http_get::{encode_query_value, get},
+    netns::Netns,
+    pki::Pki,
+    process::{poll, run_bounded, run_checked, Background},
+    reset_server::ResetServer,
+    topology::{TwoPaths, NIC_A, NIC_B, PROXY_FRONT, SERVER_A, SERVER_B},
+};
+
+const SERVER_NAME: &str = "server.test";
+/// Accepts TLS 1.2 and 1.3, one suite each, so the negotiated names are known.
+const PORT_OK: u16 = 4431;
+/// TLS 1.3 only: a TLS 1.2 client gets a protocol_version alert.
+const PORT_TLS13_ONLY: u16 = 4432;
+/// TLS 1.2 with one cipher suite: a client without it gets handshake_failure.
+const PORT_ONE_CIPHER: u16 = 4433;
+/// Resets the connection after reading the ClientHello.
+const PORT_RESET: u16 = 4434;
+const TLSMON_LISTEN: &str = "127.0.0.1:9808";
+const PROMETHEUS_LISTEN: &str = "127.0.0.1:9090";
+
+const TLS13_SUITE: &str = "TLS_AES_128_GCM_SHA256";
+const TLS12_SUITE: &str = "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Straight to the server over NIC A.
+    Direct,
+    /// Through haproxy, reaching the server over NIC B.
+    Proxied,
+}
+
+/// How a failed handshake must show up in `tlsmon_handshake_failures_total`.
+#[derive(Clone, Copy)]
+struct Failure {
+    reason: &'static str,
+    alert: &'static str,
+    alert_sender: &'static str,
+    closed_by: &'static str,
+    stage: &'static str,
+}
+
+/// One kind of client connection, run `times` times.
+struct Case {
+    what: &'static str,
+    route: Route,
+    times: u32,
+    /// The client program and its arguments (`{addr}` and `{port}` filled in).
+    client: Vec<String>,
+    port: u16,
+    /// Whether the client must exit 0 (handshake done) or not.
+    client_succeeds: bool,
+    /// Expected `version` and `cipher` labels ("" when never chosen).
+    version: &'static str,
+    cipher: &'static str,
+    failure: Option<Failure>,
+}
+
+fn openssl(extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "openssl",
+        "s_client",
+        "-connect",
+        "{addr}:{port}",
+        "-servername",
+        SERVER_NAME,
+    ]
+    .map(String::from)
+    .into();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn cases(pki: &Pki) -> Vec<Case> {
+    let ca = pki.ca.display().to_string();
+    let other_ca = pki.other_ca.display().to_string();
+    let verify = |ca: &str| {
+        vec![
+            "-CAfile".to_owned(),
+            ca.to_owned(),
+            "-verify_return_error".to_owned(),
+        ]
+    };
+    let with = |base: &[&str], tail: Vec<String>| {
+        let mut v = openssl(base);
+        v.extend(tail);
+        v
+    };
+    let gnutls = vec![
+        "gnutls-cli".to_owned(),
+        format!("--x509cafile={ca}"),
+        "--priority=NORMAL:-VERS-ALL:+VERS-TLS1.3".to_owned(),
+        "--port={port}".to_owned(),
+        format!("--sni-hostname={SERVER_NAME}"),
+        format!("--verify-hostname={SERVER_NAME}"),
+        "{addr}".to_owned(),
+    ];
+    let mut all = Vec::new();
+    for route in [Route::Direct, Route::Proxied] {
+        all.push(Case {
+            what: "openssl TLS 1.3, established",
+            route,
+            times: 2,
+            client: with(&["-tls1_3"], verify(&ca)),
+            port: PORT_OK,
+            client_succeeds: true,
+            version: "TLSv1.3",
+            cipher: TLS13_SUITE,
+            failure: None,
+        });
+        all.push(Case {
+            what: "openssl TLS 1.2, established",
+            route,
+            times: 2,
+            client: with(&["-tls1_2"], verify(&ca)),
+            port: PORT_OK,
+            client_succeeds: true,
+            version: "TLSv1.2",
+            cipher: TLS12_SUITE,
+            failure: None,
+        });
+        all.push(Case {
+            what: "gnutls TLS 1.3, established",
+            route,
+            times: 1,
+            client: gnutls.clone(),
+            port: PORT_OK,
+            client_succeeds: true,
+            version: "TLSv1.3",
+            cipher: TLS13_SUITE,
+            failure: None,
+        });
+    }
+    let before = "before_server_hello";
+    all.push(Case {
+        what: "TLS 1.2 client, TLS 1.3-only server: protocol_version from server",
+        route: Route::Proxied,
+        times: 2,
+        client: openssl(&["-tls1_2"]),
+        port: PORT_TLS13_ONLY,
+        client_succeeds: false,
+        version: "",
+        cipher: "",
+        failure: Some(Failure {
+            reason: "alert",
+            alert: "protocol_version",
+            alert_sender: "server",
+            closed_by: "",
+            stage: before,
+        }),
+    });
+    all.push(Case {
+        what: "no shared cipher suite: handshake_failure from server",
+        route: Route::Proxied,
+        times: 3,
+        client: openssl(&["-tls1_2", "-cipher", "ECDHE-RSA-CHACHA20-POLY1305"]),
+        port: PORT_ONE_CIPHER,
+        client_succeeds: false,
+        version: "",
+        cipher: "",
+        failure: Some(Failure {
+            reason: "alert",
+            alert: "handshake_failure",
+            alert_sender: "server",
+            closed_by: "",
+            stage: before,
+        }),
+    });
+    all.push(Case {
+        what: "server resets after the ClientHello",
+        route: Route::Proxied,
+        times: 1,
+        client: openssl(&[]),
+        port: PORT_RESET,
+        client_succeeds: false,
+        version: "",
+        cipher: "",
+        failure: Some(Failure {
+            reason: "reset",
+            alert: "",
+            alert_sender: "",
+            closed_by: "server",
+            stage: before,
+        }),
+    });
+    all.push(Case {
+        what: "client rejects the certificate (TLS 1.2): unknown_ca from client",
+        route: Route::Proxied,
+        times: 1,
+        client: with(&["-tls1_2"], verify(&other_ca)),
+        port: PORT_OK,
+        client_succeeds: false,
+        version: "TLSv1.2",
+        cipher: TLS12_SUITE,
+        failure: Some(Failure {
+            reason: "alert",
+            alert: "unknown_ca",
+            alert_sender: "client",
+            closed_by: "",
+            stage: "after_server_hello",
+        }),
+    });
+    all
+}
+
+fn device_of(route: Route) -> &'static str {
+    match route {
+        Route::Direct => NIC_A,
+        Route::Proxied => NIC_B,
+    }
+}
+
+type Series = BTreeMap<Vec<(String, String)>, f64>;
+
+fn key(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut k: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+    k.sort();
+    k
+}
+
+/// The exact `tlsmon_handshakes_total` and `tlsmon_handshake_failures_total`
+/// series the cases must produce.
+fn expected(cases: &[Case]) -> (Series, Series) {
+    let (mut handshakes, mut failures) = (Series::new(), Series::new());
+    for c in cases {
+        let device = device_of(c.route);
+        let outcome = if c.failure.is_some() {
+            "failed"
+        } else {
+            "established"
+        };
+        *handshakes
+            .entry(key(&[
+                ("device", device),
+                ("direction", "inbound"),
+                ("version", c.version),
+                ("cipher", c.cipher),
+                ("outcome", outcome),
+            ]))
+            .or_default() += f64::from(c.times);
+        if let Some(f) = c.failure {
+            *failures
+                .entry(key(&[
+                    ("device", device),
+                    ("direction", "inbound"),
+                    ("reason", f.reason),
+                    ("alert", f.alert),
+                    ("alert_sender", f.alert_sender),
+                    ("closed_by", f.closed_by),
+                    ("stage", f.stage),
+                ]))
+                .or_default() += f64::from(c.times);
+        }
+    }
+    (handshakes, failures)
+}
+
+fn series(scrape: &Scrape, name: &str) -> Series {
+    scrape
+        .select(name, &[])
+        .map(|s| {
+            let k = s
+                .labels
+                .iter()
+                .map(|(a, b)| (a.clone(), b.clone()))
+                .collect();
+            (k, s.value)
+        })
+        .collect()
+}
+
+fn scrape(server: &Netns) -> Result<Scrape> {
+    let addr: SocketAddr = TLSMON_LISTEN.parse()?;
+    let resp = server.run_inside(move || get(addr, "/metrics"))?;
+    ensure!(
+        resp.status == 200,
+        "/metrics answered {}: {}",
+        resp.status,
+        resp.body
+    );
+    Ok(Scrape::parse(&resp.body)?)
+}
+
+/// Waits until `port` is in LISTEN state inside `ns` (without connecting, so no
+/// probe connection shows up anywhere).
+fn wait_listening(ns: &Netns, port: u16, who: &mut Background) -> Result<()> {
+    poll(
+        &format!("port {port} listening in {}", ns.name()),
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || {
+            who.check_running()?;
+            let out = run_checked(
+                ns.command("ss")
+                    .args(["-Hltn", &format!("sport = :{port}")]),
+            )?;
+            Ok((!out.stdout.is_empty()).then_some(()))
+        },
+    )
+}
+
+fn haproxy_config(dir: &Path) -> Result<std::path::PathBuf> {
+    let mut cfg = String::from(
+        "global\n  maxconn 256\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n",
+    );
+    for port in [PORT_OK, PORT_TLS13_ONLY, PORT_ONE_CIPHER, PORT_RESET] {
+        cfg.push_str(&format!(
+            "listen tls{port}\n  bind {PROXY_FRONT}:{port}\n  server backend {SERVER_B}:{port}\n"
+        ));
+    }
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg)?;
+    Ok(path)
+}
+
+fn prometheus_config(dir: &Path) -> Result<std::path::PathBuf> {
+    let path = dir.join("prometheus.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: tlsmon\n    static_configs:\n      - targets: ['{TLSMON_LISTEN}']\n"
+        ),
+    )?;
+    Ok(path)
+}
+
+/// A scratch directory removed at the end unless the test failed (then its
+/// logs are worth keeping; the path is printed).
+struct Scratch(std::path::PathBuf, bool);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() || !self.1 {
+            eprintln!("logs kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn two_paths_failures_are_counted_exactly_on_the_right_nic() -> Result<()> {
+    if !is_root() {
+        if std::env::var_os("CI").is_some() {
+            bail!("this end-to-end test needs root, and CI must run it");
+        }
+        eprintln!("SKIPPED two_paths: needs root (namespaces, BPF)");
+        return Ok(());
+    }
+    let tlsmon = tlsmon_binary()?;
+    let dir = std::env::temp_dir().join(format!("tlsmon-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut scratch = Scratch(dir.clone(), false);
+    let result = scenario(&tlsmon, &dir);
+    scratch.1 = result.is_ok();
+    result
+}
+
+fn scenario(tlsmon: &Path, dir: &Path) -> Result<()> {
+    let pki = Pki::generate(dir, SERVER_NAME)?;
+    // Declared first, so it is dropped last: every process below is stopped
+    // before the namespaces go away.
+    let net = TwoPaths::build()?;
+    let cert = pki.cert.display().to_string();
+    let key_path = pki.key.display().to_string();
+    let s_server = |port: u16, extra: &[&str]| {
+        let mut cmd = net.server.command("openssl");
+        cmd.args([
+            "s_server",
+            "-quiet",
+            "-accept",
+            &port.to_string(),
+            "-cert",
+            &cert,
+            "-key",
+            &key_path,
+        ]);
+        cmd.args(extra);
+        cmd
+    };
+    let mut servers = vec![
+        (
+            PORT_OK,
+            Background::spawn(
+                "s_server-ok",
+                s_server(
+                    PORT_OK,
+                    &[
+                        "-ciphersuites",
+                        TLS13_SUITE,
+                        "-cipher",
+                        "ECDHE-RSA-AES128-GCM-SHA256",
+                    ],
+                ),
+                dir,
+            )?,
+        ),
+        (
+            PORT_TLS13_ONLY,
+            Background::spawn(
+                "s_server-tls13",
+                s_server(PORT_TLS13_ONLY, &["-tls1_3"]),
+                dir,
+            )?,
+        ),
+        (
+            PORT_ONE_CIPHER,
+            Background::spawn(
+                "s_server-one-cipher",
+                s_server(
+                    PORT_ONE_CIPHER,
+                    &["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"],
+                ),
+                dir,
+            )?,
+        ),
+    ];
+    let reset_server = ResetServer::start(
+        &net.server,
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, PORT_RESET)),
+    )?;
+    let mut haproxy = {
+        let mut cmd = net.proxy.command("haproxy");
+        cmd.arg("-db").arg("-f").arg(haproxy_config(dir)?);
+        Background::spawn("haproxy", cmd, dir)?
+    };
+    for (port, server) in &mut servers {
+        wait_listening(&net.server, *port, server)?;
+    }
+    for port in [PORT_OK, PORT_TLS13_ONLY, PORT_ONE_CIPHER, PORT_RESET] {
+        wait_listening(&net.proxy, port, &mut haproxy)?;
+    }
+
+    let mut daemon = {
+        let mut cmd = net.server.command(&tlsmon.display().to_string());
+        cmd.args([
+            "run",
+            "--interface",
+            NIC_A,
+            "--interface",
+            NIC_B,
+            "--listen",
+            TLSMON_LISTEN,
+        ])
+        .env("RUST_LOG", "info");
+        Background::spawn("tlsmon", cmd, dir)?
+    };
+    poll(
+        "tlsmon attached to both NICs",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            daemon.check_running()?;
+            let s = scrape(&net.server)?;
+            let attached =
+                |dev| s.value("tlsmon_interface_attached", &[("device", dev)]) == Some(1.0);
+            Ok((attached(NIC_A) && attached(NIC_B)).then_some(()))
+        },
+    )
+    .with_context(|| format!("tlsmon output:\n{}", daemon.log()))?;
+    let tlsmon_addr: SocketAddr = TLSMON_LISTEN.parse()?;
+    let health = net
+        .server
+        .run_inside(move || get(tlsmon_addr, "/healthz"))?;
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+
+    // Generate the mix, one connection at a time.
+    let cases = cases(&pki);
+    for case in &cases {
+        let addr = match case.route {
+            Route::Direct => SERVER_A,
+            Route::Proxied => PROXY_FRONT,
+        };
+        for i in 0..case.times {
+            let args: Vec<String> = case
+                .client
+                .iter()
+                .map(|a| {
+                    a.replace("{addr}", &addr.to_string())
+                        .replace("{port}", &case.port.to_string())
+                })
+                .collect();
+            let mut cmd = net.client.command(&args[0]);
+            cmd.args(&args[1..]);
+            let (status, output) = run_bounded(cmd, Duration::from_secs(20))?;
+            ensure!(
+                status.success() == case.client_succeeds,
+                "{} (#{i}): client exited {status}, expected success={}; output:\n{output}",
+                case.what,
+                case.client_succeeds
+            );
+        }
+    }
+    assert_eq!(
+        reset_server.resets(),
+        1,
+        "the reset server saw one ClientHello"
+    );
+
+    // Every handshake reported, nothing still pending: after this no more
+    // records can come, so exact comparisons below are final.
+    let total: u32 = cases.iter().map(|c| c.times).sum();
+    let scraped = poll(
+        "tlsmon reported every handshake",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            daemon.check_running()?;
+            let s = scrape(&net.server)?;
+            let seen = s.sum("tlsmon_handshakes_total", &[]);
+            ensure!(
+                seen <= f64::from(total),
+                "{seen} handshakes counted, only {total} made"
+            );
+            let idle = s.value("tlsmon_flows_tracked", &[]) == Some(0.0);
+            Ok((seen == f64::from(total) && idle).then_some(s))
+        },
+    )
+    .with_context(|| format!("tlsmon output:\n{}", daemon.log()))?;
+
+    let (want_handshakes, want_failures) = expected(&cases);
+    assert_eq!(series(&scraped, "tlsmon_handshakes_total"), want_handshakes);
+    assert_eq!(
+        series(&scraped, "tlsmon_handshake_failures_total"),
+        want_failures
+    );
+    // Alerts by sender, derived from the same cases.
+    let mut want_alerts = Series::new();
+    for c in &cases {
+        if let Some(f) = c.failure.filter(|f| !f.alert.is_empty()) {
+            *want_alerts
+                .entry(key(&[
+                    ("device", device_of(c.route)),
+                    ("direction", "inbound"),
+                    ("alert", f.alert),
+                    ("sender", f.alert_sender),
+                ]))
+                .or_default() += f64::from(c.times);
+        }
+    }
+    assert_eq!(series(&scraped, "tlsmon_alerts_total"), want_alerts);
+    // One ClientHello per handshake, on the NIC it crossed.
+    for route in [Route::Direct, Route::Proxied] {
+        let device = device_of(route);
+        let made: u32 = cases
+            .iter()
+            .filter(|c| c.route == route)
+            .map(|c| c.times)
+            .sum();
+        assert_eq!(
+            scraped.value("tlsmon_client_hello_segments_count", &[("device", device)]),
+            Some(f64::from(made)),
+            "ClientHellos on {device}"
+        );
+    }
+    assert_eq!(
+        scraped.sum("tlsmon_capture_ringbuf_dropped_total", &[]),
+        0.0
+    );
+    assert_eq!(scraped.sum("tlsmon_reassembly_evictions_total", &[]), 0.0);
+
+    check_with_prometheus(&net.server, dir, &want_failures)?;
+
+    let status = daemon.stop()?;
+    assert!(
+        status.success(),
+        "tlsmon exit on SIGTERM: {status}\n{}",
+        daemon.log()
+    );
+    Ok(())
+}
+
+/// Lets Debian's Prometheus scrape the daemon, then asks it, with instant
+/// queries, where the failures are.
+fn check_with_prometheus(server: &Netns, dir: &Path, want_failures: &Series) -> Result<()> {
+    let mut prometheus = {
+        let mut cmd = server.command("prometheus");
+        cmd.arg(format!(
+            "--config.file={}",
+            prometheus_config(dir)?.display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("prometheus-data").display()
+        ))
+        .arg(format!("--web.listen-address={PROMETHEUS_LISTEN}"))
+        .arg("--log.level=warn");
+        Background::spawn("prometheus", cmd, dir)?
+    };
+    let prom: SocketAddr = PROMETHEUS_LISTEN.parse()?;
+    let query = |q: &str| -> Result<serde_json::Value> {
+        let path = format!("/api/v1/query?query={}", encode_query_value(q));
+        let resp = server.run_inside(move || get(prom, &path))?;
+        ensure!(
+            resp.status == 200,
+            "Prometheus answered {}: {}",
+            resp.status,
+            resp.body
+        );
+        let v: serde_json::Value = serde_json::from_str(&resp.body)?;
+        ensure!(v["status"] == "success", "query {q} failed: {}", resp.body);
+        Ok(v["data"]["result"].clone())
+    };
+    let want_total: f64 = want_failures.values().sum();
+    let result = poll(
+        "Prometheus has scraped the failures",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            prometheus.check_running()?;
+            let result = query("tlsmon_handshake_failures_total")?;
+            let total: f64 = result
+                .as_array()
+                .context("result is not a list")?
+                .iter()
+                .filter_map(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+                .sum();
+            Ok((total == want_total).then_some(result))
+        },
+    )
+    .with_context(|| format!("Prometheus output:\n{}", prometheus.log()))?;
+    let mut got = Series::new();
+    for s in result.as_array().context("result is not a list")? {
+        let labels = s["metric"].as_object().context("metric is not an object")?;
+        let k: Vec<(String, String)> = labels
+            .iter()
+            .filter(|(name, _)| !matches!(name.as_str(), "__name__" | "job" | "instance"))
+            .map(|(a, b)| (a.clone(), b.as_str().unwrap_or_default().to_owned()))
+            .collect();
+        let v: f64 = s["value"][1].as_str().context("value")?.parse()?;
+        got.insert(k, v);
+    }
+    assert_eq!(&got, want_failures, "failures as Prometheus stored them");
+    let by_device = query("sum by (device) (tlsmon_handshake_failures_total)")?;
+    let devices: Vec<&str> = by_device
+        .as_array()
+        .context("result is not a list")?
+        .iter()
+        .filter_map(|s| s["metric"]["device"].as_str())
+        .collect();
+    assert_eq!(devices, [NIC_B], "every failure is on the proxied NIC");
+    prometheus.stop()?;
+    Ok(())
+}
