@@ -212,7 +212,7 @@ mod tests {
     #[test]
     fn poll_retries_other_errors_until_the_deadline() {
         let mut n = 0;
-        let err = poll(
+        let err = poll::<()>(
             "x",
             Duration::from_millis(100),
             Duration::from_millis(10),
@@ -221,7 +221,6 @@ mod tests {
                 bail!("attempt {n}")
             },
         )
-        .map(|()| ())
         .unwrap_err();
         assert!(n > 2);
         assert!(err
