@@ -458,20 +458,33 @@ fn scenario(tlsmon: &Path, dir: &Path) -> Result<()> {
         wait_listening(&net.proxy, port, &mut haproxy)?;
     }
 
-    let mut daemon = {
+    // Part of the settings come from a config file, to check that it is read and
+    // that a flag wins over it (the file's listen address is not the one used).
+    let events_path = dir.join("events.jsonl");
+    let config_path = dir.join("tlsmon.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "listen = \"127.0.0.1:9999\"\nevents_file = {:?}\n[labels]\nsni = true\n",
+            events_path.display().to_string()
+        ),
+    )?;
+    let tlsmon_cmd = |listen: &str| {
         let mut cmd = net.server.command(&tlsmon.display().to_string());
-        cmd.args([
-            "run",
-            "--interface",
-            NIC_A,
-            "--interface",
-            NIC_B,
-            "--listen",
-            TLSMON_LISTEN,
-        ])
-        .env("RUST_LOG", "info");
-        Background::spawn("tlsmon", cmd, dir)?
+        cmd.args(["run", "--config"])
+            .arg(&config_path)
+            .args([
+                "--interface",
+                NIC_A,
+                "--interface",
+                NIC_B,
+                "--listen",
+                listen,
+            ])
+            .env("RUST_LOG", "info");
+        cmd
     };
+    let mut daemon = Background::spawn("tlsmon", tlsmon_cmd(TLSMON_LISTEN), dir)?;
     poll(
         "tlsmon attached to both NICs",
         Duration::from_secs(30),
@@ -490,6 +503,18 @@ fn scenario(tlsmon: &Path, dir: &Path) -> Result<()> {
         .server
         .run_inside(move || get(tlsmon_addr, "/healthz"))?;
     assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+
+    // A second daemon on the same address must refuse to start, saying why.
+    let (status, output) = run_bounded(tlsmon_cmd(TLSMON_LISTEN), Duration::from_secs(20))?;
+    assert!(
+        !status.success(),
+        "a second tlsmon on a taken address must fail"
+    );
+    assert!(
+        output.contains(&format!("cannot listen on {TLSMON_LISTEN}"))
+            && output.contains("Address already in use"),
+        "unclear refusal: {output}"
+    );
 
     // Generate the mix, one connection at a time.
     let cases = cases(&pki);
@@ -586,6 +611,25 @@ fn scenario(tlsmon: &Path, dir: &Path) -> Result<()> {
     );
     assert_eq!(scraped.sum("tlsmon_reassembly_evictions_total", &[]), 0.0);
 
+    // The config file's [labels] sni = true: every client sent SNI server.test.
+    let mut want_sni = Series::new();
+    for c in &cases {
+        let outcome = if c.failure.is_some() {
+            "failed"
+        } else {
+            "established"
+        };
+        *want_sni
+            .entry(key(&[
+                ("device", device_of(c.route)),
+                ("sni", SERVER_NAME),
+                ("outcome", outcome),
+            ]))
+            .or_default() += f64::from(c.times);
+    }
+    assert_eq!(series(&scraped, "tlsmon_handshakes_by_sni_total"), want_sni);
+
+    check_events_file(&events_path, &cases)?;
     check_with_prometheus(&net.server, dir, &want_failures)?;
 
     let status = daemon.stop()?;
@@ -594,6 +638,39 @@ fn scenario(tlsmon: &Path, dir: &Path) -> Result<()> {
         "tlsmon exit on SIGTERM: {status}\n{}",
         daemon.log()
     );
+    Ok(())
+}
+
+/// The events file (from the config file) holds one JSON object per handshake,
+/// on the right device with the right outcome and reason.
+fn check_events_file(path: &Path, cases: &[Case]) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut got: BTreeMap<(String, String, String), u32> = BTreeMap::new();
+    for line in text.lines() {
+        let event: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
+        let field = |name: &str| event[name].as_str().unwrap_or("").to_owned();
+        assert_eq!(field("direction"), "inbound", "{line}");
+        assert_eq!(field("sni"), SERVER_NAME, "{line}");
+        *got.entry((field("device"), field("outcome"), field("failure_reason")))
+            .or_default() += 1;
+    }
+    let mut want: BTreeMap<(String, String, String), u32> = BTreeMap::new();
+    for c in cases {
+        let (outcome, reason) = match c.failure {
+            Some(f) => ("failed", f.reason),
+            None => ("established", ""),
+        };
+        *want
+            .entry((
+                device_of(c.route).to_owned(),
+                outcome.to_owned(),
+                reason.to_owned(),
+            ))
+            .or_default() += c.times;
+    }
+    assert_eq!(got, want, "events file by device, outcome and reason");
     Ok(())
 }
 
@@ -657,7 +734,20 @@ fn check_with_prometheus(server: &Netns, dir: &Path, want_failures: &Series) -> 
         let v: f64 = s["value"][1].as_str().context("value")?.parse()?;
         got.insert(k, v);
     }
-    assert_eq!(&got, want_failures, "failures as Prometheus stored them");
+    // Prometheus stores a label with an empty value as no label at all.
+    let want_stored: Series = want_failures
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.iter()
+                    .filter(|(_, value)| !value.is_empty())
+                    .cloned()
+                    .collect(),
+                *v,
+            )
+        })
+        .collect();
+    assert_eq!(got, want_stored, "failures as Prometheus stored them");
     let by_device = query("sum by (device) (tlsmon_handshake_failures_total)")?;
     let devices: Vec<&str> = by_device
         .as_array()
