@@ -1,8 +1,17 @@
 //! The scenario tlsmon exists for (issue 4): a server host with two NICs,
 //! clients reaching it directly over NIC A and through a TCP proxy (haproxy)
-//! over NIC B, a known mix of handshakes from real TLS stacks, and `tlsmon run`
-//! on both NICs. The metrics it serves, and what a real Prometheus scraped from
-//! it, must count exactly what was generated, on the right NIC.
+//! over NIC B, a known mix of handshakes from real TLS stacks (OpenSSL, GnuTLS;
+//! successes, protocol_version and handshake_failure alerts, a reset after the
+//! ClientHello, a client rejecting the certificate), and `tlsmon run` on both
+//! NICs with part of its settings from a config file.
+//!
+//! Checked, exactly, against what the case table says was generated: handshakes
+//! and failures per device, direction, version, cipher, outcome, reason, alert
+//! and sender; alerts; offered versions; SNI breakdown; ClientHellos per NIC;
+//! the JSON events file; no ring buffer drops. Then Debian's Prometheus scrapes
+//! the daemon and instant queries must show the failures, and the one client
+//! offering TLS 1.0, on NIC B. Also: a second daemon on the taken address
+//! refuses to start, and SIGTERM ends the daemon cleanly.
 //!
 //! Needs root (namespaces, BPF) and openssl, gnutls-cli, haproxy, prometheus
 //! and iproute2. Without root it is skipped, unless `CI` is set: then it fails.
@@ -69,6 +78,8 @@ struct Case {
     port: u16,
     /// Whether the client must exit 0 (handshake done) or not.
     client_succeeds: bool,
+    /// Versions its ClientHello offers.
+    offers: &'static [&'static str],
     /// Expected `version` and `cipher` labels ("" when never chosen).
     version: &'static str,
     cipher: &'static str,
@@ -123,6 +134,7 @@ fn cases(pki: &Pki) -> Vec<Case> {
             client: with(&["-tls1_3"], verify(&ca)),
             port: PORT_OK,
             client_succeeds: true,
+            offers: &["TLSv1.3"],
             version: "TLSv1.3",
             cipher: TLS13_SUITE,
             failure: None,
@@ -134,6 +146,7 @@ fn cases(pki: &Pki) -> Vec<Case> {
             client: with(&["-tls1_2"], verify(&ca)),
             port: PORT_OK,
             client_succeeds: true,
+            offers: &["TLSv1.2"],
             version: "TLSv1.2",
             cipher: TLS12_SUITE,
             failure: None,
@@ -145,6 +158,7 @@ fn cases(pki: &Pki) -> Vec<Case> {
             client: gnutls.clone(),
             port: PORT_OK,
             client_succeeds: true,
+            offers: &["TLSv1.3"],
             version: "TLSv1.3",
             cipher: TLS13_SUITE,
             failure: None,
@@ -158,6 +172,7 @@ fn cases(pki: &Pki) -> Vec<Case> {
         client: openssl(&["-tls1_2"]),
         port: PORT_TLS13_ONLY,
         client_succeeds: false,
+        offers: &["TLSv1.2"],
         version: "",
         cipher: "",
         failure: Some(Failure {
@@ -175,6 +190,7 @@ fn cases(pki: &Pki) -> Vec<Case> {
         client: openssl(&["-tls1_2", "-cipher", "ECDHE-RSA-CHACHA20-POLY1305"]),
         port: PORT_ONE_CIPHER,
         client_succeeds: false,
+        offers: &["TLSv1.2"],
         version: "",
         cipher: "",
         failure: Some(Failure {
@@ -186,12 +202,21 @@ fn cases(pki: &Pki) -> Vec<Case> {
         }),
     });
     all.push(Case {
-        what: "server resets after the ClientHello",
+        what: "server resets after the ClientHello (a legacy client offering TLS 1.0 too)",
         route: Route::Proxied,
         times: 1,
-        client: openssl(&[]),
+        // Every version from TLS 1.0 up, whatever the system's openssl.cnf says.
+        client: openssl(&[
+            "-min_protocol",
+            "TLSv1",
+            "-max_protocol",
+            "TLSv1.3",
+            "-cipher",
+            "DEFAULT@SECLEVEL=0",
+        ]),
         port: PORT_RESET,
         client_succeeds: false,
+        offers: &["TLSv1.3", "TLSv1.2", "TLSv1.1", "TLSv1.0"],
         version: "",
         cipher: "",
         failure: Some(Failure {
@@ -209,6 +234,7 @@ fn cases(pki: &Pki) -> Vec<Case> {
         client: with(&["-tls1_2"], verify(&other_ca)),
         port: PORT_OK,
         client_succeeds: false,
+        offers: &["TLSv1.2"],
         version: "TLSv1.2",
         cipher: TLS12_SUITE,
         failure: Some(Failure {
@@ -605,6 +631,19 @@ fn scenario(tlsmon: &Path, dir: &Path) -> Result<()> {
             "ClientHellos on {device}"
         );
     }
+    // Who offers what, per NIC: one count per ClientHello per offered version.
+    let mut want_offers = Series::new();
+    for c in &cases {
+        for version in c.offers {
+            *want_offers
+                .entry(key(&[("device", device_of(c.route)), ("version", version)]))
+                .or_default() += f64::from(c.times);
+        }
+    }
+    assert_eq!(
+        series(&scraped, "tlsmon_client_hello_offered_versions_total"),
+        want_offers
+    );
     assert_eq!(
         scraped.sum("tlsmon_capture_ringbuf_dropped_total", &[]),
         0.0
@@ -756,6 +795,17 @@ fn check_with_prometheus(server: &Netns, dir: &Path, want_failures: &Series) -> 
         .filter_map(|s| s["metric"]["device"].as_str())
         .collect();
     assert_eq!(devices, [NIC_B], "every failure is on the proxied NIC");
+    // The README's "who still offers TLS 1.0": the one legacy client, on NIC B.
+    let legacy = query(
+        r#"sum by (device) (tlsmon_client_hello_offered_versions_total{version="TLSv1.0"})"#,
+    )?;
+    let legacy: Vec<(&str, &str)> = legacy
+        .as_array()
+        .context("result is not a list")?
+        .iter()
+        .filter_map(|s| Some((s["metric"]["device"].as_str()?, s["value"][1].as_str()?)))
+        .collect();
+    assert_eq!(legacy, [(NIC_B, "1")], "ClientHellos offering TLS 1.0");
     prometheus.stop()?;
     Ok(())
 }
