@@ -110,6 +110,7 @@ fn link_object(linker: &Path, archive: &Path, object: &Path) {
         common::COUNTERS_MAP,
         common::CONFIG_MAP,
         common::SCRATCH_MAP,
+        common::HINTS_MAP,
     ];
     // bpf-linker internalises every symbol not exported: programs and maps too.
     for symbol in exported {

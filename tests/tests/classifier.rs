@@ -427,15 +427,47 @@ fn a_flow_marked_done_costs_no_more_events() {
     assert!(drain(&mut c).is_empty());
     let k = counters(&c);
     assert_eq!((k.events_sent, k.bytes_cut), (1, 0));
-    // FIN on a done flow: no event, and the kernel forgets the flow.
+    // FIN on a done flow: no event. The flow gave its hint slot back, so its
+    // packets no longer even look the entry up; it lingers, done, until the LRU
+    // evicts it or a new connection on the same 4-tuple replaces it.
     run(
         &mut c,
         &frames::tcp(addr(CLIENT6), addr(SERVER6), 1300, ACK | FIN, &[]),
         PacketDirection::Ingress,
     );
     assert!(drain(&mut c).is_empty());
+    assert_eq!(control.tracked_flows(), 1);
+    after_hello(&mut c, CLIENT6, SERVER6);
+    assert_eq!(
+        counters(&c).flows_started,
+        2,
+        "the reused 4-tuple starts afresh"
+    );
+    run(
+        &mut c,
+        &frames::tcp(addr(SERVER6), addr(CLIENT6), 1, ACK, &[0x16; 100]),
+        PacketDirection::Egress,
+    );
+    assert_eq!(drain(&mut c).len(), 1, "the new flow is copied again");
+}
+
+#[test]
+fn a_flow_that_ends_is_forgotten_and_unknown_flows_report_false() {
+    let mut c = load();
+    let segs = after_hello(&mut c, CLIENT4, SERVER4);
+    let key = ConnectionKey::of(&segs[0]);
+    run(
+        &mut c,
+        &frames::tcp(addr(SERVER4), addr(CLIENT4), 1, RST, &[]),
+        PacketDirection::Egress,
+    );
+    assert_eq!(drain(&mut c).len(), 1);
+    let control = c.flow_control();
     assert_eq!(control.tracked_flows(), 0);
     assert!(!control.mark_done(&key).unwrap(), "gone flows report false");
+    let mut other = key.clone();
+    other.device = tlsmon::segment::Device::new("no-such-device");
+    assert!(!control.mark_done(&other).unwrap());
 }
 
 #[test]

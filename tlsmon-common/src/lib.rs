@@ -20,6 +20,12 @@ pub const COUNTERS_MAP: &str = "TLSMON_COUNTERS";
 pub const CONFIG_MAP: &str = "TLSMON_CONFIG";
 /// Per-CPU scratch buffer in which an event is built before it is output.
 pub const SCRATCH_MAP: &str = "TLSMON_SCRATCH";
+/// Array of u32 counts: per slot (a hash of the connection), how many tracked
+/// flows that userspace has not yet marked done may live there. Zero lets a
+/// packet skip the flow lookup entirely.
+pub const HINTS_MAP: &str = "TLSMON_HINTS";
+/// Slots in [`HINTS_MAP`] (a power of two).
+pub const HINT_SLOTS: u32 = 65_536;
 
 /// Maximum payload bytes carried by one event. A power of two, so the kernel can
 /// mask a length to it; larger payloads (GSO skbs) are sent as several events.
@@ -201,6 +207,9 @@ pub struct FlowState {
     /// [`FIN_FROM_LO`] / [`FIN_FROM_HI`] bits: which sides have sent a FIN. The
     /// entry is deleted once both have (or on RST), so a reused 4-tuple starts afresh.
     pub fin_seen: u32,
+    /// 1 while this flow is counted in its [`HINTS_MAP`] slot; swapped to 0
+    /// atomically when the count is given back (flow done or deleted).
+    pub hint_held: u32,
 }
 
 /// [`FlowState::fin_seen`] bit: the `lo` side sent a FIN.
@@ -288,7 +297,7 @@ mod tests {
         );
         assert_eq!(size_of::<EventHeader>() % 8, 0);
         assert_eq!(size_of::<FlowKey>(), 4 + 1 + 3 + 16 + 16 + 2 + 2);
-        assert_eq!(size_of::<FlowState>(), 20);
+        assert_eq!(size_of::<FlowState>(), 24);
         assert_eq!(size_of::<Config>(), 8);
     }
 }

@@ -2,11 +2,13 @@
 //! connections to a RingBuf and lets every packet through untouched.
 //!
 //! Two entry points (ingress, egress) share one body; parsing lives in `packet`,
-//! ClientHello recognition in `tls`, flow tracking in `flow`, event output in `emit`.
+//! ClientHello recognition in `tls`, flow tracking in `flow` (with the fast-path
+//! `hint` table), event output in `emit`.
 #![no_std]
 
 mod emit;
 mod flow;
+mod hint;
 mod maps;
 mod packet;
 mod tls;

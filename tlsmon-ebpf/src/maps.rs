@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
 use tlsmon_common::{
-    Config, Counter, EventHeader, FlowKey, FlowState, CHUNK_SIZE, COUNTER_COUNT, MAX_TRACKED_FLOWS,
-    RINGBUF_BYTES,
+    Config, Counter, EventHeader, FlowKey, FlowState, CHUNK_SIZE, COUNTER_COUNT, HINT_SLOTS,
+    MAX_TRACKED_FLOWS, RINGBUF_BYTES,
 };
 
 /// One RingBuf record as built in the scratch buffer: header, then payload bytes.
@@ -33,6 +33,10 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_CO
 
 #[map(name = "TLSMON_CONFIG")]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Per connection-hash slot: tracked flows not yet done that may live there.
+#[map(name = "TLSMON_HINTS")]
+pub static HINTS: Array<u32> = Array::with_max_entries(HINT_SLOTS, 0);
 
 /// Events are assembled here, not on the 512-byte stack.
 #[map(name = "TLSMON_SCRATCH")]

@@ -32,7 +32,7 @@ pub struct Packet {
 
 /// Pointer to `N` bytes at `off`, or `None` when they are past the linear data.
 #[inline(always)]
-fn bytes_at<const N: usize>(ctx: &TcContext, off: usize) -> Option<&[u8; N]> {
+pub(crate) fn bytes_at<const N: usize>(ctx: &TcContext, off: usize) -> Option<&[u8; N]> {
     let start = ctx.data() + off;
     if start + N > ctx.data_end() {
         return None;

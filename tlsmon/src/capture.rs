@@ -100,6 +100,21 @@ pub struct KernelCounters {
     pub bytes_cut: u64,
 }
 
+/// Identity and run statistics of one loaded classifier program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramStats {
+    /// Program name (`tlsmon_ingress` or `tlsmon_egress`).
+    pub name: &'static str,
+    /// Kernel program id (as `bpftool prog show id N` takes it).
+    pub id: u32,
+    /// Runs counted while `kernel.bpf_stats_enabled` was 1.
+    pub run_count: u64,
+    /// Time spent in those runs.
+    pub run_time: std::time::Duration,
+    /// Instructions the verifier processed, if the kernel reports it.
+    pub verified_instructions: Option<u32>,
+}
+
 /// Error text with its sources, on one line.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -317,6 +332,34 @@ impl Capture {
         })
     }
 
+    /// Ids and run statistics of both programs (run counts and times advance only
+    /// while `sysctl kernel.bpf_stats_enabled=1`).
+    pub fn program_stats(&self) -> Result<Vec<ProgramStats>, CaptureError> {
+        [INGRESS_PROGRAM, EGRESS_PROGRAM]
+            .into_iter()
+            .map(|name| {
+                let program: &aya::programs::SchedClassifier = self
+                    .ebpf
+                    .program(name)
+                    .ok_or_else(|| CaptureError::Load(format!("program {name} missing")))?
+                    .try_into()
+                    .map_err(|e: aya::programs::ProgramError| {
+                        CaptureError::Load(error_chain(&e))
+                    })?;
+                let info = program
+                    .info()
+                    .map_err(|e| CaptureError::Load(format!("{name}: {}", error_chain(&e))))?;
+                Ok(ProgramStats {
+                    name,
+                    id: info.id(),
+                    run_count: info.run_count(),
+                    run_time: info.run_time(),
+                    verified_instructions: info.verified_instruction_count(),
+                })
+            })
+            .collect()
+    }
+
     /// RingBuf records that could not be decoded (expected to stay zero).
     pub fn undecodable_events(&self) -> u64 {
         self.undecodable
@@ -331,6 +374,29 @@ impl Capture {
         frame: &[u8],
         direction: PacketDirection,
     ) -> Result<i32, CaptureError> {
+        self.test_run(frame, direction, 1)
+            .map(|(verdict, _)| verdict)
+    }
+
+    /// Runs the classifier `repeat` times on `frame` (BPF_PROG_TEST_RUN) and
+    /// returns the kernel's average time per run: the cost of one code path,
+    /// without the per-run overhead of `bpf_stats`. For benchmarks.
+    pub fn time_on_frame(
+        &mut self,
+        frame: &[u8],
+        direction: PacketDirection,
+        repeat: u32,
+    ) -> Result<std::time::Duration, CaptureError> {
+        self.test_run(frame, direction, repeat.max(1))
+            .map(|(_, per_run)| per_run)
+    }
+
+    fn test_run(
+        &mut self,
+        frame: &[u8],
+        direction: PacketDirection,
+        repeat: u32,
+    ) -> Result<(i32, std::time::Duration), CaptureError> {
         let name = match direction {
             PacketDirection::Egress => EGRESS_PROGRAM,
             PacketDirection::Ingress | PacketDirection::Unknown => INGRESS_PROGRAM,
@@ -339,10 +405,11 @@ impl Capture {
         let result = program
             .test_run(TestRunOptions {
                 data_in: Some(frame),
+                repeat,
                 ..TestRunOptions::default()
             })
             .map_err(|e| CaptureError::Load(format!("test run of {name}: {}", error_chain(&e))))?;
-        Ok(result.return_value as i32)
+        Ok((result.return_value as i32, result.duration))
     }
 }
 
