@@ -8,6 +8,7 @@
 
 use md5::{Digest as _, Md5};
 use sha2::Sha256;
+use std::fmt::Write as _;
 
 use super::names::is_grease;
 
@@ -155,21 +156,29 @@ fn no_grease(values: &[u16]) -> Vec<u16> {
     values.iter().copied().filter(|&v| !is_grease(v)).collect()
 }
 
+// Both lists are built in one String: a String per value made these two functions
+// a fifth of `analyze`'s time on the benchmark capture.
+
 fn decimal_list(values: &[u16]) -> String {
-    values
-        .iter()
-        .filter(|&&v| !is_grease(v))
-        .map(u16::to_string)
-        .collect::<Vec<_>>()
-        .join("-")
+    let mut out = String::with_capacity(values.len() * 6);
+    for &v in values.iter().filter(|&&v| !is_grease(v)) {
+        if !out.is_empty() {
+            out.push('-');
+        }
+        let _ = write!(out, "{v}");
+    }
+    out
 }
 
 fn hex_list(values: &[u16]) -> String {
-    values
-        .iter()
-        .map(|v| format!("{v:04x}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    let mut out = String::with_capacity(values.len() * 5);
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{v:04x}");
+    }
+    out
 }
 
 fn md5_hex(s: &str) -> String {
