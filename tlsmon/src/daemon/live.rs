@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::capture::{Capture, FlowControl, KernelCounters};
+use crate::capture::{Capture, FlowControl, InterfaceChange, KernelCounters};
 use crate::flows::{Decided, FlowStats, FlowTable};
 use crate::record::HandshakeRecord;
 use crate::segment::{Segment, Timestamp};
@@ -18,11 +18,16 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub trait LiveObserver {
     /// A handshake was decided.
     fn record(&mut self, record: &HandshakeRecord);
+    /// Interfaces were attached or dropped (hotplug, or attach failures).
+    fn interfaces_changed(&mut self, changes: &[InterfaceChange]);
+    /// SIGHUP: reopen output files (after log rotation).
+    fn reopen(&mut self) {}
     /// Periodic health: kernel counters (if readable), flow table counters, flows open.
     fn tick(&mut self, _kernel: Option<&KernelCounters>, _flows: &FlowStats, _tracked: usize) {}
 }
 
-/// Runs until SIGINT or SIGTERM, then detaches everything it attached.
+/// Runs until SIGINT or SIGTERM, then detaches everything it attached. SIGHUP
+/// reopens output files.
 pub async fn run_until_signal(
     mut capture: Capture,
     mut table: FlowTable,
@@ -31,6 +36,7 @@ pub async fn run_until_signal(
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let flow_control = capture.flow_control();
@@ -46,6 +52,10 @@ pub async fn run_until_signal(
                     table.push(segment, &mut decided);
                 }
                 deliver(&mut decided, &flow_control, observer);
+                let changes = capture.take_interface_changes();
+                if !changes.is_empty() {
+                    observer.interfaces_changed(&changes);
+                }
             }
             _ = ticker.tick() => {
                 table.advance_clock(wall_clock(), &mut decided);
@@ -56,12 +66,14 @@ pub async fn run_until_signal(
                     .ok();
                 observer.tick(kernel.as_ref(), table.stats(), table.tracked());
             }
+            _ = hangup.recv() => observer.reopen(),
             _ = interrupt.recv() => break Ok(()),
             _ = terminate.recv() => break Ok(()),
         }
     };
     tracing::info!("stopping: detaching from every interface");
     let detached = capture.detach_all().context("detaching");
+    observer.interfaces_changed(&capture.take_interface_changes());
     result.and(detached)
 }
 

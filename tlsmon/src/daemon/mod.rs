@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::capture::{Capture, CaptureOptions, InterfaceSelector, KernelCounters};
+use crate::capture::{Capture, CaptureOptions, InterfaceChange, InterfaceSelector, KernelCounters};
 use crate::cli::{CaptureArgs, ColorChoice, RunArgs, WatchArgs};
 use crate::config::{Config, LabelsConfig, Settings};
 use crate::flows::{FlowStats, FlowTable, FlowTableOptions};
@@ -31,11 +31,15 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         Some(path) => Some(EventsFile::open(path)?),
         None => None,
     };
-    let (capture, attached) = start_capture(&settings.interfaces, settings.byte_budget)?;
-    for device in &attached {
-        metrics.set_attached(device, true);
-    }
-    let attached_count = Arc::new(AtomicUsize::new(attached.len()));
+    let (mut capture, attached) = start_capture(&settings.interfaces, settings.byte_budget)?;
+    let attached_count = Arc::new(AtomicUsize::new(0));
+    let mut observer = DaemonObserver {
+        metrics: metrics.clone(),
+        events_file,
+        last_flow_stats: FlowStats::default(),
+        attached_count: attached_count.clone(),
+    };
+    observer.interfaces_changed(&capture.take_interface_changes());
     let health_count = attached_count.clone();
     let running = server.spawn(Endpoints {
         metrics: metrics.clone(),
@@ -50,16 +54,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         "tlsmon running: /metrics and /healthz"
     );
     let table = FlowTable::new(flow_options(&settings));
-    let mut observer = DaemonObserver {
-        metrics: metrics.clone(),
-        events_file,
-        last_flow_stats: FlowStats::default(),
-    };
     let result = live::run_until_signal(capture, table, &mut observer).await;
-    for device in &attached {
-        metrics.set_attached(device, false);
-    }
-    attached_count.store(0, Ordering::Relaxed);
     let served = running.shutdown().await.context("metrics endpoint");
     result.and(served)
 }
@@ -68,7 +63,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
 pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
     init_logging("warn")?;
     let settings = capture_flags(&args.capture).resolve();
-    let (capture, attached) = start_capture(&settings.interfaces, settings.byte_budget)?;
+    let (mut capture, attached) = start_capture(&settings.interfaces, settings.byte_budget)?;
+    // The initial attachments are announced here, later ones as they happen.
+    let _ = capture.take_interface_changes();
     eprintln!("watching {} (Ctrl-C to stop)", attached.join(", "));
     let table = FlowTable::new(flow_options(&settings));
     let color = match args.color {
@@ -133,7 +130,8 @@ fn start_capture(patterns: &[String], byte_budget: u32) -> anyhow::Result<(Captu
         byte_budget,
         ..CaptureOptions::default()
     })?;
-    let attached = capture.attach_selected(&selector)?;
+    // Following: interfaces that appear or come up later and match are attached too.
+    let attached = capture.follow_interfaces(selector)?;
     if attached.is_empty() {
         anyhow::bail!(
             "no interface matches {} (see `ip link`; loopback is only watched when named)",
@@ -163,15 +161,53 @@ struct DaemonObserver {
     metrics: Arc<Metrics>,
     events_file: Option<EventsFile>,
     last_flow_stats: FlowStats,
+    /// Interfaces attached now, for /healthz.
+    attached_count: Arc<AtomicUsize>,
 }
 
 impl LiveObserver for DaemonObserver {
+    fn interfaces_changed(&mut self, changes: &[InterfaceChange]) {
+        for change in changes {
+            match change {
+                InterfaceChange::Attached(device) => {
+                    self.metrics.set_attached(device, true);
+                    self.attached_count.fetch_add(1, Ordering::Relaxed);
+                }
+                InterfaceChange::Detached(device) => {
+                    self.metrics.set_attached(device, false);
+                    // Saturating: a detach is only reported for an attach we counted.
+                    let _ = self.attached_count.fetch_update(
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                        |n| n.checked_sub(1),
+                    );
+                }
+                InterfaceChange::AttachFailed { interface, error } => {
+                    self.metrics.set_attached(interface, false);
+                    tracing::warn!(interface, "not watched: {error}");
+                }
+            }
+        }
+    }
+
     fn record(&mut self, record: &HandshakeRecord) {
         self.metrics.observe(record);
         if let Some(file) = &mut self.events_file {
             if let Err(err) = file.write(record) {
                 self.metrics.health().add_events_file_error();
                 tracing::warn!("{err}");
+            }
+        }
+    }
+
+    fn reopen(&mut self) {
+        if let Some(file) = &mut self.events_file {
+            match file.reopen() {
+                Ok(()) => tracing::info!(path = %file.path().display(), "events file reopened"),
+                Err(err) => {
+                    self.metrics.health().add_events_file_error();
+                    tracing::warn!("{err}");
+                }
             }
         }
     }
@@ -198,6 +234,18 @@ struct WatchObserver {
 }
 
 impl LiveObserver for WatchObserver {
+    fn interfaces_changed(&mut self, changes: &[InterfaceChange]) {
+        for change in changes {
+            match change {
+                InterfaceChange::Attached(device) => eprintln!("watching {device}"),
+                InterfaceChange::Detached(device) => eprintln!("stopped watching {device}"),
+                InterfaceChange::AttachFailed { interface, error } => {
+                    eprintln!("cannot watch {interface}: {error}")
+                }
+            }
+        }
+    }
+
     fn record(&mut self, record: &HandshakeRecord) {
         if self.failures_only && record.outcome != Outcome::Failed {
             return;
