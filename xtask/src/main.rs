@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask <command>`.
 
 mod fuzz;
+mod packages;
 mod run;
 mod setup;
 
@@ -25,12 +26,15 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up if needed, then run the whole test suite as root (`cargo test --workspace`).
+    /// Set up if needed (bpf-linker, and the apt packages the tests drive), then run the
+    /// whole test suite as root (`cargo test --workspace`).
     Test {
         /// Extra arguments for cargo test (e.g. `-- --nocapture`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Install only the apt packages the test suite needs (what `test` does first).
+    TestDeps,
     /// Run each cargo-fuzz target for a bounded time (nightly; installs cargo-fuzz if missing).
     Fuzz(fuzz::FuzzArgs),
 }
@@ -46,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => setup::run(),
         Task::Run { args } => run::run(&workspace_root(), args),
         Task::Test { args } => run::test(&workspace_root(), args),
+        Task::TestDeps => packages::ensure_test_packages(),
         Task::Fuzz(args) => fuzz::run(args),
     }
 }
