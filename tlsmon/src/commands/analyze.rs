@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::analyze::{analyze_file_into, AnalyzeOptions, AnalyzeSummary};
 use crate::cli::{AnalyzeArgs, AnalyzeFormat};
 use crate::metrics::{LabelOptions, Metrics};
-use crate::output;
+use crate::output::{self, Summary};
 use crate::record::{HandshakeRecord, Outcome};
 
 use super::use_color;
@@ -23,6 +23,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut summary = AnalyzeSummary::default();
+    let mut per_device = Summary::default();
     let mut write_error: Option<io::Error> = None;
     let mut failures = Vec::new();
     for path in &args.files {
@@ -30,6 +31,9 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
             if let Some(metrics) = &metrics {
                 metrics.observe(&record);
                 return;
+            }
+            if args.format == AnalyzeFormat::Text {
+                per_device.add(&record);
             }
             if args.failures_only && record.outcome != Outcome::Failed || write_error.is_some() {
                 return;
@@ -60,7 +64,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
     // The summary goes to stderr for machine formats so stdout stays parseable.
     let summary_text = render_summary(&summary);
     match args.format {
-        AnalyzeFormat::Text => print!("{summary_text}"),
+        AnalyzeFormat::Text => print!("\n{}{summary_text}", per_device.render()),
         _ => eprint!("{summary_text}"),
     }
     for failure in &failures {

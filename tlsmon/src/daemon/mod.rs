@@ -3,14 +3,14 @@
 
 mod live;
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
 
 use crate::capture::{Capture, CaptureOptions, InterfaceChange, InterfaceSelector, KernelCounters};
-use crate::cli::{CaptureArgs, ColorChoice, RunArgs, WatchArgs};
+use crate::cli::{CaptureArgs, RunArgs, WatchArgs};
 use crate::config::{Config, LabelsConfig, Settings};
 use crate::flows::{FlowStats, FlowTable, FlowTableOptions};
 use crate::http::{self, Endpoints};
@@ -68,11 +68,7 @@ pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
     let _ = capture.take_interface_changes();
     eprintln!("watching {} (Ctrl-C to stop)", attached.join(", "));
     let table = FlowTable::new(flow_options(&settings));
-    let color = match args.color {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-    };
+    let color = crate::commands::use_color(args.color);
     let mut observer = WatchObserver {
         json: args.json,
         failures_only: args.failures_only,

@@ -8,7 +8,7 @@ mod summary;
 use std::{fmt::Write as _, net::SocketAddr};
 
 pub use events_file::{EventsFile, OutputError};
-pub use summary::summary_text;
+pub use summary::Summary;
 
 use crate::record::{format_rfc3339, FailureReason, HandshakeRecord, Outcome};
 

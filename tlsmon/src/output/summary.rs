@@ -19,13 +19,19 @@ struct DeviceSummary {
     offered_groups: BTreeMap<String, u64>,
 }
 
-/// A readable report: for each device, handshakes by outcome, failures by
-/// reason (with alert and who sent it, or who reset/closed), negotiated
-/// versions, cipher suites and groups, and what the ClientHellos offered.
-pub fn summary_text(records: &[HandshakeRecord]) -> String {
-    let mut devices: BTreeMap<&str, DeviceSummary> = BTreeMap::new();
-    for r in records {
-        let d = devices.entry(r.device.as_str()).or_default();
+/// A readable report, built one record at a time (memory follows the distinct
+/// values seen, not the number of handshakes): for each device, handshakes by
+/// outcome, failures by reason (with alert and who sent it, or who reset/closed),
+/// negotiated versions, cipher suites and groups, and what the ClientHellos offered.
+#[derive(Default)]
+pub struct Summary {
+    devices: BTreeMap<String, DeviceSummary>,
+}
+
+impl Summary {
+    /// Counts one handshake.
+    pub fn add(&mut self, r: &HandshakeRecord) {
+        let d = self.devices.entry(r.device.clone()).or_default();
         *d.outcomes.entry(r.outcome.as_str()).or_default() += 1;
         if r.outcome == Outcome::Failed {
             *d.failures.entry(failure_key(r)).or_default() += 1;
@@ -41,11 +47,19 @@ pub fn summary_text(records: &[HandshakeRecord]) -> String {
             *d.offered_groups.entry(g.clone()).or_default() += 1;
         }
     }
+
+    /// The report as text.
+    pub fn render(&self) -> String {
+        render(&self.devices)
+    }
+}
+
+fn render(devices: &BTreeMap<String, DeviceSummary>) -> String {
     if devices.is_empty() {
         return String::from("no TLS handshakes found\n");
     }
     let mut out = String::new();
-    for (name, d) in &devices {
+    for (name, d) in devices {
         let total: u64 = d.outcomes.values().sum();
         let count = |o: Outcome| d.outcomes.get(o.as_str()).copied().unwrap_or(0);
         let _ = writeln!(

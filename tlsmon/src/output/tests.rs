@@ -159,6 +159,11 @@ fn summary_counts_per_device() {
             ..alert_failure()
         },
     ];
+    let summary_text = |records: &[HandshakeRecord]| {
+        let mut summary = Summary::default();
+        records.iter().for_each(|r| summary.add(r));
+        summary.render()
+    };
     assert_eq!(
         summary_text(&records),
         "\
