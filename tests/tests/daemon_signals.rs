@@ -18,17 +18,9 @@ use tlsmon_tests::{
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// target/<profile>/tlsmon, next to target/<profile>/deps/<this test>.
 fn tlsmon_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let binary = dir.join("tlsmon");
-    assert!(
-        binary.is_file(),
-        "{} missing: run `cargo build -p tlsmon` (cargo test --workspace builds it)",
-        binary.display()
-    );
-    binary
+    tlsmon_tests::binary::tlsmon_binary()
+        .expect("the tlsmon binary (cargo test --workspace builds it)")
 }
 
 fn start(link: &VethLink, port: u16) -> ChildGuard {
