@@ -133,3 +133,34 @@ fn out_of_range_flags_are_refused_before_anything_runs() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--byte-budget"));
 }
+
+#[test]
+fn run_refuses_to_start_on_an_invalid_config_naming_file_and_line() {
+    let config = temp_file(
+        "bad.toml",
+        b"listen = \"127.0.0.1:9808\"\nbyte_budget = 12\n",
+    );
+    let out = tlsmon(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("bad.toml:2:"), "{stderr}");
+    assert!(stderr.contains("byte_budget"), "{stderr}");
+}
+
+#[test]
+fn run_refuses_to_start_when_no_interface_matches() {
+    let out = tlsmon(&[
+        "run",
+        "--interface",
+        "no-such-nic-*",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("no interface matches no-such-nic-*"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one readable line: {stderr}");
+}

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::capture::{Capture, CaptureOptions, InterfaceChange, InterfaceSelector, KernelCounters};
+use crate::capture::{
+    list_interfaces, Capture, CaptureOptions, InterfaceChange, InterfaceSelector, KernelCounters,
+};
 use crate::cli::{CaptureArgs, RunArgs, WatchArgs};
 use crate::config::{Config, LabelsConfig, Settings};
 use crate::flows::{FlowStats, FlowTable, FlowTableOptions};
@@ -122,13 +124,9 @@ fn flow_options(settings: &Settings) -> FlowTableOptions {
 /// Loads the kernel program and attaches it where the patterns say.
 fn start_capture(patterns: &[String], byte_budget: u32) -> anyhow::Result<(Capture, Vec<String>)> {
     let selector = InterfaceSelector::new(patterns)?;
-    let mut capture = Capture::load(CaptureOptions {
-        byte_budget,
-        ..CaptureOptions::default()
-    })?;
-    // Following: interfaces that appear or come up later and match are attached too.
-    let attached = capture.follow_interfaces(selector)?;
-    if attached.is_empty() {
+    // Checked before loading anything, so a typo fails fast, without root, and
+    // before the kernel is touched.
+    if selector.select(&list_interfaces()?)?.is_empty() {
         anyhow::bail!(
             "no interface matches {} (see `ip link`; loopback is only watched when named)",
             if patterns.is_empty() {
@@ -138,6 +136,12 @@ fn start_capture(patterns: &[String], byte_budget: u32) -> anyhow::Result<(Captu
             }
         );
     }
+    let mut capture = Capture::load(CaptureOptions {
+        byte_budget,
+        ..CaptureOptions::default()
+    })?;
+    // Following: interfaces that appear or come up later and match are attached too.
+    let attached = capture.follow_interfaces(selector)?;
     Ok((capture, attached))
 }
 
