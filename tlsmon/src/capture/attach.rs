@@ -114,29 +114,36 @@ fn tcx_unsupported(reason: &str) -> bool {
     reason.contains("Invalid argument") || reason.contains("not supported")
 }
 
-fn attach_tcx(ebpf: &mut Ebpf, interface: &Interface) -> Result<Attachment, CaptureError> {
-    let mut ids = Vec::with_capacity(2);
-    for (hook, name) in HOOKS {
-        let program = program_mut(ebpf, name)?;
-        // Last in the TCX chain: programs attached later (Cilium...) still run
-        // after us because we return TCX_NEXT.
-        match program.attach_with_options(
-            &interface.name,
-            hook,
-            TcAttachOptions::TcxOrder(LinkOrder::default()),
-        ) {
-            Ok(id) => ids.push(id),
-            Err(e) => {
-                if let Some(ingress) = ids.pop() {
-                    let _ = program_mut(ebpf, INGRESS_PROGRAM).map(|p| p.detach(ingress));
-                }
-                return Err(attach_error(&interface.name, &e));
-            }
+/// Attaches ingress then egress with `options`; if egress fails, ingress is taken
+/// off again so that an interface is never half watched.
+fn attach_pair(
+    ebpf: &mut Ebpf,
+    interface: &Interface,
+    options: impl Fn() -> TcAttachOptions,
+) -> Result<(SchedClassifierLinkId, SchedClassifierLinkId), CaptureError> {
+    let ingress = program_mut(ebpf, INGRESS_PROGRAM)?
+        .attach_with_options(&interface.name, TcAttachType::Ingress, options())
+        .map_err(|e| attach_error(&interface.name, &e))?;
+    let egress = program_mut(ebpf, EGRESS_PROGRAM)?.attach_with_options(
+        &interface.name,
+        TcAttachType::Egress,
+        options(),
+    );
+    match egress {
+        Ok(egress) => Ok((ingress, egress)),
+        Err(e) => {
+            let _ = program_mut(ebpf, INGRESS_PROGRAM).map(|p| p.detach(ingress));
+            Err(attach_error(&interface.name, &e))
         }
     }
-    let (Some(egress), Some(ingress)) = (ids.pop(), ids.pop()) else {
-        return Err(CaptureError::Load("attach produced no link".into()));
-    };
+}
+
+fn attach_tcx(ebpf: &mut Ebpf, interface: &Interface) -> Result<Attachment, CaptureError> {
+    // Last in the TCX chain: programs attached later (Cilium...) still run after
+    // us because we return TCX_NEXT.
+    let (ingress, egress) = attach_pair(ebpf, interface, || {
+        TcAttachOptions::TcxOrder(LinkOrder::default())
+    })?;
     Ok(Attachment {
         interface: interface.clone(),
         via: AttachedVia::Tcx,
@@ -162,28 +169,16 @@ fn attach_clsact(
             removed_stale && clsact_filter_count(interface.index).unwrap_or(1) == 0
         }
     };
-    let mut ids = Vec::with_capacity(2);
-    for (hook, name) in HOOKS {
-        let program = program_mut(ebpf, name)?;
-        match program.attach_with_options(
-            &interface.name,
-            hook,
-            TcAttachOptions::Netlink(NlOptions::default()),
-        ) {
-            Ok(id) => ids.push(id),
-            Err(e) => {
-                if let Some(ingress) = ids.pop() {
-                    let _ = program_mut(ebpf, INGRESS_PROGRAM).map(|p| p.detach(ingress));
-                }
-                if created_qdisc {
-                    let _ = delete_clsact_if_unused(interface.index);
-                }
-                return Err(attach_error(&interface.name, &e));
+    let (ingress, egress) = match attach_pair(ebpf, interface, || {
+        TcAttachOptions::Netlink(NlOptions::default())
+    }) {
+        Ok(pair) => pair,
+        Err(e) => {
+            if created_qdisc {
+                let _ = delete_clsact_if_unused(interface.index);
             }
+            return Err(e);
         }
-    }
-    let (Some(egress), Some(ingress)) = (ids.pop(), ids.pop()) else {
-        return Err(CaptureError::Load("attach produced no filter".into()));
     };
     Ok(Attachment {
         interface: interface.clone(),
