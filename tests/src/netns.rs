@@ -4,7 +4,7 @@
 use std::{
     fs::File,
     os::fd::AsRawFd,
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
@@ -191,6 +191,48 @@ impl VethLink {
             server_ip,
             client_ip,
         }
+    }
+}
+
+/// Port of the OpenSSL server the tests start on the server side.
+pub const TLS_PORT: u16 = 4433;
+
+impl VethLink {
+    /// Starts `openssl s_server` on [`TLS_PORT`] of the server side for `naccept`
+    /// connections, with `extra` flags, and returns once it listens. Its stdin is
+    /// kept open: s_server ends when its stdin closes.
+    pub fn openssl_server(&self, cert: &TestCert, naccept: u32, extra: &[&str]) -> ChildGuard {
+        let guard = ChildGuard(
+            self.server
+                .command("openssl")
+                .args(["s_server", "-accept", &TLS_PORT.to_string(), "-quiet"])
+                .args(["-naccept", &naccept.to_string()])
+                .args(["-cert", &cert.cert(), "-key", &cert.key()])
+                .args(extra)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start openssl s_server: {e}")),
+        );
+        wait_listening(&self.server, TLS_PORT);
+        guard
+    }
+
+    /// One `openssl s_client` from the client side that sends nothing and closes
+    /// after the handshake (or its failure), with `extra` flags; bounded at 10 s
+    /// (a hang shows as timeout's exit status 124).
+    pub fn openssl_handshake(&self, extra: &[&str]) -> ExitStatus {
+        self.client
+            .command("timeout")
+            .args(["10", "openssl", "s_client", "-connect"])
+            .arg(format!("{}:{TLS_PORT}", self.server_ip))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run openssl s_client: {e}"))
     }
 }
 

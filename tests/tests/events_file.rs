@@ -10,27 +10,16 @@ use std::{
 use tlsmon_tests::{
     attached::tcx_programs_of_ours,
     binary::tlsmon_binary,
-    netns::{wait_listening, ChildGuard, TestCert, VethLink},
+    netns::{ChildGuard, TestCert, VethLink},
     poll,
 };
 
 fn handshake(link: &VethLink) {
-    let status = link
-        .client
-        .command("timeout")
-        .args([
-            "10",
-            "openssl",
-            "s_client",
-            "-connect",
-            &format!("{}:4433", link.server_ip),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("s_client runs");
-    assert_eq!(status.code(), Some(0), "s_client failed");
+    assert_eq!(
+        link.openssl_handshake(&[]).code(),
+        Some(0),
+        "s_client failed"
+    );
 }
 
 fn lines_of(path: &Path) -> Vec<serde_json::Value> {
@@ -84,18 +73,7 @@ fn events_file_gets_a_line_per_handshake_and_reopens_on_sighup() {
     poll::until("the daemon to attach", Duration::from_secs(30), || {
         (tcx_programs_of_ours(&link.server, &link.server_if) == (1, 1)).then_some(())
     });
-    let _server = ChildGuard(
-        link.server
-            .command("openssl")
-            .args(["s_server", "-accept", "4433", "-naccept", "2", "-quiet"])
-            .args(["-cert", &cert.cert(), "-key", &cert.key()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(&link.server, 4433);
+    let _server = link.openssl_server(&cert, 2, &[]);
 
     handshake(&link);
     let first = wait_for_lines(&events, 1);

@@ -17,7 +17,7 @@ use tlsmon::{
 };
 use tlsmon_tests::{
     attached::{tc_filters_of_ours, tcx_programs_of_ours},
-    netns::{wait_listening, ChildGuard, TestCert, VethLink},
+    netns::{ChildGuard, TestCert, VethLink},
     poll,
 };
 
@@ -122,19 +122,7 @@ fn openssl_handshake_is_captured_bulk_is_free_and_later_classifiers_see_everythi
     // Two instances: each attached its pair once.
     assert_eq!(tcx_programs_of_ours(&link.server, &link.server_if), (2, 2));
 
-    // s_server closes the connection when its stdin ends: keep a pipe open.
-    let _server = ChildGuard(
-        link.server
-            .command("openssl")
-            .args(["s_server", "-accept", "4433", "-naccept", "1", "-quiet"])
-            .args(["-cert", &cert.cert(), "-key", &cert.key()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(&link.server, 4433);
+    let _server = link.openssl_server(&cert, 1, &[]);
     let mut client = ChildGuard(
         link.client
             .command("openssl")

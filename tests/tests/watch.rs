@@ -13,29 +13,13 @@ use serde_json::Value;
 use tlsmon_tests::{
     attached::tcx_programs_of_ours,
     binary::tlsmon_binary,
-    netns::{wait_listening, ChildGuard, TestCert, VethLink},
+    netns::{ChildGuard, TestCert, VethLink},
     poll,
 };
 
-/// One s_client run that sends nothing and closes after the handshake (or its failure).
+/// One client that must not hang; the outcome is what `watch` reports.
 fn client(link: &VethLink, version_flag: &str) {
-    let status = link
-        .client
-        .command("timeout")
-        .args([
-            "10",
-            "openssl",
-            "s_client",
-            "-connect",
-            &format!("{}:4433", link.server_ip),
-        ])
-        .args(["-servername", "watch.test", version_flag])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("s_client runs");
-    // 124 would be timeout's: the client hung.
+    let status = link.openssl_handshake(&["-servername", "watch.test", version_flag]);
     assert_ne!(status.code(), Some(124), "s_client {version_flag} hung");
 }
 
@@ -67,27 +51,8 @@ fn watch_prints_one_json_line_per_handshake_and_stops_on_ctrl_c() {
     });
 
     // A TLS 1.2-only server: a TLS 1.2 client succeeds, a TLS 1.3-only one gets
-    // protocol_version. s_server exits when its stdin closes: keep a pipe open.
-    let _server = ChildGuard(
-        link.server
-            .command("openssl")
-            .args([
-                "s_server",
-                "-accept",
-                "4433",
-                "-naccept",
-                "2",
-                "-quiet",
-                "-no_tls1_3",
-            ])
-            .args(["-cert", &cert.cert(), "-key", &cert.key()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(&link.server, 4433);
+    // protocol_version.
+    let _server = link.openssl_server(&cert, 2, &["-no_tls1_3"]);
     client(&link, "-tls1_2");
     client(&link, "-tls1_3");
 

@@ -128,18 +128,7 @@ fn iperf_bulk(link: &VethLink, capture: &Capture, seconds: u64) {
 
 fn tls_bulk_after_done(link: &VethLink, capture: &mut Capture, megabytes: usize) {
     let cert = TestCert::new();
-    let _server = ChildGuard(
-        link.server
-            .command("openssl")
-            .args(["s_server", "-accept", "4433", "-naccept", "1", "-quiet"])
-            .args(["-cert", &cert.cert(), "-key", &cert.key()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(&link.server, 4433);
+    let _server = link.openssl_server(&cert, 1, &[]);
     let mut client = ChildGuard(
         link.client
             .command("openssl")
