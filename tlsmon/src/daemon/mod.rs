@@ -219,9 +219,10 @@ impl LiveObserver for DaemonObserver {
         }
         health.set_flows_tracked(tracked as u64);
         health.add_reassembly_evictions(flows.flows_evicted - self.last_flow_stats.flows_evicted);
-        for _ in self.last_flow_stats.parse_errors..flows.parse_errors {
-            health.add_parse_error("handshake");
-        }
+        health.add_parse_errors(
+            "handshake",
+            flows.parse_errors - self.last_flow_stats.parse_errors,
+        );
         self.last_flow_stats = flows.clone();
     }
 }

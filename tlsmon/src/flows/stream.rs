@@ -25,6 +25,8 @@ pub(crate) struct DirectionStream {
     /// Hook direction of the first segment seen this way.
     pub packet_direction: PacketDirection,
     ready: Vec<ReadyChunk>,
+    /// Scratch for the parser's output, kept to spare an allocation per segment.
+    parsed: Vec<ParsedMessage>,
     /// The parser has stopped (NotTls or Malformed): later bytes are not fed.
     parser_stopped: bool,
 }
@@ -38,6 +40,7 @@ impl DirectionStream {
             pending_fin: None,
             packet_direction,
             ready: Vec::new(),
+            parsed: Vec::new(),
             parser_stopped: false,
         }
     }
@@ -61,7 +64,6 @@ impl DirectionStream {
         if !self.reassembler.drain_ready(&mut self.ready) {
             return;
         }
-        let mut parsed = Vec::new();
         for chunk in self.ready.drain(..) {
             if self.chunk_starts.len() < MAX_REMEMBERED_CHUNK_STARTS {
                 self.chunk_starts.push(chunk.stream_offset);
@@ -69,8 +71,8 @@ impl DirectionStream {
             if self.parser_stopped {
                 continue;
             }
-            self.parser.feed(&chunk.bytes, &mut parsed);
-            for message in parsed.drain(..) {
+            self.parser.feed(&chunk.bytes, &mut self.parsed);
+            for message in self.parsed.drain(..) {
                 self.parser_stopped |= matches!(
                     message.message,
                     crate::handshake::TlsMessage::NotTls

@@ -5,7 +5,7 @@ use std::sync::{Mutex, PoisonError};
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use super::{inc, registered, set_gauge, MetricsError};
+use super::{registered, set_gauge, MetricsError};
 use crate::capture::KernelCounters;
 
 /// Capture-health metrics, registered in the [`super::Metrics`] registry.
@@ -116,10 +116,13 @@ impl CaptureHealth {
         self.reassembly_evictions.inc_by(n);
     }
 
-    /// Counts one input that failed to decode at `stage` (a fixed name chosen by
+    /// Counts `n` inputs that failed to decode at `stage` (a fixed name chosen by
     /// the calling code, so the label stays bounded).
-    pub fn add_parse_error(&self, stage: &'static str) {
-        inc(&self.parse_errors, &[stage]);
+    pub fn add_parse_errors(&self, stage: &'static str, n: u64) {
+        match self.parse_errors.get_metric_with_label_values(&[stage]) {
+            Ok(counter) => counter.inc_by(n),
+            Err(e) => tracing::error!("metric label mismatch: {e}"),
+        }
     }
 
     /// Counts one JSON event that could not be written to the events file.

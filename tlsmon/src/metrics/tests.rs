@@ -345,9 +345,9 @@ fn daemon_side_health_metrics() {
     m.health().set_flows_tracked(12);
     m.health().add_reassembly_evictions(2);
     m.health().add_reassembly_evictions(1);
-    m.health().add_parse_error("handshake");
-    m.health().add_parse_error("handshake");
-    m.health().add_parse_error("record");
+    m.health().add_parse_errors("handshake", 1);
+    m.health().add_parse_errors("handshake", 1);
+    m.health().add_parse_errors("record", 1);
     m.health().add_events_file_error();
     m.set_attached("eth0", true);
     m.set_attached("eth1", true);
@@ -401,7 +401,7 @@ fn every_family_follows_the_naming_rules_and_has_help() {
     m.observe(&record());
     m.observe(&alert_failure());
     m.set_attached("eth0", true);
-    m.health().add_parse_error("record");
+    m.health().add_parse_errors("record", 1);
     let text = text_of(&m);
     let mut families = 0;
     for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
