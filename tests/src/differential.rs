@@ -14,11 +14,12 @@
 //! What the kernel cannot show the daemon is left out by rule, not by case:
 //! [`kernel_can_see`] drops the capture's records of connections whose first
 //! client bytes were not a ClientHello (the kernel starts tracking a connection
-//! only at a ClientHello). The byte budget is the other limit: the harness reads
-//! `tlsmon_capture_bytes_cut_total` and shows it beside every failure, and the
-//! scenarios keep each handshake far below the budget (their largest flight is a
-//! server certificate of about 1 KiB against 16 KiB), so nothing a decision
-//! needs can be cut.
+//! only at a ClientHello), and [`Volumes`] finds the connections that carried
+//! more payload in one direction than the kernel's byte budget
+//! ([`BYTE_BUDGET`], passed to the daemon): the kernel may have cut bytes the
+//! offline decision used, so such a handshake is compared on its existence only
+//! (it must be on both sides), not on its fields. The scenarios stay far below
+//! the budget; the failure report counts what the rule set aside.
 //!
 //! A capture with packets dropped by the kernel proves nothing, so it fails the
 //! test as invalid ([`Invalid`]) instead of being compared.
@@ -52,6 +53,10 @@ pub const NOT_COMPARED: &[&str] = &["ts", "device", "direction", "duration_ms"];
 /// Payload the kernel hands over per event (`CHUNK_SIZE` of the kernel program):
 /// a larger skb becomes several events, each counted as a segment live.
 pub const KERNEL_CHUNK_BYTES: u64 = 2048;
+
+/// The kernel's per-direction copy budget the daemon runs with (`--byte-budget`,
+/// its default).
+pub const BYTE_BUDGET: u64 = 16_384;
 
 /// Mismatches printed in a failure; the rest are only counted.
 pub const MAX_SHOWN: usize = 20;
@@ -293,6 +298,9 @@ pub struct Comparison {
     pub offline: usize,
     /// Capture records left out by [`kernel_can_see`].
     pub excluded: usize,
+    /// Pairs compared on their existence only: the connection carried more
+    /// than [`BYTE_BUDGET`] bytes in a direction.
+    pub over_budget: usize,
     /// Pairs that agree.
     pub agreeing: usize,
     /// Everything else, in connection order.
@@ -342,8 +350,9 @@ fn differing_fields(live: &Record, offline: &Record) -> Vec<String> {
 }
 
 /// Compares the daemon's records of one interface with the capture's, pairing
-/// the n-th handshake of each 4-tuple on one side with the n-th on the other.
-pub fn compare(live: &[Record], offline: &[Record]) -> Comparison {
+/// the n-th handshake of each 4-tuple on one side with the n-th on the other;
+/// `volumes` (of the same capture) tells which exceeded the byte budget.
+pub fn compare(live: &[Record], offline: &[Record], volumes: &Volumes) -> Comparison {
     let (visible, hidden): (Vec<Record>, Vec<Record>) =
         offline.iter().cloned().partition(kernel_can_see);
     let mut result = Comparison {
@@ -369,6 +378,10 @@ pub fn compare(live: &[Record], offline: &[Record]) -> Comparison {
             let occurrence = i + 1;
             let connection = connection.clone();
             let mismatch = match (l.get(i), o.get(i)) {
+                (Some(_), Some(_)) if volumes.over(&connection, occurrence, BYTE_BUDGET) => {
+                    result.over_budget += 1;
+                    continue;
+                }
                 (Some(live), Some(offline)) => {
                     let fields = differing_fields(live, offline);
                     if fields.is_empty() {
@@ -408,6 +421,111 @@ pub fn port_reuse(records: &[Record]) -> (usize, usize) {
     ports.sort_unstable();
     ports.dedup();
     (records.len(), ports.len())
+}
+
+/// Payload bytes each connection of a capture carried in each direction, by
+/// connection and occurrence (a new SYN on a 4-tuple starts the next one): an
+/// upper bound of what the kernel had to copy of its handshake. Read with
+/// pcap-file and etherparse, independently of tlsmon's own capture reader.
+#[derive(Debug, Default)]
+pub struct Volumes {
+    /// (connection, occurrence from 1) -> [client to server, server to client].
+    bytes: BTreeMap<(Connection, usize), [u64; 2]>,
+}
+
+/// The connection a 4-tuple carries now, as its SYN named it.
+struct Current {
+    connection: Connection,
+    occurrence: usize,
+    syn_seq: u32,
+}
+
+impl Volumes {
+    /// Reads a pcap file of Ethernet frames (what tcpdump writes here).
+    pub fn read(pcap: &Path) -> Result<Volumes> {
+        use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+        let file = File::open(pcap).with_context(|| format!("opening {}", pcap.display()))?;
+        let mut reader = pcap_file::pcap::PcapReader::new(std::io::BufReader::new(file))
+            .with_context(|| format!("reading {}", pcap.display()))?;
+        ensure!(
+            reader.header().datalink == pcap_file::DataLink::ETHERNET,
+            "{}: not an Ethernet capture",
+            pcap.display()
+        );
+        let mut volumes = Volumes::default();
+        let mut current: BTreeMap<(String, u16, String, u16), Current> = BTreeMap::new();
+        let mut occurrences: BTreeMap<Connection, usize> = BTreeMap::new();
+        let mut index = 0u64;
+        while let Some(packet) = reader.next_packet() {
+            index += 1;
+            let packet = packet.with_context(|| format!("{} packet {index}", pcap.display()))?;
+            let sliced = SlicedPacket::from_ethernet(&packet.data)
+                .with_context(|| format!("{} packet {index}", pcap.display()))?;
+            let (src, dst) = match &sliced.net {
+                Some(NetSlice::Ipv4(ip)) => (
+                    ip.header().source_addr().to_string(),
+                    ip.header().destination_addr().to_string(),
+                ),
+                Some(NetSlice::Ipv6(ip)) => (
+                    ip.header().source_addr().to_string(),
+                    ip.header().destination_addr().to_string(),
+                ),
+                _ => continue,
+            };
+            let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else {
+                continue;
+            };
+            let (sport, dport) = (tcp.source_port(), tcp.destination_port());
+            // One key for both directions of the 4-tuple.
+            let pair = if (src.as_str(), sport) <= (dst.as_str(), dport) {
+                (src.clone(), sport, dst.clone(), dport)
+            } else {
+                (dst.clone(), dport, src.clone(), sport)
+            };
+            if tcp.syn() && !tcp.ack() {
+                let seq = tcp.sequence_number();
+                let retransmitted = current.get(&pair).is_some_and(|c| c.syn_seq == seq);
+                if !retransmitted {
+                    let connection = Connection {
+                        client_ip: src.clone(),
+                        client_port: sport,
+                        server_ip: dst.clone(),
+                        server_port: dport,
+                    };
+                    let n = occurrences.entry(connection.clone()).or_default();
+                    *n += 1;
+                    current.insert(
+                        pair.clone(),
+                        Current {
+                            connection,
+                            occurrence: *n,
+                            syn_seq: seq,
+                        },
+                    );
+                }
+            }
+            let payload = tcp.payload().len() as u64;
+            // A connection whose SYN came before the capture has no entry: the
+            // harness starts tcpdump before the traffic, so there is none.
+            if let (Some(c), true) = (current.get(&pair), payload > 0) {
+                let direction =
+                    usize::from(c.connection.client_ip != src || c.connection.client_port != sport);
+                volumes
+                    .bytes
+                    .entry((c.connection.clone(), c.occurrence))
+                    .or_default()[direction] += payload;
+            }
+        }
+        Ok(volumes)
+    }
+
+    /// True when the `occurrence`-th connection on this 4-tuple carried more
+    /// than `budget` payload bytes in either direction.
+    pub fn over(&self, connection: &Connection, occurrence: usize, budget: u64) -> bool {
+        self.bytes
+            .get(&(connection.clone(), occurrence))
+            .is_some_and(|[up, down]| *up > budget || *down > budget)
+    }
 }
 
 /// A scratch directory for one scenario: removed when the scenario passed, kept
@@ -605,7 +723,9 @@ impl<'a> Daemon<'a> {
     pub fn start(tlsmon: &Path, ns: &'a Netns, interfaces: &[&str], dir: &Path) -> Result<Self> {
         let events = dir.join("events.jsonl");
         let mut cmd = ns.command(&tlsmon.display().to_string());
-        cmd.args(["run", "--listen", METRICS_LISTEN, "--events-file"])
+        cmd.args(["run", "--listen", METRICS_LISTEN, "--byte-budget"])
+            .arg(BYTE_BUDGET.to_string())
+            .arg("--events-file")
             .arg(&events);
         for interface in interfaces {
             cmd.args(["--interface", interface]);
@@ -793,8 +913,9 @@ pub fn observe<T>(
     let mut devices = BTreeMap::new();
     for (interface, pcap) in interfaces.iter().zip(&pcaps) {
         let offline = analyze(tlsmon, pcap, dir)?;
+        let volumes = Volumes::read(pcap)?;
         let live = by_device.remove(*interface).unwrap_or_default();
-        let comparison = compare(&live, &offline);
+        let comparison = compare(&live, &offline, &volumes);
         devices.insert(
             (*interface).to_owned(),
             DeviceView {
@@ -826,13 +947,15 @@ impl Observation {
                     let _ = writeln!(
                         s,
                         "{scenario} on {interface}: {want} handshakes made; capture {} \
-                         ({} excluded by rule), daemon {}; {} agree, {} mismatches \
+                         ({} excluded by rule), daemon {}; {} agree, {} over the byte \
+                         budget (compared on existence only), {} mismatches \
                          ({not_live} not recorded live, {not_offline} not in the capture, \
                          {differing} differing)",
                         c.offline,
                         c.excluded,
                         c.live,
                         c.agreeing,
+                        c.over_budget,
                         c.mismatches.len()
                     );
                 }
@@ -991,7 +1114,7 @@ mod tests {
         // Offline durations differ: not compared.
         offline[0].fields.insert("duration_ms".into(), 9.0.into());
         offline[0].fields.insert("device".into(), "x.pcap".into());
-        let c = compare(&live, &offline);
+        let c = compare(&live, &offline, &Volumes::default());
         assert_eq!((c.agreeing, c.mismatches.len()), (2, 0), "{c:?}");
     }
 
@@ -1009,7 +1132,11 @@ mod tests {
             "established",
             "TLSv1.3",
         );
-        let c = compare(std::slice::from_ref(&a1), &[a1.clone(), a2.clone()]);
+        let c = compare(
+            std::slice::from_ref(&a1),
+            &[a1.clone(), a2.clone()],
+            &Volumes::default(),
+        );
         assert_eq!(c.agreeing, 1);
         assert_eq!(c.kinds(), (1, 0, 0));
         let text = c.mismatches[0].to_string();
@@ -1024,7 +1151,7 @@ mod tests {
     fn differing_fields_are_named_with_both_values() {
         let live = event(1, "2024-01-01T00:00:01.000000Z", "failed", "TLSv1.2");
         let offline = event(1, "2024-01-01T00:00:01.000001Z", "established", "TLSv1.2");
-        let c = compare(&[live], &[offline]);
+        let c = compare(&[live], &[offline], &Volumes::default());
         assert_eq!(c.kinds(), (0, 0, 1));
         let text = c.mismatches[0].to_string();
         assert!(
@@ -1036,7 +1163,7 @@ mod tests {
     #[test]
     fn a_handshake_only_live_is_a_mismatch() {
         let live = event(7, "2024-01-01T00:00:01.000000Z", "established", "TLSv1.3");
-        let c = compare(&[live], &[]);
+        let c = compare(&[live], &[], &Volumes::default());
         assert_eq!(c.kinds(), (0, 1, 0));
     }
 
@@ -1049,11 +1176,11 @@ mod tests {
         plain
             .fields
             .insert("client_hello_bytes".into(), Value::Null);
-        let c = compare(&[], &[plain.clone()]);
+        let c = compare(&[], &[plain.clone()], &Volumes::default());
         assert_eq!((c.excluded, c.offline, c.mismatches.len()), (1, 0, 0));
         // A server answering a ClientHello with non-TLS bytes is visible live.
         plain.fields.insert("client_hello_bytes".into(), 300.into());
-        let c = compare(&[], &[plain]);
+        let c = compare(&[], &[plain], &Volumes::default());
         assert_eq!((c.excluded, c.mismatches.len()), (0, 1));
     }
 
@@ -1065,7 +1192,7 @@ mod tests {
             .fields
             .insert("client_hello_segments".into(), 2.into());
         assert_eq!(
-            compare(&[live.clone()], &[offline.clone()]).kinds(),
+            compare(&[live.clone()], &[offline.clone()], &Volumes::default()).kinds(),
             (0, 0, 1)
         );
         let mut big_live = live;
@@ -1075,7 +1202,10 @@ mod tests {
         offline
             .fields
             .insert("client_hello_bytes".into(), 3000.into());
-        assert_eq!(compare(&[big_live], &[offline]).kinds(), (0, 0, 0));
+        assert_eq!(
+            compare(&[big_live], &[offline], &Volumes::default()).kinds(),
+            (0, 0, 0)
+        );
     }
 
     #[test]
@@ -1098,6 +1228,90 @@ mod tests {
         let log = "tcpdump: listening on x\n12 packets captured\n12 packets received by filter\n3 packets dropped by kernel\n";
         assert_eq!(stat(log, "packets dropped by kernel"), Some(3));
         assert_eq!(stat(log, "packets dropped by interface"), None);
+    }
+
+    /// An Ethernet/IPv4/TCP frame from `src` to `dst` (ports) with `payload`.
+    fn frame(sport: u16, dport: u16, syn: bool, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let (a, b) = if sport == 4433 {
+            ([10, 0, 0, 1], [10, 0, 0, 2])
+        } else {
+            ([10, 0, 0, 2], [10, 0, 0, 1])
+        };
+        let builder = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4(a, b, 64)
+            .tcp(sport, dport, seq, 1000);
+        let builder = if syn { builder.syn() } else { builder.ack(1) };
+        let mut out = Vec::new();
+        builder.write(&mut out, payload).unwrap();
+        out
+    }
+
+    #[test]
+    fn volumes_follow_each_occurrence_of_a_4_tuple_and_set_big_ones_aside() {
+        let path = std::env::temp_dir().join(format!("tlsmon-volumes-{}.pcap", std::process::id()));
+        let header = pcap_file::pcap::PcapHeader {
+            datalink: pcap_file::DataLink::ETHERNET,
+            ..Default::default()
+        };
+        let mut writer =
+            pcap_file::pcap::PcapWriter::with_header(File::create(&path).unwrap(), header).unwrap();
+        let big = vec![0u8; 1400];
+        let mut frames = vec![
+            frame(40000, 4433, true, 1, &[]),
+            frame(40000, 4433, true, 1, &[]), // a retransmitted SYN: same connection
+            frame(40000, 4433, false, 2, &[1; 300]),
+            frame(4433, 40000, false, 9, &[2; 1000]),
+            frame(40000, 4433, true, 5000, &[]), // the 4-tuple again: occurrence 2
+        ];
+        frames.extend((0..12).map(|i| frame(4433, 40000, false, 10 + i, &big)));
+        for (i, f) in frames.iter().enumerate() {
+            let ts = Duration::from_millis(i as u64);
+            let packet = pcap_file::pcap::PcapPacket::new(ts, f.len() as u32, f);
+            writer.write_packet(&packet).unwrap();
+        }
+        drop(writer);
+        let volumes = Volumes::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let conn = event(
+            40000,
+            "2024-01-01T00:00:01.000000Z",
+            "established",
+            "TLSv1.3",
+        )
+        .connection;
+        assert_eq!(volumes.bytes.get(&(conn.clone(), 1)), Some(&[300, 1000]));
+        assert_eq!(volumes.bytes.get(&(conn.clone(), 2)), Some(&[0, 12 * 1400]));
+        assert!(!volumes.over(&conn, 1, BYTE_BUDGET));
+        assert!(volumes.over(&conn, 2, BYTE_BUDGET));
+        // The second handshake differs, but it carried more than the budget:
+        // compared on existence only.
+        let first = event(
+            40000,
+            "2024-01-01T00:00:01.000000Z",
+            "established",
+            "TLSv1.3",
+        );
+        let second = event(
+            40000,
+            "2024-01-01T00:00:02.000000Z",
+            "established",
+            "TLSv1.3",
+        );
+        let mut second_live = second.clone();
+        second_live.fields.insert("outcome".into(), "failed".into());
+        let c = compare(
+            &[first.clone(), second_live],
+            &[first.clone(), second],
+            &volumes,
+        );
+        assert_eq!((c.agreeing, c.over_budget, c.mismatches.len()), (1, 1, 0));
+        // Existence still counts: a missing one is a mismatch.
+        let c = compare(
+            std::slice::from_ref(&first),
+            &[first.clone(), first.clone()],
+            &volumes,
+        );
+        assert_eq!(c.kinds(), (1, 0, 0));
     }
 
     #[test]
