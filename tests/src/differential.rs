@@ -1192,7 +1192,12 @@ mod tests {
             .fields
             .insert("client_hello_segments".into(), 2.into());
         assert_eq!(
-            compare(&[live.clone()], &[offline.clone()], &Volumes::default()).kinds(),
+            compare(
+                std::slice::from_ref(&live),
+                std::slice::from_ref(&offline),
+                &Volumes::default()
+            )
+            .kinds(),
             (0, 0, 1)
         );
         let mut big_live = live;
