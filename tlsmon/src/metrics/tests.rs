@@ -311,6 +311,7 @@ fn kernel_counters_follow_absolute_values_and_restart() {
         events_sent: 40,
         events_dropped: 0,
         bytes_cut: 7,
+        ..KernelCounters::default()
     };
     m.health().set_kernel_counters(&snapshot);
     m.health().set_kernel_counters(&snapshot);
