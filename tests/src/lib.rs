@@ -8,6 +8,7 @@ pub mod binary;
 pub mod corpus;
 pub mod exposition;
 pub mod frames;
+pub mod hostile;
 pub mod http_get;
 pub mod netns;
 pub mod pki;
