@@ -105,12 +105,14 @@ fn link_object(linker: &Path, archive: &Path, object: &Path) {
     let exported = [
         common::INGRESS_PROGRAM,
         common::EGRESS_PROGRAM,
+        common::CONTROL_PROGRAM,
         common::EVENTS_MAP,
         common::FLOWS_MAP,
         common::COUNTERS_MAP,
         common::CONFIG_MAP,
         common::SCRATCH_MAP,
         common::HINTS_MAP,
+        common::OPENINGS_MAP,
     ];
     // bpf-linker internalises every symbol not exported: programs and maps too.
     for symbol in exported {

@@ -28,6 +28,29 @@ pub struct Shape {
     pub ipv4_options: &'static [u8],
     /// An IPv6 hop-by-hop options header before TCP.
     pub ipv6_hop_by_hop: bool,
+    /// Acknowledgment number when the ACK flag is set (`None`: 1).
+    pub ack_number: Option<u32>,
+    /// Address the frame to another host's MAC. By default frames go to
+    /// 00:00:00:00:00:00, the address of the loopback device that
+    /// BPF_PROG_TEST_RUN runs them on, so the kernel sees them as for this host.
+    pub to_other_host: bool,
+}
+
+/// The server's SYN-ACK of a connection: its initial sequence number is
+/// `server_isn` and it acknowledges the client's SYN, so the client's first
+/// payload byte is `client_next`.
+pub fn syn_ack(
+    server: SocketAddr,
+    client: SocketAddr,
+    server_isn: u32,
+    client_next: u32,
+    shape: Shape,
+) -> Vec<u8> {
+    let shape = Shape {
+        ack_number: Some(client_next),
+        ..shape
+    };
+    tcp_shaped(server, client, server_isn, SYN | ACK, &[], shape)
 }
 
 /// One TCP segment as an Ethernet frame.
@@ -44,7 +67,12 @@ pub fn tcp_shaped(
     payload: &[u8],
     shape: Shape,
 ) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+    let destination = if shape.to_other_host {
+        [2, 0, 0, 0, 0, 2]
+    } else {
+        [0; 6]
+    };
+    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], destination);
     let ip = match (src.ip(), dst.ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let mut h = Ipv4Header::new(0, 64, IpNumber::TCP, s.octets(), d.octets()).unwrap();
@@ -96,7 +124,7 @@ pub fn tcp_shaped(
         step = step.psh();
     }
     if flags & ACK != 0 {
-        step = step.ack(1);
+        step = step.ack(shape.ack_number.unwrap_or(1));
     }
     let mut out = Vec::with_capacity(step.size(payload.len()));
     step.write(&mut out, payload).unwrap();

@@ -10,6 +10,7 @@ pub mod corpus;
 pub mod differential;
 pub mod exposition;
 pub mod frames;
+pub mod hostile;
 pub mod http_get;
 pub mod netns;
 pub mod pki;

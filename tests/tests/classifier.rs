@@ -9,7 +9,7 @@ use tlsmon::{
     capture::{Capture, CaptureOptions, KernelCounters},
     segment::{ConnectionKey, PacketDirection, Segment, TcpFlags},
 };
-use tlsmon_tests::frames::{self, Shape, ACK, FIN, PSH, RST};
+use tlsmon_tests::frames::{self, Shape, ACK, FIN, PSH, RST, SYN};
 
 const TC_ACT_UNSPEC: i32 = -1;
 const CLIENT4: &str = "10.1.0.1:40000";
@@ -53,16 +53,80 @@ fn counters(capture: &Capture) -> KernelCounters {
     capture.counters().unwrap()
 }
 
+/// The hook the other end's packets cross: a host that receives the ClientHello
+/// sends the SYN-ACK, and the other way round.
+fn opposite(hook: PacketDirection) -> PacketDirection {
+    match hook {
+        PacketDirection::Egress => PacketDirection::Ingress,
+        _ => PacketDirection::Egress,
+    }
+}
+
+/// Shows the kernel the server's SYN-ACK of a connection whose client's first
+/// payload will be at `client_seq` (the frames' ACK number 1 acknowledges the
+/// server's ISN 0), seen on the hook opposite to the client's `hook`.
+fn open(
+    c: &mut Capture,
+    client: &str,
+    server: &str,
+    client_seq: u32,
+    shape: Shape,
+    hook: PacketDirection,
+) {
+    let frame = frames::syn_ack(addr(server), addr(client), 0, client_seq, shape);
+    run(c, &frame, opposite(hook));
+}
+
+/// Opens a connection and sends `hello` as its first client payload; checks the
+/// kernel copied the hello marked as opening the connection (decoded as the
+/// client's SYN at `seq - 1`, then the hello).
+/// Returns the hello's segment.
+fn hello(
+    c: &mut Capture,
+    client: &str,
+    server: &str,
+    seq: u32,
+    payload: &[u8],
+    shape: Shape,
+    hook: PacketDirection,
+) -> Segment {
+    open(c, client, server, seq, shape, hook);
+    let frame = frames::tcp_shaped(addr(client), addr(server), seq, ACK | PSH, payload, shape);
+    run(c, &frame, hook);
+    let mut segs = drain(c);
+    assert_eq!(
+        segs.len(),
+        2,
+        "the connection's SYN, then the hello: {segs:?}"
+    );
+    let syn = &segs[0];
+    assert_eq!(
+        syn.flags,
+        TcpFlags(SYN),
+        "an Open event is the client's SYN"
+    );
+    assert_eq!(
+        (syn.seq, syn.src, syn.dst),
+        (seq.wrapping_sub(1), addr(client), addr(server))
+    );
+    assert!(syn.payload.is_empty());
+    assert_eq!(segs[1].payload, payload);
+    segs.remove(1)
+}
+
 #[test]
 fn ipv4_client_hello_starts_a_flow_and_is_copied_exactly() {
     let mut c = load();
     let ch = frames::client_hello(517);
-    let frame = frames::tcp(addr(CLIENT4), addr(SERVER4), 1000, ACK | PSH, &ch);
-    run(&mut c, &frame, PacketDirection::Ingress);
-    let segs = drain(&mut c);
-    assert_eq!(segs.len(), 1);
-    let s = &segs[0];
-    assert_eq!(s.payload, ch);
+    let s = hello(
+        &mut c,
+        CLIENT4,
+        SERVER4,
+        1000,
+        &ch,
+        Shape::default(),
+        PacketDirection::Ingress,
+    );
     assert_eq!((s.src, s.dst), (addr(CLIENT4), addr(SERVER4)));
     assert_eq!((s.seq, s.cut), (1000, 0));
     assert_eq!(s.flags, TcpFlags(ACK | PSH));
@@ -71,28 +135,120 @@ fn ipv4_client_hello_starts_a_flow_and_is_copied_exactly() {
     assert_eq!(
         counters(&c),
         KernelCounters {
-            packets_seen: 1,
+            packets_seen: 2,
             flows_started: 1,
             events_sent: 1,
-            events_dropped: 0,
-            bytes_cut: 0
+            openings_seen: 1,
+            ..KernelCounters::default()
         }
     );
-    assert_eq!(c.flow_control().tracked_flows(), 1);
+    assert_eq!(c.tracked_flows(), 1);
 }
 
-/// A ClientHello then `frame` on the same flow; returns the segments after the hello.
-fn after_hello(c: &mut Capture, client: &str, server: &str) -> Vec<Segment> {
+/// A connection opened and its ClientHello (at sequence 1000) copied.
+fn after_hello(c: &mut Capture, client: &str, server: &str) -> Segment {
     let ch = frames::client_hello(300);
-    run(
+    hello(
         c,
-        &frames::tcp(addr(client), addr(server), 1000, ACK | PSH, &ch),
+        client,
+        server,
+        1000,
+        &ch,
+        Shape::default(),
+        PacketDirection::Ingress,
+    )
+}
+
+#[test]
+fn a_client_hello_that_continues_no_connection_starts_nothing() {
+    let mut c = load();
+    let ch = frames::client_hello(300);
+    let send = |c: &mut Capture, seq: u32, hook: PacketDirection| {
+        run(
+            c,
+            &frames::tcp(addr(CLIENT4), addr(SERVER4), seq, ACK | PSH, &ch),
+            hook,
+        );
+    };
+    // No SYN-ACK at all: a single spoofed packet.
+    send(&mut c, 1000, PacketDirection::Ingress);
+    // A SYN-ACK, but the hello is not at the sequence number it acknowledged.
+    open(
+        &mut c,
+        CLIENT4,
+        SERVER4,
+        5000,
+        Shape::default(),
         PacketDirection::Ingress,
     );
-    let segs = drain(c);
-    assert_eq!(segs.len(), 1, "the ClientHello itself");
-    assert_eq!(segs[0].payload, ch);
-    segs
+    send(&mut c, 1000, PacketDirection::Ingress);
+    // The right sequence number, but acknowledging another server ISN.
+    let wrong_ack = Shape {
+        ack_number: Some(77),
+        ..Shape::default()
+    };
+    run(
+        &mut c,
+        &frames::tcp_shaped(
+            addr(CLIENT4),
+            addr(SERVER4),
+            5000,
+            ACK | PSH,
+            &ch,
+            wrong_ack,
+        ),
+        PacketDirection::Ingress,
+    );
+    // A hello-shaped payload from the server's side of the opening.
+    run(
+        &mut c,
+        &frames::tcp(addr(SERVER4), addr(CLIENT4), 1, ACK | PSH, &ch),
+        PacketDirection::Egress,
+    );
+    assert!(drain(&mut c).is_empty());
+    let k = counters(&c);
+    assert_eq!(
+        (k.flows_started, k.client_hellos_unverified, k.openings_seen),
+        (0, 4, 1)
+    );
+    assert_eq!(c.tracked_flows(), 0);
+    // The genuine first payload still starts the flow: the opening was not used up.
+    send(&mut c, 5000, PacketDirection::Ingress);
+    assert_eq!(drain(&mut c).len(), 2);
+    // And only once: the same hello again (a retransmission after the flow
+    // ended) starts nothing new.
+    run(
+        &mut c,
+        &frames::tcp(addr(SERVER4), addr(CLIENT4), 1, RST, &[]),
+        PacketDirection::Egress,
+    );
+    assert_eq!(drain(&mut c).len(), 1);
+    send(&mut c, 5000, PacketDirection::Ingress);
+    assert!(drain(&mut c).is_empty());
+    assert_eq!(counters(&c).flows_started, 1);
+}
+
+#[test]
+fn frames_for_another_host_start_nothing() {
+    let mut c = load();
+    let ch = frames::client_hello(300);
+    // BPF_PROG_TEST_RUN sets pkt_type from the destination MAC against the test
+    // device (lo, address 00:00:00:00:00:00): another address is another host.
+    let elsewhere = Shape {
+        to_other_host: true,
+        ..Shape::default()
+    };
+    let foreign = frames::syn_ack(addr(SERVER4), addr(CLIENT4), 0, 1000, elsewhere);
+    run(&mut c, &foreign, PacketDirection::Ingress);
+    let k = counters(&c);
+    assert_eq!((k.openings_seen, k.other_host_ignored), (0, 1));
+    run(
+        &mut c,
+        &frames::tcp(addr(CLIENT4), addr(SERVER4), 1000, ACK | PSH, &ch),
+        PacketDirection::Ingress,
+    );
+    assert!(drain(&mut c).is_empty());
+    assert_eq!(counters(&c).flows_started, 0);
 }
 
 #[test]
@@ -103,14 +259,18 @@ fn ipv6_client_hello_with_an_extension_header_is_copied() {
         ipv6_hop_by_hop: true,
         ..Shape::default()
     };
-    let frame = frames::tcp_shaped(addr(CLIENT6), addr(SERVER6), 77, ACK, &ch, shape);
-    run(&mut c, &frame, PacketDirection::Egress);
-    let segs = drain(&mut c);
-    assert_eq!(segs.len(), 1);
-    assert_eq!(segs[0].payload, ch);
-    assert_eq!((segs[0].src, segs[0].dst), (addr(CLIENT6), addr(SERVER6)));
-    assert_eq!(segs[0].direction, PacketDirection::Egress);
-    assert_eq!(segs[0].seq, 77);
+    let s = hello(
+        &mut c,
+        CLIENT6,
+        SERVER6,
+        77,
+        &ch,
+        shape,
+        PacketDirection::Egress,
+    );
+    assert_eq!((s.src, s.dst), (addr(CLIENT6), addr(SERVER6)));
+    assert_eq!(s.direction, PacketDirection::Egress);
+    assert_eq!(s.seq, 77);
     assert_eq!(counters(&c).flows_started, 1);
 }
 
@@ -123,12 +283,16 @@ fn vlan_and_qinq_tagged_client_hellos_are_copied() {
             vlans,
             ..Shape::default()
         };
-        let frame = frames::tcp_shaped(addr(CLIENT4), addr(SERVER4), 5, ACK, &ch, shape);
-        run(&mut c, &frame, PacketDirection::Ingress);
-        let segs = drain(&mut c);
-        assert_eq!(segs.len(), 1, "vlans {vlans:?}");
-        assert_eq!(segs[0].payload, ch, "vlans {vlans:?}");
-        assert_eq!(segs[0].src, addr(CLIENT4));
+        let s = hello(
+            &mut c,
+            CLIENT4,
+            SERVER4,
+            5,
+            &ch,
+            shape,
+            PacketDirection::Egress,
+        );
+        assert_eq!(s.src, addr(CLIENT4), "vlans {vlans:?}");
     }
 }
 
@@ -141,11 +305,15 @@ fn ipv4_options_are_skipped() {
         ipv4_options: &[1, 1, 0, 0, 0x94, 4, 0, 0],
         ..Shape::default()
     };
-    let frame = frames::tcp_shaped(addr(CLIENT4), addr(SERVER4), 9, ACK, &ch, shape);
-    run(&mut c, &frame, PacketDirection::Ingress);
-    let segs = drain(&mut c);
-    assert_eq!(segs.len(), 1);
-    assert_eq!(segs[0].payload, ch);
+    hello(
+        &mut c,
+        CLIENT4,
+        SERVER4,
+        9,
+        &ch,
+        shape,
+        PacketDirection::Egress,
+    );
 }
 
 #[test]
@@ -153,9 +321,13 @@ fn client_hello_split_over_two_segments_is_copied_whole() {
     let mut c = load();
     let ch = frames::client_hello(1800);
     let (first, second) = ch.split_at(1000);
-    run(
+    hello(
         &mut c,
-        &frames::tcp(addr(CLIENT4), addr(SERVER4), 1, ACK, first),
+        CLIENT4,
+        SERVER4,
+        1,
+        first,
+        Shape::default(),
         PacketDirection::Ingress,
     );
     // The second part starts mid-record: only the tracked flow makes it count.
@@ -165,10 +337,8 @@ fn client_hello_split_over_two_segments_is_copied_whole() {
         PacketDirection::Ingress,
     );
     let segs = drain(&mut c);
-    assert_eq!(segs.len(), 2);
-    assert_eq!((segs[0].seq, segs[1].seq), (1, 1001));
-    let joined: Vec<u8> = segs.iter().flat_map(|s| s.payload.clone()).collect();
-    assert_eq!(joined, ch);
+    assert_eq!(segs.len(), 1);
+    assert_eq!((segs[0].seq, &segs[0].payload[..]), (1001, second));
     let k = counters(&c);
     assert_eq!((k.flows_started, k.events_sent, k.bytes_cut), (1, 2, 0));
 }
@@ -220,7 +390,7 @@ fn fin_and_rst_on_a_tracked_flow_become_control_segments() {
     assert!(segs[1].flags.fin() && segs[1].payload.is_empty());
     assert_eq!(segs[1].seq, 804);
     // Both sides sent FIN: the kernel forgot the flow.
-    assert_eq!(c.flow_control().tracked_flows(), 0);
+    assert_eq!(c.tracked_flows(), 0);
 
     let mut c = load();
     after_hello(&mut c, CLIENT4, SERVER4);
@@ -233,7 +403,7 @@ fn fin_and_rst_on_a_tracked_flow_become_control_segments() {
     assert_eq!(segs.len(), 1);
     assert!(segs[0].flags.rst());
     assert_eq!(segs[0].src, addr(SERVER4));
-    assert_eq!(c.flow_control().tracked_flows(), 0);
+    assert_eq!(c.tracked_flows(), 0);
     // After the reset the flow is gone: later bytes are not copied.
     run(
         &mut c,
@@ -242,7 +412,6 @@ fn fin_and_rst_on_a_tracked_flow_become_control_segments() {
     );
     assert!(drain(&mut c).is_empty());
 }
-
 #[test]
 fn plain_http_bulk_data_and_pure_acks_produce_no_event() {
     let mut c = load();
@@ -324,14 +493,22 @@ fn truncated_or_lying_tls_headers_start_nothing_and_crash_nothing() {
     assert!(drain(&mut c).is_empty());
     assert_eq!(counters(&c).flows_started, 0);
 
+    // None of them even asked for the connection's opening.
+    assert_eq!(counters(&c).client_hellos_unverified, 0);
+
     // A header that promises far more than the segment holds: tracked, and only
     // the bytes present are copied.
     let mut short = frames::client_hello(600);
     short.truncate(100);
-    send(&mut c, &short);
-    let segs = drain(&mut c);
-    assert_eq!(segs.len(), 1);
-    assert_eq!(segs[0].payload, short);
+    hello(
+        &mut c,
+        CLIENT4,
+        SERVER4,
+        1,
+        &short,
+        Shape::default(),
+        PacketDirection::Ingress,
+    );
 
     // A frame cut inside the TCP header, and a bogus IPv4 header length.
     let full = frames::tcp(
@@ -355,15 +532,16 @@ fn truncated_or_lying_tls_headers_start_nothing_and_crash_nothing() {
 #[test]
 fn sslv2_compatible_client_hello_starts_a_flow() {
     let mut c = load();
-    let hello = frames::sslv2_client_hello();
-    run(
+    let v2 = frames::sslv2_client_hello();
+    hello(
         &mut c,
-        &frames::tcp(addr(CLIENT4), addr(SERVER4), 3, ACK | PSH, &hello),
+        CLIENT4,
+        SERVER4,
+        3,
+        &v2,
+        Shape::default(),
         PacketDirection::Ingress,
     );
-    let segs = drain(&mut c);
-    assert_eq!(segs.len(), 1);
-    assert_eq!(segs[0].payload, hello);
     assert_eq!(counters(&c).flows_started, 1);
 }
 
@@ -396,7 +574,7 @@ fn payload_larger_than_a_chunk_is_split_and_the_budget_cuts_with_a_count() {
     assert!(drain(&mut c).is_empty());
     let k = counters(&c);
     assert_eq!(k.bytes_cut, 400 + 500);
-    assert_eq!(k.events_sent, 3);
+    assert_eq!(k.events_sent, 3, "the hello, two chunks");
     // The client's direction has its own budget (3000 - 300 left).
     run(
         &mut c,
@@ -407,16 +585,21 @@ fn payload_larger_than_a_chunk_is_split_and_the_budget_cuts_with_a_count() {
 }
 
 #[test]
-fn a_flow_marked_done_costs_no_more_events() {
+fn a_released_flow_costs_no_more_events_and_its_tuple_starts_afresh() {
     let mut c = load();
-    let segs = after_hello(&mut c, CLIENT6, SERVER6);
-    let key = ConnectionKey::of(&segs[0]);
-    let control = c.flow_control();
-    assert!(control.mark_done(&key).unwrap());
+    let ch = after_hello(&mut c, CLIENT6, SERVER6);
+    let key = ConnectionKey::of(&ch);
     assert!(
-        control.mark_done(&key).unwrap(),
-        "marking twice is harmless"
+        !c.release_flow(&key, 999).unwrap(),
+        "another connection's sequence number leaves the flow alone"
     );
+    assert_eq!(c.tracked_flows(), 1);
+    assert!(c.release_flow(&key, 1000).unwrap());
+    assert!(
+        !c.release_flow(&key, 1000).unwrap(),
+        "releasing twice is harmless"
+    );
+    assert_eq!(c.tracked_flows(), 0);
     for i in 0..20u32 {
         run(
             &mut c,
@@ -424,19 +607,17 @@ fn a_flow_marked_done_costs_no_more_events() {
             PacketDirection::Egress,
         );
     }
-    assert!(drain(&mut c).is_empty());
-    let k = counters(&c);
-    assert_eq!((k.events_sent, k.bytes_cut), (1, 0));
-    // FIN on a done flow: no event. The flow gave its hint slot back, so its
-    // packets no longer even look the entry up; it lingers, done, until the LRU
-    // evicts it or a new connection on the same 4-tuple replaces it.
     run(
         &mut c,
         &frames::tcp(addr(CLIENT6), addr(SERVER6), 1300, ACK | FIN, &[]),
         PacketDirection::Ingress,
     );
     assert!(drain(&mut c).is_empty());
-    assert_eq!(control.tracked_flows(), 1);
+    let k = counters(&c);
+    assert_eq!((k.events_sent, k.bytes_cut, k.flows_released), (1, 0, 1));
+    // The hint count came back with the release: nothing for healing to fix.
+    assert_eq!(c.heal_hints().unwrap().slots_too_high, 0);
+    // A new connection on the same 4-tuple is tracked again.
     after_hello(&mut c, CLIENT6, SERVER6);
     assert_eq!(
         counters(&c).flows_started,
@@ -452,22 +633,57 @@ fn a_flow_marked_done_costs_no_more_events() {
 }
 
 #[test]
-fn a_flow_that_ends_is_forgotten_and_unknown_flows_report_false() {
+fn unknown_flows_and_devices_release_nothing() {
     let mut c = load();
-    let segs = after_hello(&mut c, CLIENT4, SERVER4);
-    let key = ConnectionKey::of(&segs[0]);
+    let ch = after_hello(&mut c, CLIENT4, SERVER4);
+    let key = ConnectionKey::of(&ch);
     run(
         &mut c,
         &frames::tcp(addr(SERVER4), addr(CLIENT4), 1, RST, &[]),
         PacketDirection::Egress,
     );
     assert_eq!(drain(&mut c).len(), 1);
-    let control = c.flow_control();
-    assert_eq!(control.tracked_flows(), 0);
-    assert!(!control.mark_done(&key).unwrap(), "gone flows report false");
+    assert_eq!(c.tracked_flows(), 0);
+    assert!(
+        !c.release_flow(&key, 1000).unwrap(),
+        "gone flows report false"
+    );
     let mut other = key.clone();
     other.device = tlsmon::segment::Device::new("no-such-device");
-    assert!(!control.mark_done(&other).unwrap());
+    assert!(!c.release_flow(&other, 1000).unwrap());
+}
+
+#[test]
+fn a_new_connection_on_a_tracked_tuple_replaces_the_old_flow() {
+    // The old connection's end was never seen (no FIN, no RST), and userspace
+    // had not decided it yet: the new SYN-ACK ends it in the kernel, and the new
+    // connection is announced and copied.
+    let mut c = load();
+    after_hello(&mut c, CLIENT4, SERVER4);
+    let ch = frames::client_hello(320);
+    hello(
+        &mut c,
+        CLIENT4,
+        SERVER4,
+        70_000,
+        &ch,
+        Shape::default(),
+        PacketDirection::Ingress,
+    );
+    let k = counters(&c);
+    assert_eq!((k.flows_started, k.flows_replaced), (2, 1));
+    assert_eq!(c.tracked_flows(), 1);
+    // A retransmitted SYN-ACK of the current connection replaces nothing.
+    open(
+        &mut c,
+        CLIENT4,
+        SERVER4,
+        70_000,
+        Shape::default(),
+        PacketDirection::Ingress,
+    );
+    assert_eq!(counters(&c).flows_replaced, 1);
+    assert_eq!(c.tracked_flows(), 1);
 }
 
 #[test]
@@ -482,4 +698,62 @@ fn a_new_client_hello_on_a_reused_tuple_after_close_starts_again() {
     assert_eq!(drain(&mut c).len(), 1);
     after_hello(&mut c, CLIENT4, SERVER4);
     assert_eq!(counters(&c).flows_started, 2);
+}
+
+#[test]
+fn hint_counts_left_by_lru_evictions_are_healed() {
+    // More connections in their handshake phase than the flow map holds: the
+    // LRU evicts some without giving their hint counts back. Healing must bring
+    // every count back to the flows that live, so that releasing them all leaves
+    // nothing counted (a count stuck above zero would cost every packet of its
+    // slot a lookup, forever).
+    let mut c = load();
+    let ch = frames::client_hello(64);
+    // The kernel's flow map holds 65,536 flows.
+    let flows: u32 = 65_536 + 6_000;
+    let mut hellos = Vec::new();
+    for i in 0..flows {
+        let client = SocketAddr::new(
+            std::net::Ipv4Addr::from(0x0a02_0000 + (i >> 14)).into(),
+            1024 + (i & 0x3fff) as u16,
+        );
+        let server = addr(SERVER4);
+        run(
+            &mut c,
+            &frames::syn_ack(server, client, 0, 10, Shape::default()),
+            PacketDirection::Egress,
+        );
+        run(
+            &mut c,
+            &frames::tcp(client, server, 10, ACK | PSH, &ch),
+            PacketDirection::Ingress,
+        );
+        hellos.push((client, server));
+        if i % 2048 == 0 {
+            drain(&mut c);
+        }
+    }
+    drain(&mut c);
+    let k = counters(&c);
+    assert_eq!(k.flows_started, u64::from(flows));
+    let living = c.tracked_flows();
+    assert!(living < flows as usize, "the LRU evicted ({living} left)");
+    let first = c.heal_hints().unwrap();
+    assert!(first.slots_too_high > 0, "{first:?}");
+    assert_eq!(first.slots_healed, first.slots_too_high, "{first:?}");
+    assert_eq!(c.heal_hints().unwrap().slots_too_high, 0);
+    // Release every flow still tracked: every count must now be exactly zero.
+    let device = tlsmon::segment::Device::new("lo");
+    let mut released = 0;
+    for (client, server) in hellos {
+        let key = ConnectionKey {
+            device: device.clone(),
+            lo: client.min(server),
+            hi: client.max(server),
+        };
+        released += usize::from(c.release_flow(&key, 10).unwrap());
+    }
+    assert_eq!(released, living);
+    assert_eq!(c.tracked_flows(), 0);
+    assert_eq!(c.heal_hints().unwrap().slots_too_high, 0);
 }

@@ -178,8 +178,7 @@ fn openssl_handshake_is_captured_bulk_is_free_and_later_classifiers_see_everythi
         .recv_timeout(Duration::from_secs(20))
         .expect("s_client never reported the handshake");
     assert!(capture
-        .flow_control()
-        .mark_done(&ConnectionKey::of(hello))
+        .release_flow(&ConnectionKey::of(hello), hello.seq)
         .unwrap());
     let before_bulk = capture.counters().unwrap();
 

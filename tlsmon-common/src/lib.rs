@@ -20,12 +20,23 @@ pub const COUNTERS_MAP: &str = "TLSMON_COUNTERS";
 pub const CONFIG_MAP: &str = "TLSMON_CONFIG";
 /// Per-CPU scratch buffer in which an event is built before it is output.
 pub const SCRATCH_MAP: &str = "TLSMON_SCRATCH";
-/// Array of u32 counts: per slot (a hash of the connection), how many tracked
-/// flows that userspace has not yet marked done may live there. Zero lets a
+/// Array of u64 hint words: per slot (a hash of the connection), in the low 32
+/// bits how many tracked flows may live there, in the high 32 bits how many flows
+/// ever started there (an epoch, so that userspace can correct a count that an
+/// LRU eviction left too high without racing a new flow). A zero count lets a
 /// packet skip the flow lookup entirely.
 pub const HINTS_MAP: &str = "TLSMON_HINTS";
 /// Slots in [`HINTS_MAP`] (a power of two).
 pub const HINT_SLOTS: u32 = 65_536;
+/// LRU hash of connections whose SYN-ACK was seen: [`FlowKey`] -> [`Opening`].
+/// A ClientHello starts tracking only when it continues one of these exactly.
+pub const OPENINGS_MAP: &str = "TLSMON_OPENINGS";
+/// Capacity of [`OPENINGS_MAP`]: connections between SYN-ACK and first payload.
+pub const MAX_OPENINGS: u32 = 65_536;
+/// A classifier that is never attached: userspace runs it with
+/// `BPF_PROG_TEST_RUN` on a [`ControlCommand`] to change flow and hint state
+/// atomically, which map syscalls alone cannot do.
+pub const CONTROL_PROGRAM: &str = "tlsmon_control";
 
 /// Maximum payload bytes carried by one event. A power of two, so the kernel can
 /// mask a length to it; larger payloads (GSO skbs) are sent as several events.
@@ -111,8 +122,10 @@ pub struct EventHeader {
     pub seq: u32,
     /// TCP flags of the packet.
     pub tcp_flags: u8,
+    /// [`EVENT_OPENS_CONNECTION`] or zero.
+    pub event_flags: u8,
     /// Explicit padding; always zero.
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 2],
     /// Bytes of payload following this header.
     pub payload_len: u32,
     /// Payload bytes of this packet that follow this chunk and were not copied
@@ -121,6 +134,12 @@ pub struct EventHeader {
     /// Explicit padding; always zero.
     pub _pad2: u32,
 }
+
+/// [`EventHeader::event_flags`] bit: this payload is the first of a connection
+/// that was seen being set up (its SYN-ACK matched) and starts being tracked.
+/// Userspace treats it as the client's SYN: any earlier connection on the same
+/// 4-tuple is over.
+pub const EVENT_OPENS_CONNECTION: u8 = 1;
 
 /// Normalised key of a tracked flow: the lower (address, port) pair comes first,
 /// so both directions of a connection map to the same key.
@@ -192,7 +211,9 @@ fn endpoint_le(a: &[u8; 16], a_port: u16, b: &[u8; 16], b_port: u16) -> bool {
     a_port <= b_port
 }
 
-/// Per-flow state kept by the kernel.
+/// Per-flow state kept by the kernel. The entry is deleted when userspace has
+/// decided the handshake ([`CONTROL_RELEASE_FLOW`]), on RST, or once both sides
+/// sent a FIN, so a reused 4-tuple always starts afresh.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowState {
@@ -200,16 +221,100 @@ pub struct FlowState {
     pub budget_lo_to_hi: u32,
     /// Bytes still to copy from the (hi -> lo) direction.
     pub budget_hi_to_lo: u32,
-    /// Non-zero once userspace has finished with the flow: copy nothing more.
-    pub done: u32,
-    /// Non-zero when the client (ClientHello sender) is the `lo` side.
-    pub client_is_lo: u32,
-    /// [`FIN_FROM_LO`] / [`FIN_FROM_HI`] bits: which sides have sent a FIN. The
-    /// entry is deleted once both have (or on RST), so a reused 4-tuple starts afresh.
+    /// Sequence number of the client's first payload byte (its ISN + 1): which
+    /// connection on this 4-tuple the entry belongs to.
+    pub client_seq: u32,
+    /// Zero until the flow's first payload event was sent: that event carries
+    /// [`EVENT_OPENS_CONNECTION`].
+    pub announced: u32,
+    /// [`FIN_FROM_LO`] / [`FIN_FROM_HI`] bits: which sides have sent a FIN.
     pub fin_seen: u32,
     /// 1 while this flow is counted in its [`HINTS_MAP`] slot; swapped to 0
-    /// atomically when the count is given back (flow done or deleted).
+    /// atomically when the count is given back (flow released or deleted).
     pub hint_held: u32,
+}
+
+/// A connection seen being set up: its SYN-ACK, and so the sequence numbers its
+/// first client payload must carry. Blind spoofers cannot guess the server's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opening {
+    /// The client's next sequence number (the SYN-ACK's acknowledgment number).
+    pub client_seq: u32,
+    /// The server's next sequence number (the SYN-ACK's sequence number + 1):
+    /// what the client's first payload acknowledges.
+    pub server_seq: u32,
+    /// Non-zero when the server (SYN-ACK sender) is the `lo` side of the key.
+    pub server_is_lo: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+}
+
+/// [`ControlCommand::op`]: forget a flow userspace has decided, if it is still
+/// the connection userspace means ([`ControlCommand::client_seq`]).
+pub const CONTROL_RELEASE_FLOW: u32 = 1;
+/// [`ControlCommand::op`]: lower a hint count that LRU evictions left too high,
+/// only if the slot has not changed since userspace read it.
+pub const CONTROL_HEAL_HINT: u32 = 2;
+/// Offset of the [`ControlCommand`] in the frame given to [`CONTROL_PROGRAM`]
+/// (test runs of a tc program need at least an Ethernet header's worth).
+pub const CONTROL_OFFSET: usize = 16;
+
+/// What userspace asks [`CONTROL_PROGRAM`] to do.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControlCommand {
+    /// [`CONTROL_RELEASE_FLOW`] or [`CONTROL_HEAL_HINT`].
+    pub op: u32,
+    /// Heal: the slot to correct.
+    pub slot: u32,
+    /// Release: the flow.
+    pub key: FlowKey,
+    /// Release: [`FlowState::client_seq`] of the connection to release.
+    pub client_seq: u32,
+    /// Heal: flows userspace found in the slot.
+    pub count: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+    /// Heal: the whole hint word as userspace read it before counting.
+    pub seen: u64,
+}
+
+impl ControlCommand {
+    /// The frame to hand to a test run of [`CONTROL_PROGRAM`].
+    pub fn to_frame(&self) -> [u8; CONTROL_OFFSET + core::mem::size_of::<ControlCommand>()] {
+        let mut frame = [0u8; CONTROL_OFFSET + core::mem::size_of::<ControlCommand>()];
+        // SAFETY: ControlCommand is repr(C) plain integers without padding, so
+        // its bytes are all initialised.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(
+                self as *const ControlCommand as *const u8,
+                core::mem::size_of::<ControlCommand>(),
+            )
+        };
+        frame[CONTROL_OFFSET..].copy_from_slice(bytes);
+        frame
+    }
+}
+
+/// Low half of a hint word: flows counted in the slot.
+pub const HINT_COUNT_MASK: u64 = 0xffff_ffff;
+/// What starting a flow adds to its hint word: one to the count, one to the epoch.
+pub const HINT_START: u64 = (1 << 32) | 1;
+
+/// The [`HINTS_MAP`] slot of a connection, the same from both ends (XOR) and
+/// computed alike by the kernel (from a packet) and userspace (from a key).
+#[inline(always)]
+pub fn hint_slot(ifindex: u32, a: &[u8; 16], a_port: u16, b: &[u8; 16], b_port: u16) -> u32 {
+    let mixed = fold(a) ^ fold(b) ^ (a_port ^ b_port) as u32 ^ ifindex;
+    // Fibonacci hashing: the top bits of the product are the well-mixed ones.
+    mixed.wrapping_mul(0x9e37_79b1) >> (32 - HINT_SLOTS.trailing_zeros())
+}
+
+#[inline(always)]
+fn fold(addr: &[u8; 16]) -> u32 {
+    let w = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    w(0) ^ w(4) ^ w(8) ^ w(12)
 }
 
 /// [`FlowState::fin_seen`] bit: the `lo` side sent a FIN.
@@ -241,6 +346,18 @@ pub enum Counter {
     EventsDropped = 3,
     /// Payload bytes of tracked flows not copied (budget, chunk limit, RingBuf full).
     BytesCut = 4,
+    /// SYN-ACKs recorded as connections being set up.
+    OpeningsSeen = 5,
+    /// Payloads that looked like a ClientHello but continue no connection seen
+    /// being set up (no matching SYN-ACK on this interface): not tracked.
+    ClientHellosUnverified = 6,
+    /// Packets received for another host (pkt_type other-host), which the host
+    /// drops: never tracked.
+    OtherHostIgnored = 7,
+    /// Tracked flows ended because a new connection took their 4-tuple.
+    FlowsReplaced = 8,
+    /// Tracked flows released by userspace once it decided the handshake.
+    FlowsReleased = 9,
 }
 
 impl Counter {
@@ -251,11 +368,16 @@ impl Counter {
         Counter::EventsSent,
         Counter::EventsDropped,
         Counter::BytesCut,
+        Counter::OpeningsSeen,
+        Counter::ClientHellosUnverified,
+        Counter::OtherHostIgnored,
+        Counter::FlowsReplaced,
+        Counter::FlowsReleased,
     ];
 }
 
 /// Number of counters in [`COUNTERS_MAP`].
-pub const COUNTER_COUNT: u32 = 5;
+pub const COUNTER_COUNT: u32 = 10;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -265,6 +387,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowState {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Opening {}
 }
 
 #[cfg(test)]
@@ -293,11 +416,23 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(
             size_of::<EventHeader>(),
-            8 + 4 + 2 + 1 + 1 + 16 + 16 + 2 + 2 + 4 + 1 + 3 + 4 + 4 + 4
+            8 + 4 + 2 + 1 + 1 + 16 + 16 + 2 + 2 + 4 + 1 + 1 + 2 + 4 + 4 + 4
         );
         assert_eq!(size_of::<EventHeader>() % 8, 0);
         assert_eq!(size_of::<FlowKey>(), 4 + 1 + 3 + 16 + 16 + 2 + 2);
         assert_eq!(size_of::<FlowState>(), 24);
+        assert_eq!(size_of::<Opening>(), 16);
+        assert_eq!(size_of::<ControlCommand>(), 4 + 4 + 44 + 4 + 4 + 4 + 8);
         assert_eq!(size_of::<Config>(), 8);
+    }
+
+    #[test]
+    fn a_hint_slot_is_the_same_from_both_ends_and_in_range() {
+        let a = [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let b = [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let s = hint_slot(3, &a, 50000, &b, 443);
+        assert_eq!(s, hint_slot(3, &b, 443, &a, 50000));
+        assert!(s < HINT_SLOTS);
+        assert_ne!(s, hint_slot(3, &a, 50001, &b, 443));
     }
 }

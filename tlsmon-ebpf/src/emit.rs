@@ -31,7 +31,8 @@ fn header(sighting: &Sighting, pkt: &Packet, kind: EventKind, seq: u32, flags: u
         dst_port: pkt.dst_port,
         seq,
         tcp_flags: flags,
-        _pad: [0; 3],
+        event_flags: 0,
+        _pad: [0; 2],
         payload_len: 0,
         cut_len: 0,
         _pad2: 0,
@@ -58,9 +59,15 @@ fn output(record: &EventRecord, len: u32) -> bool {
 /// Copies up to `allowed` payload bytes of `pkt` to the RingBuf in chunks of at
 /// most CHUNK_SIZE (GSO skbs span several chunks). Returns the bytes consumed from
 /// the budget; bytes beyond the budget or the chunk limit, and bytes of events the
-/// full RingBuf refused, are counted as cut.
+/// full RingBuf refused, are counted as cut. `first_flags` go on the first chunk.
 #[inline(always)]
-pub fn send_payload(ctx: &TcContext, sighting: &Sighting, pkt: &Packet, allowed: u32) -> u32 {
+pub fn send_payload(
+    ctx: &TcContext,
+    sighting: &Sighting,
+    pkt: &Packet,
+    allowed: u32,
+    first_flags: u8,
+) -> u32 {
     let wanted = if pkt.payload_len < allowed {
         pkt.payload_len
     } else {
@@ -76,7 +83,6 @@ pub fn send_payload(ctx: &TcContext, sighting: &Sighting, pkt: &Packet, allowed:
     // placed after the data in sequence space.
     let flags = pkt.tcp_flags & !(TCP_FIN | TCP_RST);
     let mut sent: u32 = 0;
-    let mut cut: u32 = 0;
     let mut chunk: u32 = 0;
     while chunk < MAX_CHUNKS_PER_PACKET && sent < wanted {
         let remaining = wanted - sent;
@@ -97,6 +103,7 @@ pub fn send_payload(ctx: &TcContext, sighting: &Sighting, pkt: &Packet, allowed:
             flags,
         );
         h.payload_len = len;
+        h.event_flags = if chunk == 0 { first_flags } else { 0 };
         h.cut_len = if last {
             pkt.payload_len - sent - len
         } else {
@@ -113,15 +120,18 @@ pub fn send_payload(ctx: &TcContext, sighting: &Sighting, pkt: &Packet, allowed:
                 len,
             )
         };
+        // Counted here rather than summed: a sum that differs between the two
+        // branches would keep the verifier from merging them, and it explores
+        // every chunk's branches anew.
         if loaded != 0 || !output(record, HEADER_LEN + len) {
-            cut += len;
+            count(Counter::BytesCut, len as u64);
         }
         sent += len;
         chunk += 1;
     }
-    cut += pkt.payload_len - sent;
-    if cut != 0 {
-        count(Counter::BytesCut, cut as u64);
+    let beyond = pkt.payload_len - sent;
+    if beyond != 0 {
+        count(Counter::BytesCut, beyond as u64);
     }
     sent
 }

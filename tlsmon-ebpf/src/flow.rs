@@ -1,22 +1,33 @@
 //! Flow tracking: which TCP connections are in their handshake phase, and what
 //! each packet of such a connection turns into.
+//!
+//! Only real connections are tracked: one whose SYN-ACK was seen on this
+//! interface (`opening`) and whose first client payload continues exactly that
+//! SYN-ACK and begins a ClientHello. A blind spoofer cannot know the server's
+//! sequence number, so single forged packets start nothing; frames the host
+//! does not accept (addressed to another host) start nothing either.
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST},
+    bindings::BPF_ANY,
     helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes},
     programs::TcContext,
 };
 use tlsmon_common::{
-    Counter, EventKind, FlowKey, FlowState, FIN_FROM_HI, FIN_FROM_LO, TCP_FIN, TCP_RST,
+    Counter, EventKind, FlowKey, FlowState, DIRECTION_INGRESS, EVENT_OPENS_CONNECTION, FIN_FROM_HI,
+    FIN_FROM_LO, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
     emit::{send_control, send_payload, Sighting},
     hint,
     maps::{byte_budget, count, FLOWS},
+    opening,
     packet::{self, bytes_at, Packet},
     tls::{is_client_hello_start, PEEK_LEN},
 };
+
+/// `skb->pkt_type` of a frame addressed to another host's MAC (PACKET_OTHERHOST).
+const PACKET_OTHERHOST: u32 = 3;
 
 /// Looks at one packet seen on hook `direction`. Never changes it.
 #[inline(always)]
@@ -27,34 +38,40 @@ pub fn classify(ctx: &TcContext, direction: u8) {
     };
     // SAFETY: the context pointer is the program's argument, valid for the run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let slot = hint::slot(&pkt, ifindex);
-    if !hint::occupied(slot) {
-        // No flow in its handshake phase hashes here: only a ClientHello matters.
-        // (A finished flow's entry may linger; a new ClientHello on its 4-tuple
-        // is a new connection and replaces it.)
-        if starts_client_hello(ctx, &pkt) {
-            if let Some(state) = start(&pkt, ifindex, slot, BPF_ANY as u64) {
-                follow(ctx, &pkt, ifindex, direction, slot, state);
-            }
+    if pkt.tcp_flags & TCP_SYN != 0 {
+        // SYN and SYN-ACK carry no handshake bytes (TCP Fast Open data is not
+        // followed); a SYN-ACK is the evidence that a connection is being set up.
+        if pkt.tcp_flags & TCP_ACK != 0 && accepted_by_host(ctx, direction) {
+            opening::record(&pkt, ifindex);
         }
         return;
     }
-    let (key, _) = key_of(&pkt, ifindex);
-    let state = match FLOWS.get_ptr_mut(key) {
+    let slot = hint::slot(&pkt, ifindex);
+    let tracked = if hint::occupied(slot) {
+        let (key, _) = key_of(&pkt, ifindex);
+        FLOWS.get_ptr_mut(&key)
+    } else {
+        // No tracked flow hashes here: only the start of a new one matters.
+        None
+    };
+    let state = match tracked {
         Some(state) => state,
-        None if starts_client_hello(ctx, &pkt) => {
-            match start(&pkt, ifindex, slot, BPF_NOEXIST as u64) {
+        None => {
+            if !starts_client_hello(ctx, &pkt) {
+                return;
+            }
+            match start(ctx, &pkt, ifindex, direction, slot) {
                 Some(state) => state,
                 None => return,
             }
         }
-        None => return,
     };
     follow(ctx, &pkt, ifindex, direction, slot, state);
 }
 
+/// The flow-map key of `pkt`'s connection and whether its sender is the `lo` side.
 #[inline(always)]
-fn key_of(pkt: &Packet, ifindex: u32) -> (FlowKey, bool) {
+pub fn key_of(pkt: &Packet, ifindex: u32) -> (FlowKey, bool) {
     FlowKey::new(
         ifindex,
         pkt.family,
@@ -65,8 +82,25 @@ fn key_of(pkt: &Packet, ifindex: u32) -> (FlowKey, bool) {
     )
 }
 
-/// One packet of a tracked flow: copy its payload within the budget, report FIN
-/// and RST, forget the flow when the connection ends.
+/// False for a frame received for another host (promiscuous mode, a flooded
+/// switch port): the host drops it, so it is no evidence of a connection.
+#[inline(always)]
+fn accepted_by_host(ctx: &TcContext, direction: u8) -> bool {
+    if direction != DIRECTION_INGRESS {
+        return true;
+    }
+    // SAFETY: the context pointer is the program's argument, valid for the run.
+    let pkt_type = unsafe { (*ctx.skb.skb).pkt_type };
+    if pkt_type == PACKET_OTHERHOST {
+        count(Counter::OtherHostIgnored, 1);
+        return false;
+    }
+    true
+}
+
+/// One packet of a tracked flow: copy its payload within the budget (the flow's
+/// first payload event announcing the connection), report FIN and RST, forget
+/// the flow when the connection ends.
 #[inline(always)]
 fn follow(
     ctx: &TcContext,
@@ -80,16 +114,6 @@ fn follow(
     // can at worst make a budget slightly off, never unsafe.
     let state = unsafe { &mut *state };
     let (key, src_is_lo) = key_of(pkt, ifindex);
-    let ends = pkt.tcp_flags & TCP_RST != 0;
-    if state.done != 0 {
-        // Userspace is finished with it: give the hint slot back so the rest of
-        // the connection takes the fast path, and forget it when it ends.
-        hint::release(slot, &mut state.hint_held);
-        if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-            let _ = FLOWS.remove(key);
-        }
-        return;
-    }
     let sighting = Sighting {
         // SAFETY: helper without arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
@@ -97,26 +121,40 @@ fn follow(
         direction,
     };
     if pkt.payload_len > 0 {
+        // Read from the flow, not passed down as a constant by whoever started
+        // it: the verifier can then merge the started and the tracked paths.
+        let first_flags = if state.announced == 0 {
+            EVENT_OPENS_CONNECTION
+        } else {
+            0
+        };
+        state.announced = 1;
         let budget = if src_is_lo {
             &mut state.budget_lo_to_hi
         } else {
             &mut state.budget_hi_to_lo
         };
-        let used = send_payload(ctx, &sighting, pkt, *budget);
+        let used = send_payload(ctx, &sighting, pkt, *budget, first_flags);
         *budget = budget.saturating_sub(used);
     }
-    if ends {
+    if pkt.tcp_flags & TCP_RST != 0 {
         send_control(&sighting, pkt, EventKind::Rst);
-        hint::release(slot, &mut state.hint_held);
-        let _ = FLOWS.remove(key);
+        forget(&key, slot, state);
     } else if pkt.tcp_flags & TCP_FIN != 0 {
         send_control(&sighting, pkt, EventKind::Fin);
         state.fin_seen |= if src_is_lo { FIN_FROM_LO } else { FIN_FROM_HI };
         if state.fin_seen == FIN_FROM_LO | FIN_FROM_HI {
-            hint::release(slot, &mut state.hint_held);
-            let _ = FLOWS.remove(key);
+            forget(&key, slot, state);
         }
     }
+}
+
+/// Stops tracking a flow: its hint count is given back exactly once, however
+/// many CPUs (or a userspace release) race to do it.
+#[inline(always)]
+pub fn forget(key: &FlowKey, slot: u32, state: &mut FlowState) {
+    hint::release(slot, &mut state.hint_held);
+    let _ = FLOWS.remove(key);
 }
 
 /// Payload offsets beyond this (huge IPv6 extension chains) use the helper.
@@ -151,27 +189,44 @@ fn starts_client_hello(ctx: &TcContext, pkt: &Packet) -> bool {
     loaded == 0 && is_client_hello_start(&head)
 }
 
-/// Starts tracking `pkt`'s connection (its payload begins a ClientHello) with
-/// `flags` (NOEXIST: keep a flow another CPU just started; ANY: replace a
-/// finished flow's lingering entry). Returns the stored state.
+/// Starts tracking `pkt`'s connection: its payload begins a ClientHello, and it
+/// must continue a connection seen being set up. Returns the stored state.
 #[inline(always)]
-fn start(pkt: &Packet, ifindex: u32, slot: u32, flags: u64) -> Option<*mut FlowState> {
+fn start(
+    ctx: &TcContext,
+    pkt: &Packet,
+    ifindex: u32,
+    direction: u8,
+    slot: u32,
+) -> Option<*mut FlowState> {
+    if !accepted_by_host(ctx, direction) {
+        return None;
+    }
     let (key, src_is_lo) = key_of(pkt, ifindex);
+    // Exactly one packet (and one CPU) consumes an opening: a retransmitted
+    // ClientHello after the flow ended starts nothing.
+    if !opening::continued_by(&key, pkt, src_is_lo) {
+        count(Counter::ClientHellosUnverified, 1);
+        return None;
+    }
+    // An older connection on this 4-tuple was forgotten when this one's SYN-ACK
+    // passed (`opening::record`); the insert replaces whatever raced in since.
     let budget = byte_budget();
     let state = FlowState {
         budget_lo_to_hi: budget,
         budget_hi_to_lo: budget,
-        done: 0,
-        client_is_lo: src_is_lo as u32,
+        client_seq: pkt.seq,
+        announced: 0,
         fin_seen: 0,
         hint_held: 1,
     };
     // Count first, so no packet of the flow can see an empty slot once it exists.
     hint::take(slot);
-    if FLOWS.insert(key, state, flags).is_ok() {
-        count(Counter::FlowsStarted, 1);
-    } else {
-        hint::untake(slot);
+    if FLOWS.insert(&key, &state, BPF_ANY as u64).is_err() {
+        let mut held = 1u32;
+        hint::release(slot, &mut held);
+        return None;
     }
-    FLOWS.get_ptr_mut(key)
+    count(Counter::FlowsStarted, 1);
+    FLOWS.get_ptr_mut(&key)
 }

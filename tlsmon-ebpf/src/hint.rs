@@ -1,39 +1,35 @@
-//! The hint table: a count, per slot of a direction-independent connection hash,
-//! of tracked flows that userspace has not marked done. A packet whose slot
-//! holds zero cannot belong to such a flow, so it skips building the flow key and
-//! the LRU lookup: bulk traffic of untracked and finished connections costs an
-//! array read. Counts only err upwards (an LRU eviction keeps its count), which
-//! costs a lookup, never a missed packet.
+//! The hint table: per slot of a direction-independent connection hash, a count
+//! of tracked flows that may live there (low 32 bits) and an epoch of flows ever
+//! started there (high 32 bits). A packet whose slot counts zero cannot belong
+//! to a tracked flow, so it skips building the flow key and the hash lookup:
+//! bulk traffic of untracked and finished connections costs an array read.
+//!
+//! Counts only err upwards: a flow the flow map's LRU evicts keeps its count.
+//! Userspace heals that ([`heal`]): it reads a slot, counts the flows it finds
+//! there, and the kernel lowers the count only if the word is still the one
+//! userspace read (a start would have moved the epoch, a release the count).
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
-use tlsmon_common::HINT_SLOTS;
+use tlsmon_common::{hint_slot, HINT_COUNT_MASK, HINT_START};
 
 use crate::{maps::HINTS, packet::Packet};
 
-#[inline(always)]
-fn fold(addr: &[u8; 16]) -> u32 {
-    let w = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
-    w(0) ^ w(4) ^ w(8) ^ w(12)
-}
-
-/// The slot of `pkt`'s connection: XOR makes it the same for both directions.
+/// The slot of `pkt`'s connection.
 #[inline(always)]
 pub fn slot(pkt: &Packet, ifindex: u32) -> u32 {
-    let mixed = fold(&pkt.src) ^ fold(&pkt.dst) ^ (pkt.src_port ^ pkt.dst_port) as u32 ^ ifindex;
-    // Fibonacci hashing: the top bits of the product are the well-mixed ones.
-    mixed.wrapping_mul(0x9e37_79b1) >> (32 - HINT_SLOTS.trailing_zeros())
+    hint_slot(ifindex, &pkt.src, pkt.src_port, &pkt.dst, pkt.dst_port)
 }
 
 #[inline(always)]
-fn counter(slot: u32) -> Option<&'static AtomicU32> {
+fn word(slot: u32) -> Option<&'static AtomicU64> {
     let ptr = HINTS.get_ptr_mut(slot)?;
-    // SAFETY: a live u32 of an array map, naturally aligned; shared between CPUs,
-    // hence only touched through atomics.
-    Some(unsafe { AtomicU32::from_ptr(ptr) })
+    // SAFETY: a live, 8-byte aligned u64 of an array map; shared between CPUs,
+    // hence only written through atomics.
+    Some(unsafe { AtomicU64::from_ptr(ptr) })
 }
 
-/// True when a tracked, not-done flow may live in `slot`.
+/// True when a tracked flow may live in `slot`.
 #[inline(always)]
 pub fn occupied(slot: u32) -> bool {
     // A missing slot cannot happen (slot < HINT_SLOTS); err on the safe side.
@@ -41,16 +37,16 @@ pub fn occupied(slot: u32) -> bool {
         return true;
     };
     // READ_ONCE: the BPF backend (cpu v3) has no atomic load instruction, and an
-    // aligned 32-bit load is single-copy atomic on every BPF JIT target.
-    // SAFETY: a live, aligned u32 of an array map.
-    unsafe { core::ptr::read_volatile(ptr) != 0 }
+    // aligned 64-bit load is single-copy atomic on every BPF JIT target.
+    // SAFETY: a live, aligned u64 of an array map.
+    unsafe { core::ptr::read_volatile(ptr) & HINT_COUNT_MASK != 0 }
 }
 
 /// Counts a flow that starts tracking in `slot`.
 #[inline(always)]
 pub fn take(slot: u32) {
-    if let Some(c) = counter(slot) {
-        c.fetch_add(1, Ordering::Relaxed);
+    if let Some(w) = word(slot) {
+        w.fetch_add(HINT_START, Ordering::Relaxed);
     }
 }
 
@@ -59,18 +55,25 @@ pub fn take(slot: u32) {
 #[inline(always)]
 pub fn release(slot: u32, held: *mut u32) {
     // SAFETY: `held` points into a live flow-map value, naturally aligned.
-    let held = unsafe { AtomicU32::from_ptr(held) };
+    let held = unsafe { core::sync::atomic::AtomicU32::from_ptr(held) };
     if held.swap(0, Ordering::Relaxed) != 0 {
-        if let Some(c) = counter(slot) {
-            c.fetch_sub(1, Ordering::Relaxed);
+        if let Some(w) = word(slot) {
+            w.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
 
-/// Gives back a count taken by [`take`] for a flow that was never stored.
+/// Lowers `slot`'s count to `count` if its word is still `seen` and that lowers
+/// it. Returns true when it did.
 #[inline(always)]
-pub fn untake(slot: u32) {
-    if let Some(c) = counter(slot) {
-        c.fetch_sub(1, Ordering::Relaxed);
+pub fn heal(slot: u32, seen: u64, count: u32) -> bool {
+    if u64::from(count) >= seen & HINT_COUNT_MASK {
+        return false;
     }
+    let Some(w) = word(slot) else {
+        return false;
+    };
+    let healed = (seen & !HINT_COUNT_MASK) | u64::from(count);
+    w.compare_exchange(seen, healed, Ordering::Relaxed, Ordering::Relaxed)
+        .is_ok()
 }

@@ -2,14 +2,18 @@
 //! connections to a RingBuf and lets every packet through untouched.
 //!
 //! Two entry points (ingress, egress) share one body; parsing lives in `packet`,
-//! ClientHello recognition in `tls`, flow tracking in `flow` (with the fast-path
-//! `hint` table), event output in `emit`.
+//! ClientHello recognition in `tls`, connections being set up in `opening`, flow
+//! tracking in `flow` (with the fast-path `hint` table), event output in `emit`.
+//! A third program, never attached, lets userspace release flows and heal hint
+//! counts atomically (`control`).
 #![no_std]
 
+mod control;
 mod emit;
 mod flow;
 mod hint;
 mod maps;
+mod opening;
 mod packet;
 mod tls;
 
@@ -30,6 +34,13 @@ pub fn tlsmon_ingress(ctx: TcContext) -> i32 {
 pub fn tlsmon_egress(ctx: TcContext) -> i32 {
     flow::classify(&ctx, DIRECTION_EGRESS);
     TC_ACT_UNSPEC
+}
+
+/// Never attached: run by userspace through BPF_PROG_TEST_RUN with a
+/// `ControlCommand` (release a decided flow, heal a hint count).
+#[classifier]
+pub fn tlsmon_control(ctx: TcContext) -> i32 {
+    control::run(&ctx)
 }
 
 /// Only in the BPF build (tlsmon/build.rs sets `--cfg tlsmon_bpf`): a plain

@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
 use tlsmon_common::{
-    Config, Counter, EventHeader, FlowKey, FlowState, CHUNK_SIZE, COUNTER_COUNT, HINT_SLOTS,
-    MAX_TRACKED_FLOWS, RINGBUF_BYTES,
+    Config, Counter, EventHeader, FlowKey, FlowState, Opening, CHUNK_SIZE, COUNTER_COUNT,
+    HINT_SLOTS, MAX_OPENINGS, MAX_TRACKED_FLOWS, RINGBUF_BYTES,
 };
 
 /// One RingBuf record as built in the scratch buffer: header, then payload bytes.
@@ -34,9 +34,13 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_CO
 #[map(name = "TLSMON_CONFIG")]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
-/// Per connection-hash slot: tracked flows not yet done that may live there.
+/// Per connection-hash slot: the hint word (see `hint`).
 #[map(name = "TLSMON_HINTS")]
-pub static HINTS: Array<u32> = Array::with_max_entries(HINT_SLOTS, 0);
+pub static HINTS: Array<u64> = Array::with_max_entries(HINT_SLOTS, 0);
+
+/// Connections seen being set up (SYN-ACK), waiting for their first payload.
+#[map(name = "TLSMON_OPENINGS")]
+pub static OPENINGS: LruHashMap<FlowKey, Opening> = LruHashMap::with_max_entries(MAX_OPENINGS, 0);
 
 /// Events are assembled here, not on the 512-byte stack.
 #[map(name = "TLSMON_SCRATCH")]

@@ -4,7 +4,7 @@
 //! verifier requires and what makes the parse cheap (no helper calls).
 
 use aya_ebpf::programs::TcContext;
-use tlsmon_common::{FAMILY_IPV4, FAMILY_IPV6, TCP_FIN, TCP_RST};
+use tlsmon_common::{FAMILY_IPV4, FAMILY_IPV6, TCP_FIN, TCP_RST, TCP_SYN};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
@@ -22,6 +22,8 @@ pub struct Packet {
     pub src_port: u16,
     pub dst_port: u16,
     pub seq: u32,
+    /// Acknowledgment number (meaningful when the ACK flag is set).
+    pub ack_seq: u32,
     pub src: [u8; 16],
     pub dst: [u8; 16],
     /// Offset of the first TCP payload byte from the start of the packet.
@@ -60,7 +62,7 @@ struct Network {
 
 /// Parses a packet; `None` for anything the classifier has no business with:
 /// not TCP, an IP fragment, truncated headers, or a TCP segment with neither
-/// payload nor FIN/RST (the common pure ACK returns here, before any map access).
+/// payload nor SYN/FIN/RST (the common pure ACK returns here, before any map access).
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Option<Packet> {
     let net = network(ctx)?;
@@ -73,7 +75,7 @@ pub fn parse(ctx: &TcContext) -> Option<Packet> {
     let payload_off = net.l4 + data_offset;
     let payload_end = net.end.min(ctx.len() as usize);
     let payload_len = payload_end.saturating_sub(payload_off);
-    if payload_len == 0 && tcp_flags & (TCP_FIN | TCP_RST) == 0 {
+    if payload_len == 0 && tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0 {
         return None;
     }
 
@@ -94,6 +96,7 @@ pub fn parse(ctx: &TcContext) -> Option<Packet> {
         src_port: be16(tcp[0], tcp[1]),
         dst_port: be16(tcp[2], tcp[3]),
         seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        ack_seq: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
         src,
         dst,
         payload_off: payload_off as u32,

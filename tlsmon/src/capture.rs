@@ -8,7 +8,6 @@
 //! let mut capture = Capture::load(CaptureOptions::default())?;
 //! // `--interface` patterns; an empty list means every up, non-loopback interface.
 //! capture.follow_interfaces(InterfaceSelector::new(&["eth*"])?)?;
-//! let flows = capture.flow_control(); // give this to whoever decides a flow is done
 //! let mut segments = Vec::new();
 //! loop {
 //!     segments.clear();
@@ -21,7 +20,7 @@
 //!         }
 //!     }
 //!     // ... reassemble, parse, and once a handshake is decided:
-//!     // flows.mark_done(&key)?;
+//!     // capture.release_flow(&key, client_seq)?;
 //! #   break;
 //! }
 //! capture.detach_all()?; // on SIGINT/SIGTERM; dropping `capture` also detaches
@@ -60,11 +59,14 @@ use tlsmon_common::{Counter, COUNTERS_MAP, DEFAULT_BYTE_BUDGET, EGRESS_PROGRAM, 
 pub use attach::{AttachMode, AttachedVia};
 pub use decode::DecodeError;
 pub use error::CaptureError;
-pub use flow_control::FlowControl;
+pub use flow_control::HintHealing;
 pub use follow::InterfaceChange;
 pub use interfaces::{list_interfaces, Interface, InterfaceSelector};
 
-use crate::segment::{PacketDirection, Segment};
+use crate::segment::{ConnectionKey, PacketDirection, Segment};
+
+/// How often the daemon corrects hint counts left too high by LRU evictions.
+pub const HINT_HEALING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Load-time settings of the capture.
 #[derive(Clone, Debug)]
@@ -98,6 +100,17 @@ pub struct KernelCounters {
     pub events_dropped: u64,
     /// Payload bytes of tracked flows not copied (budget, chunk limit, full RingBuf).
     pub bytes_cut: u64,
+    /// SYN-ACKs recorded as connections being set up.
+    pub openings_seen: u64,
+    /// ClientHello-like payloads that continued no connection seen being set up
+    /// (spoofed, or set up before tlsmon started or via another interface).
+    pub client_hellos_unverified: u64,
+    /// Packets received for another host (promiscuous mode), never tracked.
+    pub other_host_ignored: u64,
+    /// Tracked flows ended because a new connection reused their 4-tuple.
+    pub flows_replaced: u64,
+    /// Tracked flows released by userspace once their handshake was decided.
+    pub flows_released: u64,
 }
 
 /// Identity and run statistics of one loaded classifier program.
@@ -136,7 +149,7 @@ pub struct Capture {
     ebpf: Ebpf,
     events: events::EventSource,
     counters: PerCpuArray<MapData, u64>,
-    flow_control: FlowControl,
+    flow_control: flow_control::FlowControl,
     devices: devices::DeviceTable,
     options: CaptureOptions,
     attachments: BTreeMap<String, attach::Attachment>,
@@ -157,7 +170,7 @@ impl Capture {
             ebpf: loaded.ebpf,
             events: events::EventSource::Plain(loaded.ring),
             counters: loaded.counters,
-            flow_control: FlowControl::new(loaded.flows, devices.clone()),
+            flow_control: flow_control::FlowControl::new(loaded.flows, loaded.hints),
             devices,
             options,
             attachments: BTreeMap::new(),
@@ -308,9 +321,32 @@ impl Capture {
         }
     }
 
-    /// A handle to mark flows done; clone it freely, send it to other tasks.
-    pub fn flow_control(&self) -> FlowControl {
-        self.flow_control.clone()
+    /// Tells the kernel that userspace has decided `connection`, the one whose
+    /// first client payload byte had sequence number `client_seq`: it stops
+    /// copying the connection's bytes and gives its fast-path hint back.
+    /// `Ok(false)` when the kernel no longer tracks that connection (ended with
+    /// FIN/RST, evicted, or its 4-tuple already carries a new connection, which
+    /// is left alone).
+    pub fn release_flow(
+        &mut self,
+        connection: &ConnectionKey,
+        client_seq: u32,
+    ) -> Result<bool, CaptureError> {
+        self.flow_control
+            .release(&mut self.ebpf, &self.devices, connection, client_seq)
+    }
+
+    /// Flows the kernel currently tracks (a walk of its flow map).
+    pub fn tracked_flows(&self) -> usize {
+        self.flow_control.tracked()
+    }
+
+    /// Corrects fast-path hint counts that the kernel's flow-map LRU left too high
+    /// (evicted flows never give theirs back), so that no traffic pattern can
+    /// switch the fast path off for good. Cost: a read of every hint slot and a
+    /// walk of the flow map; the daemon runs it every [`HINT_HEALING_INTERVAL`].
+    pub fn heal_hints(&mut self) -> Result<HintHealing, CaptureError> {
+        self.flow_control.heal_hints(&mut self.ebpf)
     }
 
     /// The kernel counters summed over CPUs.
@@ -329,6 +365,11 @@ impl Capture {
             events_sent: sums[Counter::EventsSent as usize],
             events_dropped: sums[Counter::EventsDropped as usize],
             bytes_cut: sums[Counter::BytesCut as usize],
+            openings_seen: sums[Counter::OpeningsSeen as usize],
+            client_hellos_unverified: sums[Counter::ClientHellosUnverified as usize],
+            other_host_ignored: sums[Counter::OtherHostIgnored as usize],
+            flows_replaced: sums[Counter::FlowsReplaced as usize],
+            flows_released: sums[Counter::FlowsReleased as usize],
         })
     }
 

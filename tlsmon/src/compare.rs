@@ -5,11 +5,14 @@
 //! alert, version, cipher, group, offered versions, JA3, JA4) it shows each value's
 //! share of handshakes per device, and marks rows where the devices disagree: a value
 //! present on one device only, or shares more than [`SHARE_DIFFERENCE`] apart.
+//!
+//! Devices and values come from captures and event files, that is from the wire:
+//! the text report escapes their control characters ([`crate::escape`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::record::HandshakeRecord;
+use crate::{escape::escape_controls, record::HandshakeRecord};
 
 /// Share difference (absolute, 0..1) above which a row is highlighted.
 pub const SHARE_DIFFERENCE: f64 = 0.10;
@@ -109,7 +112,7 @@ impl Comparison {
         let mut out = String::new();
         let _ = write!(out, "{:<width$}", "");
         for device in &devices {
-            let _ = write!(out, " {device:>18}");
+            let _ = write!(out, " {:>18}", escape_controls(device));
         }
         out.push('\n');
         let _ = write!(out, "{:<width$}", "handshakes");
@@ -133,7 +136,8 @@ impl Comparison {
             for (value, per_device) in shown {
                 let differs = self.differs(per_device);
                 let mark = if differs && !color { "* " } else { "  " };
-                let mut line = format!("{mark}{:<w$}", truncate(value, width - 2), w = width - 2);
+                let shown = truncate(&escape_controls(value), width - 2);
+                let mut line = format!("{mark}{shown:<w$}", w = width - 2);
                 for device in &devices {
                     let n = per_device.get(*device).copied().unwrap_or(0);
                     let share = 100.0 * n as f64 / self.totals[*device].max(1) as f64;
@@ -162,5 +166,38 @@ fn truncate(value: &str, max: usize) -> String {
     } else {
         let kept: String = value.chars().take(max.saturating_sub(1)).collect();
         format!("{kept}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::tests::{alert_failure, record};
+
+    #[test]
+    fn text_report_escapes_devices_and_values_from_the_wire() {
+        let mut comparison = Comparison::new();
+        comparison.add(&HandshakeRecord {
+            device: "eth\x1b[2J0".into(),
+            ja4: Some("t13\0\x1b]0;x\x07".into()),
+            ..record()
+        });
+        comparison.add(&alert_failure());
+        let text = comparison.render_text(false);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        let header = text.lines().next().unwrap();
+        assert_eq!(
+            header.split_whitespace().collect::<Vec<_>>(),
+            [r"eth\x1b[2J0", "eth1"]
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(r"* t13\x00\x1b]0;x\x07 ")
+                    && l.ends_with("1 (100.0%)         0 (  0.0%)")),
+            "{text}"
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod compare;
 pub mod config;
 pub mod daemon;
+pub mod escape;
 pub mod flows;
 pub mod handshake;
 pub mod http;

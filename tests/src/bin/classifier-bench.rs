@@ -159,8 +159,7 @@ fn tls_bulk_after_done(link: &VethLink, capture: &mut Capture, megabytes: usize)
         .find(|s| s.payload.first() == Some(&22))
         .expect("the handshake was captured");
     assert!(capture
-        .flow_control()
-        .mark_done(&ConnectionKey::of(hello))
+        .release_flow(&ConnectionKey::of(hello), hello.seq)
         .unwrap());
     let counters_before = capture.counters().unwrap();
     let before = stats(capture);
@@ -178,7 +177,7 @@ fn tls_bulk_after_done(link: &VethLink, capture: &mut Capture, megabytes: usize)
     let noop_after = noop_stats();
     let counters_after = capture.counters().unwrap();
     report(
-        &format!("TLS bulk after mark_done ({megabytes} MiB, OpenSSL):"),
+        &format!("TLS bulk after release ({megabytes} MiB, OpenSSL):"),
         &before,
         &after,
         &format!(
@@ -225,19 +224,24 @@ fn per_path_costs() {
         &tls_data,
         "1448-byte TLS application data, untracked flow",
     );
-    // Start the flow, then mark it done as the daemon would.
+    // Open the connection, start the flow, then release it as the daemon would.
+    let syn_ack = frames::syn_ack(server, client, 0, 1, frames::Shape::default());
+    c.run_on_frame(&syn_ack, PacketDirection::Egress).unwrap();
     c.run_on_frame(&hello, PacketDirection::Ingress).unwrap();
     let mut segments = Vec::new();
     c.drain_segments(&mut segments);
     let key = ConnectionKey::of(&segments[0]);
-    c.flow_control().mark_done(&key).unwrap();
-    time(&mut c, &data, "1448-byte segment of a flow marked done");
+    assert!(c.release_flow(&key, 1).unwrap());
+    time(&mut c, &data, "1448-byte segment of a flow released");
     // A flow being copied: an unlimited budget, so every run sends an event.
     let mut copying = Capture::load(CaptureOptions {
         byte_budget: u32::MAX,
         ..CaptureOptions::default()
     })
     .expect("load");
+    copying
+        .run_on_frame(&syn_ack, PacketDirection::Egress)
+        .unwrap();
     time(
         &mut copying,
         &hello,

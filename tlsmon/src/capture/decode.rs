@@ -7,8 +7,8 @@ use std::{
 
 use thiserror::Error;
 use tlsmon_common::{
-    EventHeader, EventKind, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_IPV4, FAMILY_IPV6, TCP_FIN,
-    TCP_RST,
+    EventHeader, EventKind, DIRECTION_EGRESS, DIRECTION_INGRESS, EVENT_OPENS_CONNECTION,
+    FAMILY_IPV4, FAMILY_IPV6, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use super::clock::WallClock;
@@ -106,6 +106,30 @@ pub(crate) fn segment(
     })
 }
 
+/// True when the record is the first payload of a connection the kernel saw
+/// being set up ([`EVENT_OPENS_CONNECTION`]).
+pub(crate) fn opens_connection(header: &EventHeader) -> bool {
+    header.event_flags & EVENT_OPENS_CONNECTION != 0
+}
+
+/// The client's SYN that the first payload of a connection seen being set up
+/// stands for: one sequence number before it, no bytes. Handed to the pipeline
+/// before that payload, exactly as a capture file shows the SYN, so that a
+/// reused 4-tuple is a new connection alike live and offline.
+pub(crate) fn client_syn(first_payload: &Segment) -> Segment {
+    Segment {
+        ts: first_payload.ts,
+        device: first_payload.device.clone(),
+        direction: first_payload.direction,
+        src: first_payload.src,
+        dst: first_payload.dst,
+        seq: first_payload.seq.wrapping_sub(1),
+        flags: TcpFlags(TCP_SYN),
+        payload: Vec::new(),
+        cut: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,7 +161,8 @@ mod tests {
             dst_port: 443,
             seq: 1000,
             tcp_flags: 0x18,
-            _pad: [0; 3],
+            event_flags: 0,
+            _pad: [0; 2],
             payload_len,
             cut_len: 3,
             _pad2: 0,
@@ -166,6 +191,27 @@ mod tests {
             .unwrap()
             .flags
             .fin());
+    }
+
+    #[test]
+    fn the_first_payload_of_an_opened_connection_stands_for_its_syn() {
+        let mut h = sample(EventKind::Payload, 4);
+        assert!(!opens_connection(&h));
+        h.event_flags = EVENT_OPENS_CONNECTION;
+        assert!(opens_connection(&h));
+        let payload = segment(
+            &record(h, &[22, 3, 1, 0]),
+            WallClock::now(),
+            Device::new("eth0"),
+        )
+        .unwrap();
+        let syn = client_syn(&payload);
+        assert_eq!((syn.seq, syn.flags), (999, TcpFlags(TCP_SYN)));
+        assert!(syn.flags.syn() && !syn.flags.ack() && syn.payload.is_empty());
+        assert_eq!(
+            (syn.src, syn.dst, syn.ts),
+            (payload.src, payload.dst, payload.ts)
+        );
     }
 
     #[test]

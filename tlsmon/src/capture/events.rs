@@ -98,26 +98,34 @@ pub(crate) async fn read(
     }
 }
 
-/// Reads up to MAX_RECORDS_PER_READ records from `ring` into `out`.
+/// Reads up to MAX_RECORDS_PER_READ records from `ring` into `out`; returns how
+/// many records it read (a record may become two segments: see
+/// [`decode::client_syn`]).
 pub(crate) fn drain(
     ring: &mut RingBuf<MapData>,
     decoder: &mut Decoder<'_>,
     out: &mut Vec<Segment>,
 ) -> usize {
     let clock = WallClock::now();
-    let mut appended = 0;
-    while appended < MAX_RECORDS_PER_READ {
+    let mut records = 0;
+    while records < MAX_RECORDS_PER_READ {
         let Some(record) = ring.next() else {
             break;
         };
-        let device = match decode::header(&record) {
-            Ok(h) => decoder.devices.device(h.ifindex),
-            Err(_) => Device::new("unknown"),
+        let (device, opens) = match decode::header(&record) {
+            Ok(h) => (
+                decoder.devices.device(h.ifindex),
+                decode::opens_connection(&h),
+            ),
+            Err(_) => (Device::new("unknown"), false),
         };
+        records += 1;
         match decode::segment(&record, clock, device) {
             Ok(segment) => {
+                if opens {
+                    out.push(decode::client_syn(&segment));
+                }
                 out.push(segment);
-                appended += 1;
             }
             Err(e) => {
                 *decoder.undecodable += 1;
@@ -125,5 +133,5 @@ pub(crate) fn drain(
             }
         }
     }
-    appended
+    records
 }

@@ -7,8 +7,8 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use tlsmon_common::{
-    Config, FlowKey, FlowState, CONFIG_MAP, COUNTERS_MAP, EGRESS_PROGRAM, EVENTS_MAP, FLOWS_MAP,
-    INGRESS_PROGRAM,
+    Config, FlowKey, FlowState, CONFIG_MAP, CONTROL_PROGRAM, COUNTERS_MAP, EGRESS_PROGRAM,
+    EVENTS_MAP, FLOWS_MAP, HINTS_MAP, INGRESS_PROGRAM,
 };
 
 use super::{attach, error, error_chain, privileges, CaptureError};
@@ -23,6 +23,7 @@ pub(crate) struct Loaded {
     pub(crate) ring: RingBuf<MapData>,
     pub(crate) counters: PerCpuArray<MapData, u64>,
     pub(crate) flows: HashMap<MapData, FlowKey, FlowState>,
+    pub(crate) hints: Array<MapData, u64>,
 }
 
 pub(crate) fn map_error(map: &'static str, e: &dyn std::error::Error) -> CaptureError {
@@ -33,7 +34,7 @@ pub(crate) fn map_error(map: &'static str, e: &dyn std::error::Error) -> Capture
 }
 
 /// Checks privileges, lifts memlock, creates the maps, writes the configuration
-/// and verifies both programs.
+/// and verifies the programs (both classifiers and the control program).
 pub(crate) fn load(byte_budget: u32) -> Result<Loaded, CaptureError> {
     privileges::check()?;
     let memlock_unlimited = privileges::raise_memlock();
@@ -54,7 +55,7 @@ pub(crate) fn load(byte_budget: u32) -> Result<Loaded, CaptureError> {
         .set(0, config_value, 0)
         .map_err(|e| map_error(CONFIG_MAP, &e))?;
 
-    for name in [INGRESS_PROGRAM, EGRESS_PROGRAM] {
+    for name in [INGRESS_PROGRAM, EGRESS_PROGRAM, CONTROL_PROGRAM] {
         attach::program_mut(&mut ebpf, name)?
             .load()
             .map_err(|e| program_load_error(name, e))?;
@@ -68,11 +69,13 @@ pub(crate) fn load(byte_budget: u32) -> Result<Loaded, CaptureError> {
     let counters =
         PerCpuArray::try_from(take(COUNTERS_MAP)?).map_err(|e| map_error(COUNTERS_MAP, &e))?;
     let flows = HashMap::try_from(take(FLOWS_MAP)?).map_err(|e| map_error(FLOWS_MAP, &e))?;
+    let hints = Array::try_from(take(HINTS_MAP)?).map_err(|e| map_error(HINTS_MAP, &e))?;
     Ok(Loaded {
         ebpf,
         ring,
         counters,
         flows,
+        hints,
     })
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::capture::{Capture, FlowControl, InterfaceChange, KernelCounters};
+use crate::capture::{Capture, InterfaceChange, KernelCounters, HINT_HEALING_INTERVAL};
 use crate::flows::{Decided, FlowStats, FlowTable};
 use crate::record::HandshakeRecord;
 use crate::segment::{Segment, Timestamp};
@@ -39,7 +39,8 @@ pub async fn run_until_signal(
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let flow_control = capture.flow_control();
+    let mut healing = tokio::time::interval(HINT_HEALING_INTERVAL);
+    healing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut segments: Vec<Segment> = Vec::new();
     let mut decided: Vec<Decided> = Vec::new();
     let result = loop {
@@ -51,7 +52,7 @@ pub async fn run_until_signal(
                 for segment in segments.drain(..) {
                     table.push(segment, &mut decided);
                 }
-                deliver(&mut decided, &flow_control, observer);
+                deliver(&mut decided, &mut capture, observer);
                 let changes = capture.take_interface_changes();
                 if !changes.is_empty() {
                     observer.interfaces_changed(&changes);
@@ -59,13 +60,22 @@ pub async fn run_until_signal(
             }
             _ = ticker.tick() => {
                 table.advance_clock(wall_clock(), &mut decided);
-                deliver(&mut decided, &flow_control, observer);
+                deliver(&mut decided, &mut capture, observer);
                 let kernel = capture
                     .counters()
                     .map_err(|err| tracing::warn!("reading kernel counters: {err}"))
                     .ok();
                 observer.tick(kernel.as_ref(), table.stats(), table.tracked());
             }
+            _ = healing.tick() => match capture.heal_hints() {
+                Ok(h) if h.slots_too_high > 0 => tracing::debug!(
+                    "hint table: {} slots counted evicted flows, {} corrected",
+                    h.slots_too_high,
+                    h.slots_healed
+                ),
+                Ok(_) => {}
+                Err(err) => tracing::warn!("healing the kernel's hint table: {err}"),
+            },
             _ = hangup.recv() => observer.reopen(),
             _ = interrupt.recv() => break Ok(()),
             _ = terminate.recv() => break Ok(()),
@@ -78,15 +88,18 @@ pub async fn run_until_signal(
 }
 
 /// Hands decided records to the observer and tells the kernel to stop copying them.
-fn deliver(
-    decided: &mut Vec<Decided>,
-    flow_control: &FlowControl,
-    observer: &mut dyn LiveObserver,
-) {
-    for Decided { key, record } in decided.drain(..) {
-        if let Err(err) = flow_control.mark_done(&key) {
-            // The kernel then copies until the byte budget runs out: wasteful, not wrong.
-            tracing::debug!("marking {key:?} done: {err}");
+fn deliver(decided: &mut Vec<Decided>, capture: &mut Capture, observer: &mut dyn LiveObserver) {
+    for Decided {
+        key,
+        client_seq,
+        record,
+    } in decided.drain(..)
+    {
+        if let Some(client_seq) = client_seq {
+            if let Err(err) = capture.release_flow(&key, client_seq) {
+                // The kernel then copies until the byte budget runs out: wasteful, not wrong.
+                tracing::debug!("releasing {key:?}: {err}");
+            }
         }
         observer.record(&record);
     }

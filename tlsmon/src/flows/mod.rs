@@ -66,6 +66,9 @@ impl Default for FlowTableOptions {
 pub struct Decided {
     /// The connection.
     pub key: ConnectionKey,
+    /// Sequence number of the client's first payload byte: which connection on
+    /// a reused 4-tuple this was (`None` if the client sent no payload).
+    pub client_seq: Option<u32>,
     /// Its handshake record.
     pub record: HandshakeRecord,
 }
@@ -81,6 +84,9 @@ pub struct FlowStats {
     pub not_tls_ignored: u64,
     /// Connections first seen mid-handshake or mid-session (no ClientHello): not reported.
     pub midstream_ignored: u64,
+    /// Flows still undecided when a new connection opened on their 4-tuple (decided
+    /// with what was seen, as `incomplete` unless the outcome was already clear).
+    pub flows_superseded: u64,
     /// Messages that were malformed (each also makes a `protocol_error` record).
     pub parse_errors: u64,
     /// Retransmitted bytes (exact duplicates) seen by reassembly, over finished flows.
@@ -100,6 +106,8 @@ struct Flow {
     streams: [Option<DirectionStream>; 2],
     /// Which stream belongs to the client, once its ClientHello (or non-TLS bytes) came.
     client_stream: Option<usize>,
+    /// Per stream: sequence number of its first payload byte.
+    first_payload_seq: [Option<u32>; 2],
     tracker: Option<HandshakeTracker>,
     client_hello_segments: u32,
     first_seen: Timestamp,
@@ -163,8 +171,14 @@ impl FlowTable {
             self.advance_clock(segment.ts, out);
         }
         let key = ConnectionKey::of(&segment);
+        let opening = segment.flags.syn() && !segment.flags.ack();
+        if opening && self.superseded_by(&key, &segment) {
+            // The address pair carries a new connection: the old one is over,
+            // whatever of its end was not seen.
+            self.stats.flows_superseded += 1;
+            self.end_flow(&key, "a new connection reused the address pair", out);
+        }
         if !self.flows.contains_key(&key) {
-            let opening = segment.flags.syn() && !segment.flags.ack();
             // A decided connection's later packets are ignored, unless its address
             // pair is reused for a new connection (a fresh SYN).
             if self.finished.contains(&key) && !(opening && self.finished.remove(&key)) {
@@ -204,6 +218,21 @@ impl FlowTable {
         }
     }
 
+    /// True when `syn` (a client's opening SYN) starts a connection other than the
+    /// flow in progress on `key`: its client already sent bytes at another
+    /// sequence number than this SYN announces, or a handshake is under way. A
+    /// retransmitted SYN is not a new connection.
+    fn superseded_by(&self, key: &ConnectionKey, syn: &Segment) -> bool {
+        let Some(flow) = self.flows.get(key) else {
+            return false;
+        };
+        let index = usize::from(syn.src != key.lo);
+        match flow.first_payload_seq[index] {
+            Some(first) => first != syn.seq.wrapping_add(1),
+            None => flow.tracker.is_some(),
+        }
+    }
+
     fn insert_flow(&mut self, key: ConnectionKey, ts: Timestamp) {
         let id = self.next_id;
         self.next_id += 1;
@@ -217,6 +246,7 @@ impl FlowTable {
                 id,
                 streams: [None, None],
                 client_stream: None,
+                first_payload_seq: [None, None],
                 tracker: None,
                 client_hello_segments: 0,
                 first_seen: ts,
@@ -248,6 +278,9 @@ impl FlowTable {
         let Some(flow) = self.flows.get_mut(key) else {
             return;
         };
+        if flow.first_payload_seq[index].is_none() && !segment.payload.is_empty() {
+            flow.first_payload_seq[index] = Some(segment.seq);
+        }
         let stream = flow.streams[index]
             .get_or_insert_with(|| DirectionStream::new(limits, segment.direction));
         stream.push(segment, &mut messages);
@@ -452,6 +485,7 @@ impl FlowTable {
                 let record = not_tls_record(&context, flow.first_seen, at);
                 out.push(Decided {
                     key: key.clone(),
+                    client_seq: flow.client_payload_seq(),
                     record,
                 });
             }
@@ -466,6 +500,7 @@ impl FlowTable {
                     handshake_record(&context, tracker, flow.client_hello_segments, verdict);
                 out.push(Decided {
                     key: key.clone(),
+                    client_seq: flow.client_payload_seq(),
                     record,
                 });
             }
@@ -503,6 +538,13 @@ impl FlowTable {
             .flat_map(|f| f.streams.iter().flatten())
             .map(|s| s.buffered_bytes())
             .sum()
+    }
+}
+
+impl Flow {
+    /// Sequence number of the client's first payload byte, once the client is known.
+    fn client_payload_seq(&self) -> Option<u32> {
+        self.first_payload_seq[self.client_stream?]
     }
 }
 

@@ -4,10 +4,14 @@
 //!
 //! Naming follows Prometheus conventions: prefix `tlsmon_`, counters end in
 //! `_total`, durations in seconds, the interface label is `device` (as
-//! node_exporter names it). Every label value is bounded: enums by construction,
-//! registry names (versions, ciphers, groups, alerts) and devices by a
-//! [`labels::LabelCap`], open-ended values (SNI, fingerprints, peers) are off
-//! unless enabled and then capped at `top_k`.
+//! node_exporter names it). Every label value is bounded, and none can be taken
+//! from one connection by another: enums by construction; registry names
+//! (versions, ciphers, groups, alerts) by the registry, each registered name its
+//! own value and every other code point `unknown` ([`labels::RegistryLabel`]), with
+//! GREASE never counted as offered; devices by a [`labels::LabelCap`]; open-ended
+//! values (SNI, fingerprints, peers) are off unless enabled and then capped at
+//! `top_k`. Capped values are counted in `tlsmon_label_values_folded_total` when
+//! they fold, and have control characters escaped ([`crate::escape`]).
 
 mod health;
 pub mod labels;
@@ -20,9 +24,12 @@ use prometheus::{
 };
 
 pub use health::CaptureHealth;
-use labels::{Admission, LabelCap};
+use labels::{Admission, LabelCap, RegistryLabel};
 
-use crate::record::{HandshakeRecord, Outcome};
+use crate::{
+    handshake::names,
+    record::{HandshakeRecord, Outcome},
+};
 
 /// Content type of the text exposition format served on `/metrics`.
 pub const TEXT_CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -43,15 +50,6 @@ pub const CLIENT_HELLO_SEGMENT_BUCKETS: [f64; 7] = [1.0, 2.0, 3.0, 4.0, 6.0, 8.0
 /// Distinct interface names kept before folding into `other` (hosts with
 /// container churn create veths endlessly).
 pub const DEVICE_LIMIT: usize = 256;
-/// Distinct version names kept (the registry has a handful; the rest is hex junk).
-pub const VERSION_LIMIT: usize = 32;
-/// Distinct cipher suite names kept: room for every suite in the IANA registry
-/// a scanner may offer, not for 65536 made-up code points.
-pub const CIPHER_LIMIT: usize = 384;
-/// Distinct group names kept.
-pub const GROUP_LIMIT: usize = 96;
-/// Distinct alert names kept (the registry has about 35).
-pub const ALERT_LIMIT: usize = 64;
 
 /// Errors building or rendering metrics.
 #[derive(Debug, thiserror::Error)]
@@ -91,13 +89,9 @@ impl Default for LabelOptions {
     }
 }
 
-/// The caps of every label whose values are not a fixed enum.
+/// The caps of every label whose values are neither a fixed enum nor registry names.
 struct LabelCaps {
     device: LabelCap,
-    version: LabelCap,
-    cipher: LabelCap,
-    group: LabelCap,
-    alert: LabelCap,
     sni: LabelCap,
     ja3: LabelCap,
     ja4: LabelCap,
@@ -161,13 +155,9 @@ impl Metrics {
         )?;
         build_info.set(1);
 
-        Ok(Metrics {
+        let metrics = Metrics {
             caps: LabelCaps {
                 device: LabelCap::new(DEVICE_LIMIT),
-                version: LabelCap::new(VERSION_LIMIT),
-                cipher: LabelCap::new(CIPHER_LIMIT),
-                group: LabelCap::new(GROUP_LIMIT),
-                alert: LabelCap::new(ALERT_LIMIT),
                 sni: LabelCap::new(options.top_k),
                 ja3: LabelCap::new(options.top_k),
                 ja4: LabelCap::new(options.top_k),
@@ -175,7 +165,7 @@ impl Metrics {
             },
             handshakes: counters(
                 "tlsmon_handshakes_total",
-                "TLS handshakes seen, by interface, direction, negotiated version and cipher suite (empty when the server never chose one) and outcome (established, failed, incomplete).",
+                "TLS handshakes seen, by interface, direction, negotiated version and cipher suite (empty when the server never chose one, \"unknown\" for a code point no registry names) and outcome (established, failed, incomplete).",
                 &["device", "direction", "version", "cipher", "outcome"],
             )?,
             failures: counters(
@@ -190,17 +180,17 @@ impl Metrics {
             )?,
             offered_versions: counters(
                 "tlsmon_client_hello_offered_versions_total",
-                "ClientHellos offering each TLS version (one count per ClientHello per version offered), by interface.",
+                "ClientHellos offering each TLS version (one count per ClientHello per version offered; unregistered code points count once as \"unknown\", GREASE not at all), by interface.",
                 &["device", "version"],
             )?,
             offered_ciphers: counters(
                 "tlsmon_client_hello_offered_ciphers_total",
-                "ClientHellos offering each cipher suite (one count per ClientHello per suite offered), by interface.",
+                "ClientHellos offering each cipher suite (one count per ClientHello per suite offered; unregistered code points count once as \"unknown\", GREASE not at all), by interface.",
                 &["device", "cipher"],
             )?,
             offered_groups: counters(
                 "tlsmon_client_hello_offered_groups_total",
-                "ClientHellos offering each key exchange group, e.g. X25519MLKEM768 (one count per ClientHello per group offered), by interface.",
+                "ClientHellos offering each key exchange group, e.g. X25519MLKEM768 (one count per ClientHello per group offered; unregistered code points count once as \"unknown\", GREASE not at all), by interface.",
                 &["device", "group"],
             )?,
             negotiated_groups: counters(
@@ -228,7 +218,7 @@ impl Metrics {
             )?,
             folded: counters(
                 "tlsmon_label_values_folded_total",
-                "Label values replaced by \"other\" because that label already had its maximum number of distinct values, by label name.",
+                "Label values replaced by \"other\" because that capped label (device, sni, ja3, ja4, client_ip) already had its maximum number of distinct values, by label name.",
                 &["label"],
             )?,
             breakdowns: OptionalBreakdowns {
@@ -259,7 +249,22 @@ impl Metrics {
             },
             health: CaptureHealth::register(r)?,
             registry,
-        })
+        };
+        // Every capped label in use shows its fold count from the start, 0 until
+        // something folds, so that "nothing folded" is visible rather than absent.
+        let capped_labels = [
+            ("device", true),
+            ("sni", options.sni),
+            ("ja3", options.ja3),
+            ("ja4", options.ja4),
+            ("client_ip", options.client_ip),
+        ];
+        for (label, used) in capped_labels {
+            if used {
+                touch(&metrics.folded, &[label]);
+            }
+        }
+        Ok(metrics)
     }
 
     /// Counts one finished handshake.
@@ -267,16 +272,16 @@ impl Metrics {
         let device = self.capped("device", &self.caps.device, &record.device);
         let direction = record.direction.as_str();
         let outcome = record.outcome.as_str();
-        let version = self.capped_opt("version", &self.caps.version, &record.version);
-        let cipher = self.capped_opt("cipher", &self.caps.cipher, &record.cipher);
+        let version = registry_value(RegistryLabel::Version, &record.version);
+        let cipher = registry_value(RegistryLabel::Cipher, &record.cipher);
         inc(
             &self.handshakes,
-            &[&device, direction, &version, &cipher, outcome],
+            &[&device, direction, version, cipher, outcome],
         );
 
         if record.outcome == Outcome::Failed {
             let reason = record.failure_reason.map_or("", |r| r.as_str());
-            let alert = self.capped_opt("alert", &self.caps.alert, &record.alert);
+            let alert = registry_value(RegistryLabel::Alert, &record.alert);
             let alert_sender = record.alert_sender.map_or("", |s| s.as_str());
             let closed_by = record.closed_by.map_or("", |s| s.as_str());
             // A negotiated version can only come from a ServerHello.
@@ -291,7 +296,7 @@ impl Metrics {
                     &device,
                     direction,
                     reason,
-                    &alert,
+                    alert,
                     alert_sender,
                     closed_by,
                     stage,
@@ -300,35 +305,32 @@ impl Metrics {
         }
 
         if let Some(alert) = &record.alert {
-            let alert = self.capped("alert", &self.caps.alert, alert);
+            let alert = RegistryLabel::Alert.value(alert);
             let sender = record.alert_sender.map_or("", |s| s.as_str());
-            inc(&self.alerts, &[&device, direction, &alert, sender]);
+            inc(&self.alerts, &[&device, direction, alert, sender]);
         }
 
-        self.count_offered(
+        count_offered(
             &self.offered_versions,
             &device,
-            "version",
-            &self.caps.version,
+            RegistryLabel::Version,
             &record.offered_versions,
         );
-        self.count_offered(
+        count_offered(
             &self.offered_ciphers,
             &device,
-            "cipher",
-            &self.caps.cipher,
+            RegistryLabel::Cipher,
             &record.offered_ciphers,
         );
-        self.count_offered(
+        count_offered(
             &self.offered_groups,
             &device,
-            "group",
-            &self.caps.group,
+            RegistryLabel::Group,
             &record.offered_groups,
         );
         if let Some(group) = &record.group {
-            let group = self.capped("group", &self.caps.group, group);
-            inc(&self.negotiated_groups, &[&device, &group, outcome]);
+            let group = RegistryLabel::Group.value(group);
+            inc(&self.negotiated_groups, &[&device, group, outcome]);
         }
 
         if let Some(ms) = record.duration_ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
@@ -387,22 +389,6 @@ impl Metrics {
         }
     }
 
-    /// One increment per ClientHello per distinct (capped) offered value.
-    fn count_offered(
-        &self,
-        vec: &IntCounterVec,
-        device: &str,
-        label: &str,
-        cap: &LabelCap,
-        offered: &[String],
-    ) {
-        let distinct: BTreeSet<String> =
-            offered.iter().map(|v| self.capped(label, cap, v)).collect();
-        for value in distinct {
-            inc(vec, &[device, &value]);
-        }
-    }
-
     /// The exported value of `value` for `label`, counting a fold into `other`.
     fn capped(&self, label: &str, cap: &LabelCap, value: &str) -> String {
         match cap.admit(value) {
@@ -413,9 +399,25 @@ impl Metrics {
             }
         }
     }
+}
 
-    fn capped_opt(&self, label: &str, cap: &LabelCap, value: &Option<String>) -> String {
-        self.capped(label, cap, value.as_deref().unwrap_or(""))
+/// The label value of an optional registry name ("" when there is none).
+fn registry_value(label: RegistryLabel, name: &Option<String>) -> &str {
+    label.value(name.as_deref().unwrap_or(""))
+}
+
+/// One increment per ClientHello per distinct offered value: each registered name,
+/// and `unknown` once however many unknown code points it offered. GREASE is not an
+/// offer (a client sends it so that peers keep ignoring what they do not know) and
+/// is not counted.
+fn count_offered(vec: &IntCounterVec, device: &str, label: RegistryLabel, offered: &[String]) {
+    let distinct: BTreeSet<&str> = offered
+        .iter()
+        .filter(|name| name.as_str() != names::GREASE)
+        .map(|name| label.value(name))
+        .collect();
+    for value in distinct {
+        inc(vec, &[device, value]);
     }
 }
 
@@ -437,6 +439,13 @@ fn inc(vec: &IntCounterVec, labels: &[&str]) {
     match vec.get_metric_with_label_values(labels) {
         Ok(counter) => counter.inc(),
         Err(e) => tracing::error!("metric label mismatch: {e}"),
+    }
+}
+
+/// Creates the series at 0 (a no-op when it exists).
+fn touch(vec: &IntCounterVec, labels: &[&str]) {
+    if let Err(e) = vec.get_metric_with_label_values(labels) {
+        tracing::error!("metric label mismatch: {e}");
     }
 }
 

@@ -2,6 +2,7 @@ use std::{net::IpAddr, time::Duration};
 
 use super::*;
 use crate::capture::KernelCounters;
+use crate::handshake::names;
 use crate::record::{Direction, FailureReason, HandshakeRecord, Outcome, Side};
 
 /// An established inbound TLS 1.3 handshake on `eth0`.
@@ -206,44 +207,201 @@ fn reset_failure_records_who_reset_and_stage() {
     );
 }
 
+/// Names of `count` code points no registry names, from `start` on, as the
+/// handshake parser would report them: hex.
+fn unknown_names(name: fn(u16) -> String, start: u16, count: usize) -> Vec<String> {
+    (start..=u16::MAX)
+        .map(name)
+        .filter(|n| n.starts_with("0x"))
+        .take(count)
+        .collect()
+}
+
 #[test]
-fn offered_values_count_once_per_client_hello_and_fold_beyond_the_cap() {
+fn unknown_offers_fold_into_one_value_and_grease_is_not_an_offer() {
     let m = Metrics::new(&LabelOptions::default()).unwrap();
-    let mut ciphers: Vec<String> = (0..CIPHER_LIMIT + 5)
-        .map(|i| format!("0x{i:04x}"))
-        .collect();
-    // A duplicate in the same ClientHello counts once.
-    ciphers.push("0x0000".into());
-    m.observe(&HandshakeRecord {
-        offered_ciphers: ciphers,
+    let with_grease = |mut names: Vec<String>, registered: &str| {
+        names.push(names::GREASE.into());
+        names.push(registered.into());
+        // A duplicate in the same ClientHello counts once.
+        names.push(registered.into());
+        names
+    };
+    let hostile = HandshakeRecord {
+        offered_ciphers: with_grease(
+            unknown_names(names::cipher_name, 0x2000, 400),
+            "TLS_AES_128_GCM_SHA256",
+        ),
+        offered_versions: with_grease(unknown_names(names::version_name, 0x7f00, 40), "TLSv1.3"),
+        offered_groups: with_grease(unknown_names(names::group_name, 0x3000, 100), "x25519"),
+        outcome: Outcome::Incomplete,
+        version: None,
         cipher: None,
+        group: None,
+        ..record()
+    };
+    assert_eq!(hostile.offered_ciphers.len(), 403);
+    m.observe(&hostile);
+    m.observe(&hostile);
+    let text = text_of(&m);
+    assert_eq!(
+        samples(&text, "tlsmon_client_hello_offered_ciphers_total"),
+        [
+            r#"tlsmon_client_hello_offered_ciphers_total{cipher="TLS_AES_128_GCM_SHA256",device="eth0"} 2"#,
+            r#"tlsmon_client_hello_offered_ciphers_total{cipher="unknown",device="eth0"} 2"#,
+        ]
+    );
+    assert_eq!(
+        samples(&text, "tlsmon_client_hello_offered_versions_total"),
+        [
+            r#"tlsmon_client_hello_offered_versions_total{device="eth0",version="TLSv1.3"} 2"#,
+            r#"tlsmon_client_hello_offered_versions_total{device="eth0",version="unknown"} 2"#,
+        ]
+    );
+    assert_eq!(
+        samples(&text, "tlsmon_client_hello_offered_groups_total"),
+        [
+            r#"tlsmon_client_hello_offered_groups_total{device="eth0",group="unknown"} 2"#,
+            r#"tlsmon_client_hello_offered_groups_total{device="eth0",group="x25519"} 2"#,
+        ]
+    );
+    // Registry labels have no cap, so nothing folded.
+    assert_eq!(
+        samples(&text, "tlsmon_label_values_folded_total"),
+        [r#"tlsmon_label_values_folded_total{label="device"} 0"#]
+    );
+}
+
+#[test]
+fn every_registered_cipher_gets_its_own_series() {
+    let m = Metrics::new(&LabelOptions::default()).unwrap();
+    let registered: Vec<String> = (0..=u16::MAX)
+        .map(names::cipher_name)
+        .filter(|n| names::is_cipher_name(n))
+        .collect();
+    assert_eq!(registered.len(), tls_parser::CIPHERS.len());
+    let mut offered = unknown_names(names::cipher_name, 0, 1000);
+    offered.extend(registered.iter().cloned());
+    m.observe(&HandshakeRecord {
+        offered_ciphers: offered,
         ..record()
     });
     let text = text_of(&m);
-    let offered = samples(&text, "tlsmon_client_hello_offered_ciphers_total");
-    assert_eq!(offered.len(), CIPHER_LIMIT + 1);
-    assert!(offered.contains(
-        &r#"tlsmon_client_hello_offered_ciphers_total{cipher="0x0000",device="eth0"} 1"#.to_owned()
-    ));
-    // The five values beyond the cap became one "other" increment.
-    assert!(offered.contains(
-        &r#"tlsmon_client_hello_offered_ciphers_total{cipher="other",device="eth0"} 1"#.to_owned()
-    ));
-    assert_eq!(
-        samples(&text, "tlsmon_label_values_folded_total"),
-        [r#"tlsmon_label_values_folded_total{label="cipher"} 5"#]
-    );
-    // The negotiated-cipher label shares the cap: a new name now folds too.
+    let series = samples(&text, "tlsmon_client_hello_offered_ciphers_total");
+    assert_eq!(series.len(), registered.len() + 1);
+    for name in registered.iter().map(String::as_str).chain(["unknown"]) {
+        let line = format!(
+            r#"tlsmon_client_hello_offered_ciphers_total{{cipher="{name}",device="eth0"}} 1"#
+        );
+        assert!(series.contains(&line), "{line}");
+    }
+}
+
+#[test]
+fn hostile_offers_cannot_change_how_a_genuine_handshake_is_labelled() {
+    let m = Metrics::new(&LabelOptions::default()).unwrap();
+    // 1,000 unanswered ClientHellos, each offering 64 ciphers, 8 versions and 16
+    // groups nobody registered, all different: 64,000 distinct unknown suites.
+    for i in 0..1000u16 {
+        m.observe(&HandshakeRecord {
+            offered_ciphers: unknown_names(names::cipher_name, i * 64, 64),
+            offered_versions: unknown_names(names::version_name, i * 8, 8),
+            offered_groups: unknown_names(names::group_name, i * 16, 16),
+            outcome: Outcome::Incomplete,
+            version: None,
+            cipher: None,
+            group: None,
+            ..record()
+        });
+    }
+    // A server that "chose" code points nobody registered.
     m.observe(&HandshakeRecord {
+        version: Some("0x7f1c".into()),
+        cipher: Some("0xabcd".into()),
+        group: Some(names::GREASE.into()),
         offered_ciphers: vec![],
-        cipher: Some("TLS_CHACHA20_POLY1305_SHA256".into()),
+        offered_versions: vec![],
+        offered_groups: vec![],
         ..record()
     });
+    m.observe(&record());
+    let text = text_of(&m);
     assert_eq!(
-        samples(&text_of(&m), "tlsmon_handshakes_total"),
+        samples(&text, "tlsmon_handshakes_total"),
         [
-            r#"tlsmon_handshakes_total{cipher="",device="eth0",direction="inbound",outcome="established",version="TLSv1.3"} 1"#,
-            r#"tlsmon_handshakes_total{cipher="other",device="eth0",direction="inbound",outcome="established",version="TLSv1.3"} 1"#,
+            r#"tlsmon_handshakes_total{cipher="",device="eth0",direction="inbound",outcome="incomplete",version=""} 1000"#,
+            r#"tlsmon_handshakes_total{cipher="TLS_AES_128_GCM_SHA256",device="eth0",direction="inbound",outcome="established",version="TLSv1.3"} 1"#,
+            r#"tlsmon_handshakes_total{cipher="unknown",device="eth0",direction="inbound",outcome="established",version="unknown"} 1"#,
+        ]
+    );
+    assert_eq!(
+        samples(&text, "tlsmon_handshake_groups_total"),
+        [
+            r#"tlsmon_handshake_groups_total{device="eth0",group="X25519MLKEM768",outcome="established"} 1"#,
+            r#"tlsmon_handshake_groups_total{device="eth0",group="unknown",outcome="established"} 1"#,
+        ]
+    );
+    assert_eq!(
+        samples(&text, "tlsmon_client_hello_offered_ciphers_total"),
+        [
+            r#"tlsmon_client_hello_offered_ciphers_total{cipher="TLS_AES_128_GCM_SHA256",device="eth0"} 1"#,
+            r#"tlsmon_client_hello_offered_ciphers_total{cipher="TLS_AES_256_GCM_SHA384",device="eth0"} 1"#,
+            r#"tlsmon_client_hello_offered_ciphers_total{cipher="unknown",device="eth0"} 1000"#,
+        ]
+    );
+    assert_eq!(
+        samples(&text, "tlsmon_client_hello_offered_versions_total"),
+        [
+            r#"tlsmon_client_hello_offered_versions_total{device="eth0",version="TLSv1.2"} 1"#,
+            r#"tlsmon_client_hello_offered_versions_total{device="eth0",version="TLSv1.3"} 1"#,
+            r#"tlsmon_client_hello_offered_versions_total{device="eth0",version="unknown"} 1000"#,
+        ]
+    );
+    assert_eq!(
+        samples(&text, "tlsmon_label_values_folded_total"),
+        [r#"tlsmon_label_values_folded_total{label="device"} 0"#]
+    );
+}
+
+#[test]
+fn unknown_alerts_are_unknown_and_registered_ones_kept() {
+    let m = Metrics::new(&LabelOptions::default()).unwrap();
+    for alert in ["0x63", "0xfe", "handshake_failure"] {
+        m.observe(&HandshakeRecord {
+            alert: Some(alert.into()),
+            ..alert_failure()
+        });
+    }
+    let text = text_of(&m);
+    assert_eq!(
+        samples(&text, "tlsmon_alerts_total"),
+        [
+            r#"tlsmon_alerts_total{alert="handshake_failure",device="eth1",direction="inbound",sender="server"} 1"#,
+            r#"tlsmon_alerts_total{alert="unknown",device="eth1",direction="inbound",sender="server"} 2"#,
+        ]
+    );
+}
+
+#[test]
+fn control_characters_in_label_values_are_escaped() {
+    let options = LabelOptions {
+        sni: true,
+        ..LabelOptions::default()
+    };
+    let m = Metrics::new(&options).unwrap();
+    m.observe(&HandshakeRecord {
+        sni: Some("evil\x1b[2J\0\u{9b}\\.example".into()),
+        device: "veth\x7f".into(),
+        ..record()
+    });
+    let text = text_of(&m);
+    assert!(!text.chars().any(|c| c.is_control() && c != '\n'));
+    // Ours first (ESC as \x1b, a backslash doubled), then the exposition format's
+    // (every backslash doubled again).
+    assert_eq!(
+        samples(&text, "tlsmon_handshakes_by_sni_total"),
+        [
+            r#"tlsmon_handshakes_by_sni_total{device="veth\\x7f",outcome="established",sni="evil\\x1b[2J\\x00\\x9b\\\\.example"} 1"#
         ]
     );
 }
@@ -293,10 +451,13 @@ fn optional_breakdowns_are_capped_at_top_k() {
         ]
     );
     assert!(!text.contains("tlsmon_handshakes_by_ja3_total"));
+    // Every capped label in use has a fold count, 0 or not; ja3 is off.
     assert_eq!(
         samples(&text, "tlsmon_label_values_folded_total"),
         [
             r#"tlsmon_label_values_folded_total{label="client_ip"} 1"#,
+            r#"tlsmon_label_values_folded_total{label="device"} 0"#,
+            r#"tlsmon_label_values_folded_total{label="ja4"} 0"#,
             r#"tlsmon_label_values_folded_total{label="sni"} 1"#,
         ]
     );
@@ -311,6 +472,7 @@ fn kernel_counters_follow_absolute_values_and_restart() {
         events_sent: 40,
         events_dropped: 0,
         bytes_cut: 7,
+        ..KernelCounters::default()
     };
     m.health().set_kernel_counters(&snapshot);
     m.health().set_kernel_counters(&snapshot);
@@ -420,7 +582,7 @@ fn every_family_follows_the_naming_rules_and_has_help() {
             .unwrap_or_else(|| panic!("{name} has no HELP"));
         assert!(help.len() > 30, "{name}: HELP too short: {help}");
     }
-    // 10 handshake families, 4 breakdowns, build_info, 10 health; the folded
-    // counter has no series yet, and a vector without series is not rendered.
-    assert_eq!(families, 25);
+    // 10 handshake families, the folded counter, 4 breakdowns, build_info, 10
+    // health.
+    assert_eq!(families, 26);
 }

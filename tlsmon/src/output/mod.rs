@@ -10,7 +10,10 @@ use std::{fmt::Write as _, net::SocketAddr};
 pub use events_file::{EventsFile, OutputError};
 pub use summary::Summary;
 
-use crate::record::{format_rfc3339, FailureReason, HandshakeRecord, Outcome};
+use crate::{
+    escape::escape_controls,
+    record::{format_rfc3339, FailureReason, HandshakeRecord, Outcome},
+};
 
 const RED: &str = "\x1b[31m";
 const YELLOW: &str = "\x1b[33m";
@@ -106,21 +109,11 @@ fn opt(value: &Option<String>) -> String {
     value.as_deref().map_or_else(|| "-".to_owned(), printable)
 }
 
-/// The string with control characters escaped: SNI and other fields come off the
-/// wire, and raw escape sequences in them must not drive the operator's terminal.
+/// The string with control characters escaped ([`crate::escape`]): SNI and other
+/// fields come off the wire, and raw escape sequences in them must not drive the
+/// operator's terminal.
 fn printable(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_owned();
-    }
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    escape_controls(s).into_owned()
 }
 
 #[cfg(test)]

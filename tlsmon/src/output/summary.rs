@@ -64,7 +64,8 @@ fn render(devices: &BTreeMap<String, DeviceSummary>) -> String {
         let count = |o: Outcome| d.outcomes.get(o.as_str()).copied().unwrap_or(0);
         let _ = writeln!(
             out,
-            "device {name}: {total} handshakes, {} established, {} failed, {} incomplete",
+            "device {}: {total} handshakes, {} established, {} failed, {} incomplete",
+            super::printable(name),
             count(Outcome::Established),
             count(Outcome::Failed),
             count(Outcome::Incomplete),
@@ -114,9 +115,18 @@ fn section(out: &mut String, title: &str, counts: &BTreeMap<String, u64>) {
     let _ = writeln!(out, "  {title}:");
     let mut rows: Vec<(&String, &u64)> = counts.iter().collect();
     rows.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    // Names come off the wire: escape control characters as the live view does,
+    // and align on what is printed.
+    let rows: Vec<(String, u64)> = rows
+        .into_iter()
+        .map(|(name, n)| (super::printable(name), *n))
+        .collect();
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
     for (name, n) in rows {
-        // Names come off the wire: escape control characters as the live view does.
-        let _ = writeln!(out, "    {:<width$}  {n}", super::printable(name));
+        let _ = writeln!(out, "    {name:<width$}  {n}");
     }
 }

@@ -107,14 +107,39 @@ fn text_line_for_established_and_failures() {
 #[test]
 fn text_line_escapes_control_characters_from_the_wire() {
     let hostile = HandshakeRecord {
-        sni: Some("evil\x1b]0;pwned\x07.example".into()),
+        sni: Some("evil\x1b]0;pwned\x07\0\u{9b}\\.example".into()),
+        device: "eth\x7f0".into(),
         ..record()
     };
     let line = text_line(&hostile, false);
     assert!(!line.chars().any(char::is_control), "{line:?}");
+    assert_eq!(
+        line,
+        r"22:13:20.000000 eth\x7f0 inbound 192.0.2.10:50000 -> 192.0.2.1:443 sni=evil\x1b]0;pwned\x07\x00\x9b\\.example TLSv1.3 TLS_AES_128_GCM_SHA256 X25519MLKEM768 established 3.0ms"
+    );
+}
+
+#[test]
+fn summary_escapes_control_characters_from_the_wire() {
+    let mut summary = Summary::default();
+    summary.add(&HandshakeRecord {
+        device: "cap\x1b[2J.pcap".into(),
+        version: Some("TLS\0v9".into()),
+        ..record()
+    });
+    let text = summary.render();
     assert!(
-        line.contains(r"sni=evil\u{1b}]0;pwned\u{7}.example "),
-        "{line}"
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "{text:?}"
+    );
+    assert!(
+        text.starts_with(
+            r"device cap\x1b[2J.pcap: 1 handshakes, 1 established, 0 failed, 0 incomplete
+  negotiated versions:
+    TLS\x00v9  1
+"
+        ),
+        "{text}"
     );
 }
 
