@@ -12,9 +12,10 @@
 //! `client_hello_segments` of ClientHellos larger than one kernel chunk.
 //!
 //! What the kernel cannot show the daemon is left out by rule, not by case:
-//! [`kernel_can_see`] drops the capture's records of connections whose first
-//! client bytes were not a ClientHello (the kernel starts tracking a connection
-//! only at a ClientHello), and [`Volumes`] finds the connections that carried
+//! [`kernel_can_see`] drops the capture's records of connections whose opening
+//! the capture does not show or whose first client bytes were not a
+//! ClientHello (the kernel starts tracking a connection only from its SYN-ACK
+//! and a ClientHello), and [`Openings`] finds the connections that carried
 //! more payload in one direction than the kernel's byte budget
 //! ([`BYTE_BUDGET`], passed to the daemon): the kernel may have cut bytes the
 //! offline decision used, so such a handshake is compared on its existence only
@@ -174,16 +175,19 @@ pub fn parse_lines(text: &str) -> Result<Vec<Record>> {
         .collect()
 }
 
-/// Rule: live, the kernel starts following a connection only at a payload that
-/// begins a ClientHello (README, "What the kernel copies"), so a capture record
-/// of a connection whose client never sent one (`not_tls` on a TLS port, with no
-/// ClientHello) has no live counterpart and is not compared.
-pub fn kernel_can_see(record: &Record) -> bool {
+/// Rule: live, the kernel starts following a connection only when it saw the
+/// connection being set up (it records the SYN-ACK) and the first client payload
+/// that continues it begins a ClientHello. A capture record of a
+/// connection whose opening the capture does not show, or whose client never
+/// sent a ClientHello (`not_tls` on a TLS port), has no live counterpart and is
+/// not compared.
+pub fn kernel_can_see(record: &Record, openings: &Openings) -> bool {
     let no_client_hello = record
         .fields
         .get("client_hello_bytes")
         .is_none_or(Value::is_null);
-    !(record.text("failure_reason") == Some("not_tls") && no_client_hello)
+    let not_tls = record.text("failure_reason") == Some("not_tls") && no_client_hello;
+    !not_tls && openings.of(record).is_some_and(|o| o.set_up)
 }
 
 /// Rule: `client_hello_segments` is compared when the ClientHello record (5-byte
@@ -294,7 +298,7 @@ impl fmt::Display for Mismatch {
 pub struct Comparison {
     /// Records the daemon wrote.
     pub live: usize,
-    /// Capture records compared (after [`kernel_can_see`]).
+    /// Capture records compared (those [`kernel_can_see`] lets through).
     pub offline: usize,
     /// Capture records left out by [`kernel_can_see`].
     pub excluded: usize,
@@ -351,10 +355,13 @@ fn differing_fields(live: &Record, offline: &Record) -> Vec<String> {
 
 /// Compares the daemon's records of one interface with the capture's, pairing
 /// the n-th handshake of each 4-tuple on one side with the n-th on the other;
-/// `volumes` (of the same capture) tells which exceeded the byte budget.
-pub fn compare(live: &[Record], offline: &[Record], volumes: &Volumes) -> Comparison {
-    let (visible, hidden): (Vec<Record>, Vec<Record>) =
-        offline.iter().cloned().partition(kernel_can_see);
+/// `openings` (of the same capture) serve the rules [`kernel_can_see`] and the
+/// byte budget.
+pub fn compare(live: &[Record], offline: &[Record], openings: &Openings) -> Comparison {
+    let (visible, hidden): (Vec<Record>, Vec<Record>) = offline
+        .iter()
+        .cloned()
+        .partition(|r| kernel_can_see(r, openings));
     let mut result = Comparison {
         live: live.len(),
         offline: visible.len(),
@@ -378,7 +385,11 @@ pub fn compare(live: &[Record], offline: &[Record], volumes: &Volumes) -> Compar
             let occurrence = i + 1;
             let connection = connection.clone();
             let mismatch = match (l.get(i), o.get(i)) {
-                (Some(_), Some(_)) if volumes.over(&connection, occurrence, BYTE_BUDGET) => {
+                (Some(_), Some(offline))
+                    if openings
+                        .of(offline)
+                        .is_some_and(|o| o.carried_over(BYTE_BUDGET)) =>
+                {
                     result.over_budget += 1;
                     continue;
                 }
@@ -423,26 +434,36 @@ pub fn port_reuse(records: &[Record]) -> (usize, usize) {
     (records.len(), ports.len())
 }
 
-/// Payload bytes each connection of a capture carried in each direction, by
-/// connection and occurrence (a new SYN on a 4-tuple starts the next one): an
-/// upper bound of what the kernel had to copy of its handshake. Read with
+/// One TCP connection as a capture shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Opening {
+    /// Capture time of its (first) SYN.
+    pub syn_at: Duration,
+    /// The server's SYN-ACK is in the capture.
+    pub set_up: bool,
+    /// Payload bytes carried [client to server, server to client]: an upper
+    /// bound of what the kernel had to copy of its handshake.
+    pub bytes: [u64; 2],
+}
+
+impl Opening {
+    /// True when it carried more than `budget` payload bytes in a direction.
+    pub fn carried_over(&self, budget: u64) -> bool {
+        self.bytes.iter().any(|b| *b > budget)
+    }
+}
+
+/// Every TCP connection of a capture, by 4-tuple (oriented by the SYN), in
+/// time order: a new SYN on a 4-tuple opens the next connection. Read with
 /// pcap-file and etherparse, independently of tlsmon's own capture reader.
 #[derive(Debug, Default)]
-pub struct Volumes {
-    /// (connection, occurrence from 1) -> [client to server, server to client].
-    bytes: BTreeMap<(Connection, usize), [u64; 2]>,
+pub struct Openings {
+    connections: BTreeMap<Connection, Vec<Opening>>,
 }
 
-/// The connection a 4-tuple carries now, as its SYN named it.
-struct Current {
-    connection: Connection,
-    occurrence: usize,
-    syn_seq: u32,
-}
-
-impl Volumes {
+impl Openings {
     /// Reads a pcap file of Ethernet frames (what tcpdump writes here).
-    pub fn read(pcap: &Path) -> Result<Volumes> {
+    pub fn read(pcap: &Path) -> Result<Openings> {
         use etherparse::{NetSlice, SlicedPacket, TransportSlice};
         let file = File::open(pcap).with_context(|| format!("opening {}", pcap.display()))?;
         let mut reader = pcap_file::pcap::PcapReader::new(std::io::BufReader::new(file))
@@ -452,9 +473,10 @@ impl Volumes {
             "{}: not an Ethernet capture",
             pcap.display()
         );
-        let mut volumes = Volumes::default();
-        let mut current: BTreeMap<(String, u16, String, u16), Current> = BTreeMap::new();
-        let mut occurrences: BTreeMap<Connection, usize> = BTreeMap::new();
+        let mut openings = Openings::default();
+        // Per 4-tuple (either orientation): the connection it carries now and
+        // the sequence number of that connection's SYN (to spot retransmissions).
+        let mut current: BTreeMap<(String, u16, String, u16), (Connection, u32)> = BTreeMap::new();
         let mut index = 0u64;
         while let Some(packet) = reader.next_packet() {
             index += 1;
@@ -476,7 +498,6 @@ impl Volumes {
                 continue;
             };
             let (sport, dport) = (tcp.source_port(), tcp.destination_port());
-            // One key for both directions of the 4-tuple.
             let pair = if (src.as_str(), sport) <= (dst.as_str(), dport) {
                 (src.clone(), sport, dst.clone(), dport)
             } else {
@@ -484,47 +505,75 @@ impl Volumes {
             };
             if tcp.syn() && !tcp.ack() {
                 let seq = tcp.sequence_number();
-                let retransmitted = current.get(&pair).is_some_and(|c| c.syn_seq == seq);
-                if !retransmitted {
+                if current.get(&pair).is_none_or(|(_, syn)| *syn != seq) {
                     let connection = Connection {
                         client_ip: src.clone(),
                         client_port: sport,
                         server_ip: dst.clone(),
                         server_port: dport,
                     };
-                    let n = occurrences.entry(connection.clone()).or_default();
-                    *n += 1;
-                    current.insert(
-                        pair.clone(),
-                        Current {
-                            connection,
-                            occurrence: *n,
-                            syn_seq: seq,
-                        },
-                    );
+                    openings
+                        .connections
+                        .entry(connection.clone())
+                        .or_default()
+                        .push(Opening {
+                            syn_at: packet.timestamp,
+                            ..Opening::default()
+                        });
+                    current.insert(pair.clone(), (connection, seq));
                 }
             }
-            let payload = tcp.payload().len() as u64;
-            // A connection whose SYN came before the capture has no entry: the
-            // harness starts tcpdump before the traffic, so there is none.
-            if let (Some(c), true) = (current.get(&pair), payload > 0) {
-                let direction =
-                    usize::from(c.connection.client_ip != src || c.connection.client_port != sport);
-                volumes
-                    .bytes
-                    .entry((c.connection.clone(), c.occurrence))
-                    .or_default()[direction] += payload;
+            // Packets of a connection opened before the capture began have no
+            // entry (the harness starts tcpdump before any traffic).
+            let Some((connection, _)) = current.get(&pair) else {
+                continue;
+            };
+            let Some(opening) = openings
+                .connections
+                .get_mut(connection)
+                .and_then(|list| list.last_mut())
+            else {
+                continue;
+            };
+            let from_client = connection.client_ip == src && connection.client_port == sport;
+            if tcp.syn() && tcp.ack() && !from_client {
+                opening.set_up = true;
             }
+            opening.bytes[usize::from(!from_client)] += tcp.payload().len() as u64;
         }
-        Ok(volumes)
+        Ok(openings)
     }
 
-    /// True when the `occurrence`-th connection on this 4-tuple carried more
-    /// than `budget` payload bytes in either direction.
-    pub fn over(&self, connection: &Connection, occurrence: usize, budget: u64) -> bool {
-        self.bytes
-            .get(&(connection.clone(), occurrence))
-            .is_some_and(|[up, down]| *up > budget || *down > budget)
+    /// The connection a capture record belongs to: the last one opened on its
+    /// 4-tuple at or before its ClientHello (both times from the same capture).
+    pub fn of(&self, record: &Record) -> Option<&Opening> {
+        self.connections
+            .get(&record.connection)?
+            .iter()
+            .rev()
+            .find(|o| o.syn_at <= record.ts)
+    }
+
+    /// Openings as if the capture showed each record's connection set up just
+    /// before its ClientHello, carrying nothing (for tests of the comparison).
+    #[cfg(test)]
+    fn set_up_for(records: &[Record]) -> Openings {
+        let mut openings = Openings::default();
+        for r in records {
+            openings
+                .connections
+                .entry(r.connection.clone())
+                .or_default()
+                .push(Opening {
+                    syn_at: r.ts,
+                    set_up: true,
+                    bytes: [0, 0],
+                });
+        }
+        for list in openings.connections.values_mut() {
+            list.sort_by_key(|o| o.syn_at);
+        }
+        openings
     }
 }
 
@@ -913,9 +962,9 @@ pub fn observe<T>(
     let mut devices = BTreeMap::new();
     for (interface, pcap) in interfaces.iter().zip(&pcaps) {
         let offline = analyze(tlsmon, pcap, dir)?;
-        let volumes = Volumes::read(pcap)?;
+        let openings = Openings::read(pcap)?;
         let live = by_device.remove(*interface).unwrap_or_default();
-        let comparison = compare(&live, &offline, &volumes);
+        let comparison = compare(&live, &offline, &openings);
         devices.insert(
             (*interface).to_owned(),
             DeviceView {
@@ -1114,7 +1163,7 @@ mod tests {
         // Offline durations differ: not compared.
         offline[0].fields.insert("duration_ms".into(), 9.0.into());
         offline[0].fields.insert("device".into(), "x.pcap".into());
-        let c = compare(&live, &offline, &Volumes::default());
+        let c = compare(&live, &offline, &Openings::set_up_for(&offline));
         assert_eq!((c.agreeing, c.mismatches.len()), (2, 0), "{c:?}");
     }
 
@@ -1135,7 +1184,7 @@ mod tests {
         let c = compare(
             std::slice::from_ref(&a1),
             &[a1.clone(), a2.clone()],
-            &Volumes::default(),
+            &Openings::set_up_for(&[a1.clone(), a2.clone()]),
         );
         assert_eq!(c.agreeing, 1);
         assert_eq!(c.kinds(), (1, 0, 0));
@@ -1151,7 +1200,8 @@ mod tests {
     fn differing_fields_are_named_with_both_values() {
         let live = event(1, "2024-01-01T00:00:01.000000Z", "failed", "TLSv1.2");
         let offline = event(1, "2024-01-01T00:00:01.000001Z", "established", "TLSv1.2");
-        let c = compare(&[live], &[offline], &Volumes::default());
+        let openings = Openings::set_up_for(std::slice::from_ref(&offline));
+        let c = compare(&[live], &[offline], &openings);
         assert_eq!(c.kinds(), (0, 0, 1));
         let text = c.mismatches[0].to_string();
         assert!(
@@ -1163,7 +1213,7 @@ mod tests {
     #[test]
     fn a_handshake_only_live_is_a_mismatch() {
         let live = event(7, "2024-01-01T00:00:01.000000Z", "established", "TLSv1.3");
-        let c = compare(&[live], &[], &Volumes::default());
+        let c = compare(&[live], &[], &Openings::default());
         assert_eq!(c.kinds(), (0, 1, 0));
     }
 
@@ -1176,11 +1226,12 @@ mod tests {
         plain
             .fields
             .insert("client_hello_bytes".into(), Value::Null);
-        let c = compare(&[], &[plain.clone()], &Volumes::default());
+        let openings = Openings::set_up_for(std::slice::from_ref(&plain));
+        let c = compare(&[], std::slice::from_ref(&plain), &openings);
         assert_eq!((c.excluded, c.offline, c.mismatches.len()), (1, 0, 0));
         // A server answering a ClientHello with non-TLS bytes is visible live.
         plain.fields.insert("client_hello_bytes".into(), 300.into());
-        let c = compare(&[], &[plain], &Volumes::default());
+        let c = compare(&[], &[plain], &openings);
         assert_eq!((c.excluded, c.mismatches.len()), (0, 1));
     }
 
@@ -1195,7 +1246,7 @@ mod tests {
             compare(
                 std::slice::from_ref(&live),
                 std::slice::from_ref(&offline),
-                &Volumes::default()
+                &Openings::set_up_for(std::slice::from_ref(&offline))
             )
             .kinds(),
             (0, 0, 1)
@@ -1207,8 +1258,9 @@ mod tests {
         offline
             .fields
             .insert("client_hello_bytes".into(), 3000.into());
+        let openings = Openings::set_up_for(std::slice::from_ref(&offline));
         assert_eq!(
-            compare(&[big_live], &[offline], &Volumes::default()).kinds(),
+            compare(&[big_live], &[offline], &openings).kinds(),
             (0, 0, 0)
         );
     }
@@ -1235,8 +1287,16 @@ mod tests {
         assert_eq!(stat(log, "packets dropped by interface"), None);
     }
 
-    /// An Ethernet/IPv4/TCP frame from `src` to `dst` (ports) with `payload`.
-    fn frame(sport: u16, dport: u16, syn: bool, seq: u32, payload: &[u8]) -> Vec<u8> {
+    /// Which TCP flags a test frame carries.
+    #[derive(Clone, Copy)]
+    enum Flags {
+        Syn,
+        SynAck,
+        Ack,
+    }
+
+    /// An Ethernet/IPv4/TCP frame between 10.0.0.2 (client) and 10.0.0.1:4433.
+    fn frame(sport: u16, dport: u16, flags: Flags, seq: u32, payload: &[u8]) -> Vec<u8> {
         let (a, b) = if sport == 4433 {
             ([10, 0, 0, 1], [10, 0, 0, 2])
         } else {
@@ -1245,51 +1305,55 @@ mod tests {
         let builder = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
             .ipv4(a, b, 64)
             .tcp(sport, dport, seq, 1000);
-        let builder = if syn { builder.syn() } else { builder.ack(1) };
+        let builder = match flags {
+            Flags::Syn => builder.syn(),
+            Flags::SynAck => builder.syn().ack(1),
+            Flags::Ack => builder.ack(1),
+        };
         let mut out = Vec::new();
         builder.write(&mut out, payload).unwrap();
         out
     }
 
+    /// 2024-01-01T00:00:00Z plus `ms` milliseconds.
+    fn at(ms: u64) -> Duration {
+        Duration::from_secs(1_704_067_200) + Duration::from_millis(ms)
+    }
+
     #[test]
-    fn volumes_follow_each_occurrence_of_a_4_tuple_and_set_big_ones_aside() {
-        let path = std::env::temp_dir().join(format!("tlsmon-volumes-{}.pcap", std::process::id()));
+    fn openings_follow_each_connection_of_a_4_tuple_and_drive_the_rules() {
+        use Flags::*;
+        let path =
+            std::env::temp_dir().join(format!("tlsmon-openings-{}.pcap", std::process::id()));
         let header = pcap_file::pcap::PcapHeader {
             datalink: pcap_file::DataLink::ETHERNET,
             ..Default::default()
         };
-        let mut writer =
-            pcap_file::pcap::PcapWriter::with_header(File::create(&path).unwrap(), header).unwrap();
+        let file = File::create(&path).unwrap();
+        let mut writer = pcap_file::pcap::PcapWriter::with_header(file, header).unwrap();
         let big = vec![0u8; 1400];
+        // (ms, frame): port 40000 carries two connections, the second one over
+        // the budget; port 40002 was never set up (no SYN-ACK in the capture).
         let mut frames = vec![
-            frame(40000, 4433, true, 1, &[]),
-            frame(40000, 4433, true, 1, &[]), // a retransmitted SYN: same connection
-            frame(40000, 4433, false, 2, &[1; 300]),
-            frame(4433, 40000, false, 9, &[2; 1000]),
-            frame(40000, 4433, true, 5000, &[]), // the 4-tuple again: occurrence 2
+            (0, frame(40000, 4433, Syn, 1, &[])),
+            (1, frame(40000, 4433, Syn, 1, &[])), // a retransmitted SYN
+            (2, frame(4433, 40000, SynAck, 7, &[])),
+            (1000, frame(40000, 4433, Ack, 2, &[1; 300])),
+            (1001, frame(4433, 40000, Ack, 9, &[2; 1000])),
+            (1500, frame(40000, 4433, Syn, 5000, &[])),
+            (1501, frame(4433, 40000, SynAck, 70, &[])),
+            (3000, frame(40002, 4433, Syn, 1, &[])),
         ];
-        frames.extend((0..12).map(|i| frame(4433, 40000, false, 10 + i, &big)));
-        for (i, f) in frames.iter().enumerate() {
-            let ts = Duration::from_millis(i as u64);
-            let packet = pcap_file::pcap::PcapPacket::new(ts, f.len() as u32, f);
+        frames.extend((0..12).map(|i| (2000 + i, frame(4433, 40000, Ack, 80, &big))));
+        frames.sort_by_key(|(ms, _)| *ms);
+        for (ms, f) in &frames {
+            let packet = pcap_file::pcap::PcapPacket::new(at(*ms), f.len() as u32, f);
             writer.write_packet(&packet).unwrap();
         }
         drop(writer);
-        let volumes = Volumes::read(&path).unwrap();
+        let openings = Openings::read(&path).unwrap();
         let _ = std::fs::remove_file(&path);
-        let conn = event(
-            40000,
-            "2024-01-01T00:00:01.000000Z",
-            "established",
-            "TLSv1.3",
-        )
-        .connection;
-        assert_eq!(volumes.bytes.get(&(conn.clone(), 1)), Some(&[300, 1000]));
-        assert_eq!(volumes.bytes.get(&(conn.clone(), 2)), Some(&[0, 12 * 1400]));
-        assert!(!volumes.over(&conn, 1, BYTE_BUDGET));
-        assert!(volumes.over(&conn, 2, BYTE_BUDGET));
-        // The second handshake differs, but it carried more than the budget:
-        // compared on existence only.
+
         let first = event(
             40000,
             "2024-01-01T00:00:01.000000Z",
@@ -1302,20 +1366,36 @@ mod tests {
             "established",
             "TLSv1.3",
         );
+        let unset = event(
+            40002,
+            "2024-01-01T00:00:03.500000Z",
+            "established",
+            "TLSv1.3",
+        );
+        let expect = |syn_ms, set_up, bytes| Opening {
+            syn_at: at(syn_ms),
+            set_up,
+            bytes,
+        };
+        assert_eq!(openings.of(&first), Some(&expect(0, true, [300, 1000])));
+        assert_eq!(
+            openings.of(&second),
+            Some(&expect(1500, true, [0, 12 * 1400]))
+        );
+        assert_eq!(openings.of(&unset), Some(&expect(3000, false, [0, 0])));
+        assert!(kernel_can_see(&first, &openings));
+        assert!(!kernel_can_see(&unset, &openings), "never set up: not live");
+
+        // The second handshake differs, but it carried more than the budget:
+        // compared on existence only. The one never set up is excluded.
         let mut second_live = second.clone();
         second_live.fields.insert("outcome".into(), "failed".into());
-        let c = compare(
-            &[first.clone(), second_live],
-            &[first.clone(), second],
-            &volumes,
-        );
-        assert_eq!((c.agreeing, c.over_budget, c.mismatches.len()), (1, 1, 0));
+        let offline = [first.clone(), second.clone(), unset];
+        let c = compare(&[first.clone(), second_live], &offline, &openings);
+        assert_eq!((c.agreeing, c.over_budget, c.excluded), (1, 1, 1));
+        assert!(c.mismatches.is_empty(), "{:?}", c.mismatches);
         // Existence still counts: a missing one is a mismatch.
-        let c = compare(
-            std::slice::from_ref(&first),
-            &[first.clone(), first.clone()],
-            &volumes,
-        );
+        let c = compare(std::slice::from_ref(&first), &offline, &openings);
         assert_eq!(c.kinds(), (1, 0, 0));
     }
 
