@@ -15,6 +15,11 @@ pub struct CaptureHealth {
     events: IntCounter,
     ringbuf_dropped: IntCounter,
     bytes_cut: IntCounter,
+    openings_seen: IntCounter,
+    client_hellos_unverified: IntCounter,
+    other_host_ignored: IntCounter,
+    flows_replaced: IntCounter,
+    flows_released: IntCounter,
     /// Serialises [`Self::set_kernel_counters`]: it reads then adds, and two
     /// concurrent callers would otherwise both add the same difference.
     kernel_update: Mutex<()>,
@@ -48,6 +53,26 @@ impl CaptureHealth {
             bytes_cut: counter(
                 "tlsmon_capture_bytes_cut_total",
                 "Handshake payload bytes the kernel program did not copy (per-flow byte budget, chunk limit or full ring buffer).",
+            )?,
+            openings_seen: counter(
+                "tlsmon_capture_openings_total",
+                "SYN-ACKs the kernel program recorded: connections being set up, the only ones whose ClientHello it tracks.",
+            )?,
+            client_hellos_unverified: counter(
+                "tlsmon_capture_client_hellos_unverified_total",
+                "Payloads that looked like a ClientHello but continued no connection seen being set up on that interface (spoofed, or set up before tlsmon attached or through another interface): not tracked.",
+            )?,
+            other_host_ignored: counter(
+                "tlsmon_capture_other_host_ignored_total",
+                "Frames received for another host's MAC address (promiscuous mode), which the host drops: never tracked.",
+            )?,
+            flows_replaced: counter(
+                "tlsmon_capture_flows_replaced_total",
+                "Tracked flows the kernel program ended because a new connection was set up on their address pair.",
+            )?,
+            flows_released: counter(
+                "tlsmon_capture_flows_released_total",
+                "Tracked flows the daemon released in the kernel once it had decided their handshake.",
             )?,
             kernel_update: Mutex::new(()),
             flows_tracked: registered(
@@ -104,6 +129,14 @@ impl CaptureHealth {
         set_absolute(&self.events, snapshot.events_sent);
         set_absolute(&self.ringbuf_dropped, snapshot.events_dropped);
         set_absolute(&self.bytes_cut, snapshot.bytes_cut);
+        set_absolute(&self.openings_seen, snapshot.openings_seen);
+        set_absolute(
+            &self.client_hellos_unverified,
+            snapshot.client_hellos_unverified,
+        );
+        set_absolute(&self.other_host_ignored, snapshot.other_host_ignored);
+        set_absolute(&self.flows_replaced, snapshot.flows_replaced);
+        set_absolute(&self.flows_released, snapshot.flows_released);
     }
 
     /// Sets the number of connections currently followed.

@@ -472,6 +472,7 @@ fn kernel_counters_follow_absolute_values_and_restart() {
         events_sent: 40,
         events_dropped: 0,
         bytes_cut: 7,
+        client_hellos_unverified: 3,
         ..KernelCounters::default()
     };
     m.health().set_kernel_counters(&snapshot);
@@ -484,6 +485,10 @@ fn kernel_counters_follow_absolute_values_and_restart() {
     assert_eq!(
         samples(&text, "tlsmon_capture_bytes_cut_total"),
         ["tlsmon_capture_bytes_cut_total 7"]
+    );
+    assert_eq!(
+        samples(&text, "tlsmon_capture_client_hellos_unverified_total"),
+        ["tlsmon_capture_client_hellos_unverified_total 3"]
     );
     assert!(text.contains("# TYPE tlsmon_capture_events_total counter\n"));
     snapshot.events_sent = 45;
@@ -582,7 +587,7 @@ fn every_family_follows_the_naming_rules_and_has_help() {
             .unwrap_or_else(|| panic!("{name} has no HELP"));
         assert!(help.len() > 30, "{name}: HELP too short: {help}");
     }
-    // 10 handshake families, the folded counter, 4 breakdowns, build_info, 10
+    // 10 handshake families, the folded counter, 4 breakdowns, build_info, 15
     // health.
-    assert_eq!(families, 26);
+    assert_eq!(families, 31);
 }
