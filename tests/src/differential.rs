@@ -177,17 +177,21 @@ pub fn parse_lines(text: &str) -> Result<Vec<Record>> {
 
 /// Rule: live, the kernel starts following a connection only when it saw the
 /// connection being set up (it records the SYN-ACK) and the first client payload
-/// that continues it begins a ClientHello. A capture record of a
-/// connection whose opening the capture does not show, or whose client never
-/// sent a ClientHello (`not_tls` on a TLS port), has no live counterpart and is
-/// not compared.
+/// that continues it begins a ClientHello (README, "What the kernel tracks"). A
+/// capture record has no live counterpart, and is not compared, when the capture
+/// does not show its connection's SYN-ACK, when the client sent data in its SYN
+/// (TCP Fast Open), or when the client never sent a ClientHello (`not_tls` on a
+/// TLS port).
 pub fn kernel_can_see(record: &Record, openings: &Openings) -> bool {
     let no_client_hello = record
         .fields
         .get("client_hello_bytes")
         .is_none_or(Value::is_null);
     let not_tls = record.text("failure_reason") == Some("not_tls") && no_client_hello;
-    !not_tls && openings.of(record).is_some_and(|o| o.set_up)
+    !not_tls
+        && openings
+            .of(record)
+            .is_some_and(|o| o.set_up && !o.data_in_syn)
 }
 
 /// Rule: `client_hello_segments` is compared when the ClientHello record (5-byte
@@ -441,6 +445,8 @@ pub struct Opening {
     pub syn_at: Duration,
     /// The server's SYN-ACK is in the capture.
     pub set_up: bool,
+    /// The client's SYN carried payload (TCP Fast Open).
+    pub data_in_syn: bool,
     /// Payload bytes carried [client to server, server to client]: an upper
     /// bound of what the kernel had to copy of its handshake.
     pub bytes: [u64; 2],
@@ -539,6 +545,9 @@ impl Openings {
             if tcp.syn() && tcp.ack() && !from_client {
                 opening.set_up = true;
             }
+            if tcp.syn() && !tcp.ack() && from_client && !tcp.payload().is_empty() {
+                opening.data_in_syn = true;
+            }
             opening.bytes[usize::from(!from_client)] += tcp.payload().len() as u64;
         }
         Ok(openings)
@@ -567,7 +576,7 @@ impl Openings {
                 .push(Opening {
                     syn_at: r.ts,
                     set_up: true,
-                    bytes: [0, 0],
+                    ..Opening::default()
                 });
         }
         for list in openings.connections.values_mut() {
@@ -1343,6 +1352,8 @@ mod tests {
             (1500, frame(40000, 4433, Syn, 5000, &[])),
             (1501, frame(4433, 40000, SynAck, 70, &[])),
             (3000, frame(40002, 4433, Syn, 1, &[])),
+            (3100, frame(40004, 4433, Syn, 1, &[3; 200])), // TCP Fast Open
+            (3101, frame(4433, 40004, SynAck, 1, &[])),
         ];
         frames.extend((0..12).map(|i| (2000 + i, frame(4433, 40000, Ack, 80, &big))));
         frames.sort_by_key(|(ms, _)| *ms);
@@ -1372,9 +1383,16 @@ mod tests {
             "established",
             "TLSv1.3",
         );
+        let fast_open = event(
+            40004,
+            "2024-01-01T00:00:03.100000Z",
+            "established",
+            "TLSv1.3",
+        );
         let expect = |syn_ms, set_up, bytes| Opening {
             syn_at: at(syn_ms),
             set_up,
+            data_in_syn: false,
             bytes,
         };
         assert_eq!(openings.of(&first), Some(&expect(0, true, [300, 1000])));
@@ -1383,8 +1401,10 @@ mod tests {
             Some(&expect(1500, true, [0, 12 * 1400]))
         );
         assert_eq!(openings.of(&unset), Some(&expect(3000, false, [0, 0])));
+        assert!(openings.of(&fast_open).is_some_and(|o| o.data_in_syn));
         assert!(kernel_can_see(&first, &openings));
         assert!(!kernel_can_see(&unset, &openings), "never set up: not live");
+        assert!(!kernel_can_see(&fast_open, &openings), "TFO: not live");
 
         // The second handshake differs, but it carried more than the budget:
         // compared on existence only. The one never set up is excluded.
