@@ -20,6 +20,7 @@ pub struct CaptureHealth {
     kernel_update: Mutex<()>,
     flows_tracked: IntGauge,
     reassembly_evictions: IntCounter,
+    flows_dropped: IntCounterVec,
     parse_errors: IntCounterVec,
     events_file_errors: IntCounter,
     interface_attached: IntGaugeVec,
@@ -60,6 +61,16 @@ impl CaptureHealth {
             reassembly_evictions: counter(
                 "tlsmon_reassembly_evictions_total",
                 "Connections the daemon stopped following before their handshake ended because a memory bound was reached.",
+            )?,
+            flows_dropped: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tlsmon_flows_dropped_total",
+                        "Connections the daemon stopped following, or never followed, to stay within its flow bound, by cause: evicted_opening (no ClientHello yet), evicted_unanswered (a ClientHello the server had not answered), refused (the table was full of answered handshakes).",
+                    ),
+                    &["cause"],
+                ),
             )?,
             parse_errors: registered(
                 registry,
@@ -114,6 +125,14 @@ impl CaptureHealth {
     /// Counts `n` connections evicted by a reassembly bound.
     pub fn add_reassembly_evictions(&self, n: u64) {
         self.reassembly_evictions.inc_by(n);
+    }
+
+    /// Counts `n` connections dropped by the flow table for `cause` (a fixed name).
+    pub fn add_flows_dropped(&self, cause: &'static str, n: u64) {
+        match self.flows_dropped.get_metric_with_label_values(&[cause]) {
+            Ok(counter) => counter.inc_by(n),
+            Err(e) => tracing::error!("metric label mismatch: {e}"),
+        }
     }
 
     /// Counts `n` inputs that failed to decode at `stage` (a fixed name chosen by
