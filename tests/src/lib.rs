@@ -7,6 +7,7 @@ pub mod attached;
 pub mod binary;
 pub mod corpus;
 pub mod exposition;
+pub mod flood;
 pub mod frames;
 pub mod http_get;
 pub mod netns;
