@@ -409,7 +409,14 @@ impl FlowTable {
             FlowClass::Unanswered => self.stats.evicted_unanswered += 1,
             FlowClass::Answered => {}
         }
+        let records = out.len();
         self.end_flow(&key, class.detail(), out);
+        if out.len() == records {
+            // Nothing was reported (a SYN, say): the connection's later packets may
+            // start it afresh. A real connection pushed out by a SYN scan between its
+            // SYN and its ClientHello is then still seen.
+            self.unremember(&key);
+        }
         true
     }
 
@@ -782,6 +789,15 @@ impl FlowTable {
         }
         self.finished.insert(fingerprint);
         self.finished_order.push_back(fingerprint);
+    }
+
+    /// Takes back the most recent [`FlowTable::remember_finished`] of `key`.
+    fn unremember(&mut self, key: &ConnectionKey) {
+        let fingerprint = self.fingerprints.hash_one(key);
+        if self.finished_order.back() == Some(&fingerprint) {
+            self.finished_order.pop_back();
+            self.finished.remove(&fingerprint);
+        }
     }
 
     /// Shrinks what a flood left oversized and, once enough flows ended, hands the

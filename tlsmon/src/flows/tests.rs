@@ -615,3 +615,32 @@ fn client_hello_segments_are_counted_past_64() {
     assert_eq!(r.client_hello_segments, Some(pieces.len() as u32));
     assert!(pieces.len() > 64);
 }
+
+#[test]
+fn a_connection_pushed_out_before_its_client_hello_is_still_seen() {
+    let options = FlowTableOptions {
+        max_flows: 8,
+        ..Default::default()
+    };
+    let mut table = FlowTable::new(options);
+    let mut out = Vec::new();
+    let mut real = on_port(40_000);
+    push(&mut table, &mut out, &mut real, true, &[], TcpFlags::SYN);
+    push(&mut table, &mut out, &mut real, false, &[], TcpFlags::SYN);
+    for port in 50_000..50_010 {
+        let mut scan = on_port(port);
+        scan.now_ms = real.now_ms;
+        push(&mut table, &mut out, &mut scan, true, &[], TcpFlags::SYN);
+    }
+    assert_eq!(table.stats().evicted_opening, 9, "the real SYN went too");
+    push(&mut table, &mut out, &mut real, true, &client_hello(), 0);
+    push(
+        &mut table,
+        &mut out,
+        &mut real,
+        false,
+        &record(21, &[2, 40]),
+        0,
+    );
+    assert_eq!(details(&out), [(40_000, Outcome::Failed, None)]);
+}
