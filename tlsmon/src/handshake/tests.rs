@@ -430,3 +430,40 @@ fn a_stream_that_opens_with_a_client_hello_says_so_before_it_is_complete() {
     ));
     assert!(parser.opened_with_client_hello());
 }
+
+#[test]
+fn the_compact_client_hello_reports_what_the_full_one_holds() {
+    let stream = record(22, &greasy_client_hello());
+    let out = parse_all(&stream, stream.len());
+    let hello = only_client_hello(&out);
+    let offered = OfferedHello::of(hello);
+    assert_eq!(offered.legacy_version(), 0x0303);
+    assert_eq!(offered.message_len(), hello.message_len);
+    assert_eq!(
+        offered.supported_versions().collect::<Vec<_>>(),
+        [0x0304, 0x0303]
+    );
+    assert_eq!(
+        offered.cipher_suites().collect::<Vec<_>>(),
+        [0x1301, 0x1302, 0xc02f]
+    );
+    assert_eq!(
+        offered.supported_groups().collect::<Vec<_>>(),
+        [0x11ec, 29, 23]
+    );
+    assert_eq!(offered.alpn().collect::<Vec<_>>(), ["h2", "http/1.1"]);
+    assert_eq!(offered.sni(), Some("example.com"));
+    assert_eq!(offered.ja3().as_deref(), Some(hello.ja3.as_str()));
+    assert_eq!(offered.ja4(), hello.ja4);
+    // Nothing offered, nothing reported (and no SNI is not an empty SNI).
+    let empty = OfferedHello::of(&ClientHello::default());
+    assert_eq!(empty.sni(), None);
+    assert_eq!(empty.alpn().count(), 0);
+    assert_eq!(empty.cipher_suites().len(), 0);
+    assert_eq!(empty.ja3(), None);
+    let blank_sni = ClientHello {
+        sni: Some(String::new()),
+        ..ClientHello::default()
+    };
+    assert_eq!(OfferedHello::of(&blank_sni).sni(), Some(""));
+}
