@@ -27,6 +27,9 @@ pub const FLOOD_SERVER_PORT: u16 = 443;
 pub struct FloodShape {
     /// Connections, each on its own 4-tuple.
     pub connections: u32,
+    /// Index of the first connection: floods with different offsets share no
+    /// 4-tuple.
+    pub first: u32,
     /// Each connection opens with SYN, SYN-ACK and ACK before its ClientHello; without
     /// them the capture holds only bare ClientHellos (as a spoofer sends them).
     pub tcp_opening: bool,
@@ -71,7 +74,8 @@ pub fn write_flood(path: &Path, shape: FloodShape) -> Result<u64> {
         .with_context(|| format!("writing {}", path.display()))?;
     let start = Duration::from_secs(1_700_000_000);
     let mut packets = 0u64;
-    for i in 0..shape.connections {
+    for n in 0..shape.connections {
+        let i = shape.first + n;
         let (client, server) = endpoints(i);
         let client_isn = i.wrapping_mul(2_654_435_761);
         let server_isn = client_isn ^ 0x5a5a_5a5a;
@@ -94,7 +98,7 @@ pub fn write_flood(path: &Path, shape: FloodShape) -> Result<u64> {
             PSH | ACK,
             &hello,
         ));
-        let base = start + shape.spacing * i;
+        let base = start + shape.spacing * n;
         for (k, frame) in frames_of_connection.iter().enumerate() {
             let ts = base + Duration::from_micros(k as u64);
             writer
@@ -117,6 +121,7 @@ mod tests {
         let path = dir.join("flood.pcap");
         let shape = FloodShape {
             connections: 300,
+            first: 0,
             tcp_opening: true,
             spacing: Duration::from_micros(10),
         };

@@ -61,12 +61,13 @@ impl Drop for TempDir {
     }
 }
 
-fn flood(dir: &Path, name: &str, connections: u32, tcp_opening: bool) -> PathBuf {
+fn flood(dir: &Path, name: &str, connections: u32, first: u32, tcp_opening: bool) -> PathBuf {
     let path = dir.join(name);
     let packets = write_flood(
         &path,
         FloodShape {
             connections,
+            first,
             tcp_opening,
             spacing: Duration::from_micros(10),
         },
@@ -110,8 +111,8 @@ fn analyze(capture: &Path, format: &str) -> (String, u64) {
 fn analyze_holds_a_half_open_flood_in_under_a_kilobyte_per_flow() {
     let dir = TempDir::new();
     // Below the unanswered bound nothing is evicted: the difference is per-flow cost.
-    let small = flood(&dir.0, "small.pcap", 4_096, true);
-    let large = flood(&dir.0, "large.pcap", UNANSWERED_BOUND as u32, true);
+    let small = flood(&dir.0, "small.pcap", 4_096, 0, true);
+    let large = flood(&dir.0, "large.pcap", UNANSWERED_BOUND as u32, 0, true);
     let (_, small_rss) = analyze(&small, "json");
     let (_, large_rss) = analyze(&large, "json");
     let per_flow = large_rss.saturating_sub(small_rss) / (UNANSWERED_BOUND - 4_096);
@@ -124,7 +125,7 @@ fn analyze_holds_a_half_open_flood_in_under_a_kilobyte_per_flow() {
         "{per_flow} bytes per half-open flow"
     );
 
-    let full = flood(&dir.0, "full.pcap", 100_000, true);
+    let full = flood(&dir.0, "full.pcap", 100_000, 0, true);
     let (json, rss) = analyze(&full, "json");
     eprintln!("analyze peak RSS at 100,000 half-open handshakes: {rss} B");
     assert!(rss < PEAK_RSS, "peak RSS {rss} B");
@@ -275,8 +276,9 @@ fn watch_replay(
 #[test]
 fn run_under_a_replayed_flood_stays_small_and_gives_memory_back() {
     let dir = TempDir::new();
-    let half_open = flood(&dir.0, "half-open.pcap", 100_000, true);
-    let bare = flood(&dir.0, "bare-hellos.pcap", 100_000, false);
+    let half_open = flood(&dir.0, "half-open.pcap", 100_000, 0, true);
+    // Other 4-tuples than the first flood's: the daemon remembers those as finished.
+    let bare = flood(&dir.0, "bare-hellos.pcap", 100_000, 100_000, false);
     let link = VethLink::new(95);
     let log = dir.0.join("daemon.log");
     let daemon = ChildGuard(

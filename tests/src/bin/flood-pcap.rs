@@ -18,6 +18,9 @@ struct Args {
     /// Connections to write.
     #[arg(long, default_value_t = 100_000)]
     connections: u32,
+    /// Index of the first connection (floods with different ones share no 4-tuple).
+    #[arg(long, default_value_t = 0)]
+    first: u32,
     /// Only the ClientHellos, without SYN, SYN-ACK and ACK.
     #[arg(long)]
     bare: bool,
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         &args.out,
         FloodShape {
             connections: args.connections,
+            first: args.first,
             tcp_opening: !args.bare,
             spacing: Duration::from_micros(args.spacing_us),
         },

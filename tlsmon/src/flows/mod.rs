@@ -838,8 +838,8 @@ impl FlowTable {
 /// all over the heap among a few live blocks, so without this the daemon would keep
 /// its peak size for good. `malloc_trim(0)` returns every whole free page of every
 /// arena (madvise) without moving anything; it walks the free lists, so it runs only
-/// after many flows ended, at most once per [`MAINTENANCE_INTERVAL`]. Other C
-/// libraries (musl) return memory on their own, and the call exists only in glibc.
+/// after many flows ended, at most once per [`MAINTENANCE_INTERVAL`]. The call
+/// exists only in glibc; other C libraries are left to their own policy.
 fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions; it only releases free pages.
