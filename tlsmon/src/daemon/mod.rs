@@ -219,22 +219,7 @@ impl LiveObserver for DaemonObserver {
         }
         health.set_flows_tracked(tracked as u64);
         health.add_reassembly_evictions(flows.flows_evicted - self.last_flow_stats.flows_evicted);
-        let last = &self.last_flow_stats;
-        for (cause, now, before) in [
-            (
-                "evicted_opening",
-                flows.evicted_opening,
-                last.evicted_opening,
-            ),
-            (
-                "evicted_unanswered",
-                flows.evicted_unanswered,
-                last.evicted_unanswered,
-            ),
-            ("refused", flows.flows_refused, last.flows_refused),
-        ] {
-            health.add_flows_dropped(cause, now - before);
-        }
+        health.set_flows_dropped(flows);
         health.add_parse_errors(
             "handshake",
             flows.parse_errors - self.last_flow_stats.parse_errors,

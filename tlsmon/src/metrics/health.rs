@@ -7,6 +7,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registr
 
 use super::{registered, set_gauge, MetricsError};
 use crate::capture::KernelCounters;
+use crate::flows::FlowStats;
 
 /// Capture-health metrics, registered in the [`super::Metrics`] registry.
 pub struct CaptureHealth {
@@ -127,11 +128,18 @@ impl CaptureHealth {
         self.reassembly_evictions.inc_by(n);
     }
 
-    /// Counts `n` connections dropped by the flow table for `cause` (a fixed name).
-    pub fn add_flows_dropped(&self, cause: &'static str, n: u64) {
-        match self.flows_dropped.get_metric_with_label_values(&[cause]) {
-            Ok(counter) => counter.inc_by(n),
-            Err(e) => tracing::error!("metric label mismatch: {e}"),
+    /// Moves the flow table's drop counters (evictions by class, refusals) to the
+    /// table's totals, as [`Self::set_kernel_counters`] does for the kernel's.
+    pub fn set_flows_dropped(&self, flows: &FlowStats) {
+        for (cause, total) in [
+            ("evicted_opening", flows.evicted_opening),
+            ("evicted_unanswered", flows.evicted_unanswered),
+            ("refused", flows.flows_refused),
+        ] {
+            match self.flows_dropped.get_metric_with_label_values(&[cause]) {
+                Ok(counter) => set_absolute(&counter, total),
+                Err(e) => tracing::error!("metric label mismatch: {e}"),
+            }
         }
     }
 
