@@ -9,6 +9,7 @@ pub mod binary;
 pub mod corpus;
 pub mod differential;
 pub mod exposition;
+pub mod flood;
 pub mod frames;
 pub mod hostile;
 pub mod http_get;

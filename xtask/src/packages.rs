@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 /// Packages the tests need: openssl and gnutls-bin (TLS peers), haproxy and socat
 /// (the proxy path), tshark (cross-checks), tcpdump, bpftool, iproute2 (namespaces,
-/// veth, tc), prometheus (the scrape test).
+/// veth, tc), prometheus (the scrape test), tcpreplay (the flood memory test).
 pub const TEST_PACKAGES: &[&str] = &[
     "openssl",
     "gnutls-bin",
@@ -19,6 +19,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "prometheus",
     "iproute2",
     "tcpdump",
+    "tcpreplay",
 ];
 
 fn installed(package: &str) -> bool {
