@@ -80,23 +80,37 @@ pub fn write_flood(path: &Path, shape: FloodShape) -> Result<u64> {
         let client_isn = i.wrapping_mul(2_654_435_761);
         let server_isn = client_isn ^ 0x5a5a_5a5a;
         let mut frames_of_connection = Vec::with_capacity(4);
+        // The numbers a real connection carries: the kernel tracks a ClientHello
+        // only when it continues the SYN-ACK it saw.
+        let acking_server = frames::Shape {
+            ack_number: Some(server_isn.wrapping_add(1)),
+            ..frames::Shape::default()
+        };
         if shape.tcp_opening {
             frames_of_connection.push(frames::tcp(client, server, client_isn, SYN, &[]));
-            frames_of_connection.push(frames::tcp(server, client, server_isn, SYN | ACK, &[]));
-            frames_of_connection.push(frames::tcp(
+            frames_of_connection.push(frames::syn_ack(
+                server,
+                client,
+                server_isn,
+                client_isn.wrapping_add(1),
+                frames::Shape::default(),
+            ));
+            frames_of_connection.push(frames::tcp_shaped(
                 client,
                 server,
                 client_isn.wrapping_add(1),
                 ACK,
                 &[],
+                acking_server,
             ));
         }
-        frames_of_connection.push(frames::tcp(
+        frames_of_connection.push(frames::tcp_shaped(
             client,
             server,
             client_isn.wrapping_add(1),
             PSH | ACK,
             &hello,
+            acking_server,
         ));
         let base = start + shape.spacing * n;
         for (k, frame) in frames_of_connection.iter().enumerate() {
