@@ -111,6 +111,8 @@ pub struct Config {
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
     #[serde(default, deserialize_with = "log_level")]
     pub log_level: Option<String>,
+    /// Attach to interfaces another tlsmon daemon already watches (default false).
+    pub allow_shared_interface: Option<bool>,
 }
 
 /// The `[labels]` table: open-ended labels, all off by default.
@@ -149,6 +151,8 @@ pub struct Settings {
     pub labels: LabelOptions,
     /// Log filter.
     pub log_level: String,
+    /// Attach next to another daemon instead of refusing.
+    pub allow_shared_interface: bool,
 }
 
 impl Config {
@@ -190,6 +194,9 @@ impl Config {
                 (base, over) => over.or(base),
             },
             log_level: overrides.log_level.or(self.log_level),
+            allow_shared_interface: overrides
+                .allow_shared_interface
+                .or(self.allow_shared_interface),
         }
     }
 
@@ -219,6 +226,7 @@ impl Config {
             log_level: self
                 .log_level
                 .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned()),
+            allow_shared_interface: self.allow_shared_interface.unwrap_or(false),
         }
     }
 }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::capture::{
-    list_interfaces, Capture, CaptureOptions, InterfaceChange, InterfaceSelector, KernelCounters,
+    list_interfaces, Capture, CaptureOptions, InterfaceChange, InterfaceLocking, InterfaceSelector,
+    KernelCounters,
 };
 use crate::cli::{CaptureArgs, RunArgs, WatchArgs};
 use crate::config::{Config, LabelsConfig, Settings};
@@ -33,7 +34,12 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         Some(path) => Some(EventsFile::open(path)?),
         None => None,
     };
-    let (mut capture, attached) = start_capture(&settings.interfaces, settings.byte_budget)?;
+    let locking = if settings.allow_shared_interface {
+        InterfaceLocking::Shared
+    } else {
+        InterfaceLocking::Exclusive
+    };
+    let (mut capture, attached) = start_capture(&settings, locking)?;
     let attached_count = Arc::new(AtomicUsize::new(0));
     let mut observer = DaemonObserver {
         metrics: metrics.clone(),
@@ -65,7 +71,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
 pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
     init_logging("warn")?;
     let settings = capture_flags(&args.capture).resolve();
-    let (mut capture, attached) = start_capture(&settings.interfaces, settings.byte_budget)?;
+    // watch holds no interface lock: it runs next to the daemon, and only looks
+    // whether one is attached (so that its clsact filters are not removed as stale).
+    let (mut capture, attached) = start_capture(&settings, InterfaceLocking::Observe)?;
     // The initial attachments are announced here, later ones as they happen.
     let _ = capture.take_interface_changes();
     eprintln!("watching {} (Ctrl-C to stop)", attached.join(", "));
@@ -108,6 +116,7 @@ fn run_settings(args: &RunArgs) -> anyhow::Result<Settings> {
             top_k: args.top_k,
         }),
         log_level: args.log_level.clone(),
+        allow_shared_interface: flag(args.allow_shared_interface),
         ..capture_flags(&args.capture)
     };
     Ok(file.merge(flags).resolve())
@@ -121,8 +130,13 @@ fn flow_options(settings: &Settings) -> FlowTableOptions {
     }
 }
 
-/// Loads the kernel program and attaches it where the patterns say.
-fn start_capture(patterns: &[String], byte_budget: u32) -> anyhow::Result<(Capture, Vec<String>)> {
+/// Loads the kernel program and attaches it where the settings' patterns say,
+/// taking each interface's lock as `locking` says.
+fn start_capture(
+    settings: &Settings,
+    locking: InterfaceLocking,
+) -> anyhow::Result<(Capture, Vec<String>)> {
+    let patterns = &settings.interfaces;
     let selector = InterfaceSelector::new(patterns)?;
     // Checked before loading anything, so a typo fails fast, without root, and
     // before the kernel is touched.
@@ -137,7 +151,8 @@ fn start_capture(patterns: &[String], byte_budget: u32) -> anyhow::Result<(Captu
         );
     }
     let mut capture = Capture::load(CaptureOptions {
-        byte_budget,
+        byte_budget: settings.byte_budget,
+        interface_lock: locking,
         ..CaptureOptions::default()
     })?;
     // Following: interfaces that appear or come up later and match are attached too.
