@@ -16,8 +16,8 @@ use crate::capture::{
 use crate::cli::{CaptureArgs, RunArgs, WatchArgs};
 use crate::config::{Config, LabelsConfig, Settings};
 use crate::flows::{FlowStats, FlowTable, FlowTableOptions};
-use crate::http::{self, Endpoints};
-use crate::metrics::Metrics;
+use crate::http::{self, Endpoints, Health};
+use crate::metrics::{CaptureHealth, Metrics};
 use crate::output::{self, EventsFile};
 use crate::record::{HandshakeRecord, Outcome};
 
@@ -49,11 +49,15 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     observer.interfaces_changed(&capture.take_interface_changes());
     let health_count = attached_count.clone();
+    let health_metrics = metrics.clone();
     let running = server.spawn(Endpoints {
         metrics: metrics.clone(),
-        health: Arc::new(move || match health_count.load(Ordering::Relaxed) {
-            0 => Err("no interface attached".to_string()),
-            _ => Ok(()),
+        health: Arc::new(move || {
+            Health::of_capture(
+                health_count.load(Ordering::Relaxed),
+                health_metrics.health().recent_ringbuf_drops(),
+                CaptureHealth::LOSS_WINDOW,
+            )
         }),
     });
     tracing::info!(
