@@ -1,6 +1,7 @@
 //! `tlsmon run` (the daemon) and `tlsmon watch` (the live view): settings, start-up
 //! checks, and what each does with a decided handshake.
 
+mod events_sink;
 mod live;
 
 use std::io::{self, Write};
@@ -21,6 +22,7 @@ use crate::metrics::{CaptureHealth, Metrics};
 use crate::output::{self, EventsFile};
 use crate::record::{HandshakeRecord, Outcome};
 
+use events_sink::EventsSink;
 use live::LiveObserver;
 
 /// Runs the daemon until SIGINT/SIGTERM.
@@ -31,7 +33,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     let server = http::bind(settings.listen).await?;
     let metrics = Arc::new(Metrics::new(&settings.labels)?);
     let events_file = match &settings.events_file {
-        Some(path) => Some(EventsFile::open(path)?),
+        Some(path) => Some(EventsSink::new(EventsFile::open(path)?)),
         None => None,
     };
     let locking = if settings.allow_shared_interface {
@@ -178,7 +180,7 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 /// The daemon's handling of records: metrics and the optional events file.
 struct DaemonObserver {
     metrics: Arc<Metrics>,
-    events_file: Option<EventsFile>,
+    events_file: Option<EventsSink>,
     last_flow_stats: FlowStats,
     /// Interfaces attached now, for /healthz.
     attached_count: Arc<AtomicUsize>,
@@ -211,23 +213,14 @@ impl LiveObserver for DaemonObserver {
 
     fn record(&mut self, record: &HandshakeRecord) {
         self.metrics.observe(record);
-        if let Some(file) = &mut self.events_file {
-            if let Err(err) = file.write(record) {
-                self.metrics.health().add_events_file_error();
-                tracing::warn!("{err}");
-            }
+        if let Some(sink) = &mut self.events_file {
+            sink.write(record, &self.metrics);
         }
     }
 
     fn reopen(&mut self) {
-        if let Some(file) = &mut self.events_file {
-            match file.reopen() {
-                Ok(()) => tracing::info!(path = %file.path().display(), "events file reopened"),
-                Err(err) => {
-                    self.metrics.health().add_events_file_error();
-                    tracing::warn!("{err}");
-                }
-            }
+        if let Some(sink) = &mut self.events_file {
+            sink.reopen(&self.metrics);
         }
     }
 
