@@ -12,7 +12,8 @@
 //! The exclusive holder writes its pid into the file so that a refused start can
 //! name it. Files are removed by their last holder (while still holding the lock;
 //! whoever opened the old file then sees that it was unlinked and retries on a new
-//! one), so interfaces that come and go do not pile up files.
+//! one), so interfaces that come and go do not pile up files; the files of
+//! holders that died (`kill -9`) are swept by the next daemon that takes a lock.
 
 use std::{
     fs::{self, File, OpenOptions, TryLockError},
@@ -26,8 +27,15 @@ use super::interfaces::Interface;
 /// Where the lock files live (a tmpfs, emptied at boot).
 pub const LOCK_DIR: &str = "/run/tlsmon";
 
-/// Attempts before giving up when the file keeps being replaced under us (each
-/// replacement means another process released or took the lock meanwhile).
+/// Pause before looking at a held lock again (see [`claim`]); a refusal takes
+/// [`MAX_OPEN_ATTEMPTS`] times this.
+const RECHECK_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Directory entries a sweep for stale lock files looks at, at most.
+const MAX_SWEPT: usize = 4096;
+
+/// Looks at the lock before concluding: the file may be replaced under us (its
+/// holder released it meanwhile), or held for an instant by a sweep or probe.
 const MAX_OPEN_ATTEMPTS: usize = 8;
 
 /// How an attach takes the interface's lock.
@@ -145,7 +153,9 @@ pub(crate) fn claim(
         });
     }
     create_dir(dir).map_err(|e| io_error(dir, e))?;
-    for _ in 0..MAX_OPEN_ATTEMPTS {
+    sweep_stale(dir);
+    for attempt in 1..=MAX_OPEN_ATTEMPTS {
+        let last_attempt = attempt == MAX_OPEN_ATTEMPTS;
         let mut file = open(&path).map_err(|e| io_error(&path, e))?;
         match file.try_lock() {
             Ok(()) => {
@@ -172,8 +182,13 @@ pub(crate) fn claim(
             Err(TryLockError::WouldBlock) => {}
             Err(TryLockError::Error(e)) => return Err(io_error(&path, e)),
         }
-        // Someone holds it.
+        // Someone holds it. A sweeper or an observer holds it for an instant
+        // only: look again shortly before concluding that a daemon does.
         if locking == InterfaceLocking::Exclusive {
+            if !last_attempt {
+                std::thread::sleep(RECHECK_AFTER);
+                continue;
+            }
             return Err(LockError::InUse {
                 interface: interface.name.clone(),
                 pid: read_pid(&mut file),
@@ -189,6 +204,10 @@ pub(crate) fn claim(
                 }),
                 others_attached: true,
             }),
+            Err(TryLockError::WouldBlock) if !last_attempt => {
+                std::thread::sleep(RECHECK_AFTER);
+                continue;
+            }
             // An exclusive holder: attach next to it without a lock, as asked.
             Err(TryLockError::WouldBlock) => {
                 tracing::warn!(
@@ -212,7 +231,7 @@ pub(crate) fn claim(
 
 /// True when a daemon holds the lock at `path`. Without a lock file (or when it
 /// cannot be read) nobody is known to hold it. The probe holds the lock for an
-/// instant only; a daemon starting in that instant would be refused.
+/// instant only (a daemon starting in that instant looks again, see [`claim`]).
 fn observe(path: &Path) -> bool {
     let Ok(file) = File::open(path) else {
         return false;
@@ -224,6 +243,32 @@ fn observe(path: &Path) -> bool {
         }
         Err(TryLockError::WouldBlock) => true,
         Err(TryLockError::Error(_)) => false,
+    }
+}
+
+/// Removes lock files nobody holds: left by holders that died, in any network
+/// namespace (also ones that no longer exist). Taking the lock before removing
+/// makes this safe against a daemon locking the file at the same time: it finds
+/// the file unlinked and retries on a new one.
+fn sweep_stale(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.take(MAX_SWEPT).flatten() {
+        let path = entry.path();
+        let ours = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("net") && n.ends_with(".lock"));
+        if !ours {
+            continue;
+        }
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if file.try_lock().is_ok() && still_linked(&file, &path) {
+            let _ = fs::remove_file(&path);
+        }
     }
 }
 
@@ -380,6 +425,25 @@ mod tests {
                 .unwrap()
                 .others_attached
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn lock_files_nobody_holds_are_swept() {
+        let dir = temp_dir("sweep");
+        fs::create_dir_all(&dir).unwrap();
+        // Left by a daemon killed in a namespace that is gone.
+        let stale = dir.join("net1-if4.lock");
+        fs::write(&stale, "4000000000\n").unwrap();
+        let unrelated = dir.join("README");
+        fs::write(&unrelated, "not ours").unwrap();
+        let held = claim(&dir, &iface(2), InterfaceLocking::Exclusive).unwrap();
+        assert!(!stale.exists(), "the stale file is swept");
+        assert!(unrelated.exists(), "other files stay");
+        // A held lock survives another daemon's sweep.
+        let other = claim(&dir, &iface(3), InterfaceLocking::Exclusive).unwrap();
+        assert!(claim(&dir, &iface(2), InterfaceLocking::Exclusive).is_err());
+        drop((held, other));
         fs::remove_dir_all(&dir).unwrap();
     }
 
