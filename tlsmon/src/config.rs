@@ -47,13 +47,14 @@ pub const MAX_MAX_FLOWS: usize = 10_000_000;
 /// Errors loading a configuration file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    /// The file could not be read. (The OS error is in the message and not a
+    /// `source()`, so `{:#}` does not repeat it.)
+    #[error("cannot read config file {path}: {error}")]
     Read {
         /// The file asked for.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid TOML or has a bad value or unknown key.
     #[error("{path}:{location}: {message}")]
@@ -159,9 +160,9 @@ impl Config {
     /// Reads and validates a TOML file.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let path = path.as_ref();
-        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Config::parse(&text, path)
     }

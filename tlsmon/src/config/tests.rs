@@ -160,8 +160,9 @@ fn bad_values_are_rejected_where_they_are() {
 #[test]
 fn unreadable_file_names_the_path() {
     let err = Config::load("/nonexistent/tlsmon.toml").unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "cannot read config file /nonexistent/tlsmon.toml: No such file or directory (os error 2)"
-    );
+    let said =
+        "cannot read config file /nonexistent/tlsmon.toml: No such file or directory (os error 2)";
+    assert_eq!(err.to_string(), said);
+    // As the binary prints it, with its causes: the OS error once.
+    assert_eq!(format!("{:#}", anyhow::Error::from(err)), said);
 }
