@@ -264,4 +264,5 @@ fn metrics_and_healthz_answer_within_1s_while_hundreds_of_connections_are_held()
         "shed in all: {shed_total}"
     );
     assert!(daemon.stop().unwrap().success(), "{}", daemon.log());
+    let _ = std::fs::remove_dir_all(&logs);
 }

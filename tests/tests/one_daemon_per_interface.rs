@@ -195,6 +195,7 @@ fn a_second_daemon_refuses_unless_allowed_and_a_killed_one_frees_the_interface()
     wait_tcx(ns, dev, (1, 1), &mut next);
     assert!(next.stop(), "{}", next.log());
     assert_eq!(tcx_programs_of_ours(ns, dev), (0, 0));
+    let _ = std::fs::remove_dir_all(&logs);
 }
 
 /// `tlsmon_interface_attached{device}` of the daemon listening on `listen` in `ns`.
@@ -272,6 +273,7 @@ fn an_interface_that_appears_is_watched_by_one_daemon_only() -> Result<()> {
     for dev in ["hoa0", "hob0", "hoc0"] {
         assert_eq!(tcx_programs_of_ours(&ns, dev), (0, 0), "{dev}");
     }
+    let _ = std::fs::remove_dir_all(&logs);
     Ok(())
 }
 
