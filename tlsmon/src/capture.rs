@@ -30,8 +30,9 @@
 //! Submodules: `loader` (object, maps, load errors), `attach` (TCX/clsact),
 //! `events` (RingBuf reading), `decode` (records to segments), `follow` and
 //! `hotplug` (interfaces that come and go), `interfaces` (listing and
-//! `--interface` globs), `flow_control`, `privileges`, `clock`, `devices`
-//! (ifindex to name), `rtnl` (netlink requests).
+//! `--interface` globs), `interface_lock` (one daemon per interface),
+//! `flow_control`, `privileges`, `clock`, `devices` (ifindex to name), `rtnl`
+//! (netlink requests).
 
 mod attach;
 mod clock;
@@ -42,6 +43,7 @@ mod events;
 mod flow_control;
 mod follow;
 mod hotplug;
+mod interface_lock;
 mod interfaces;
 mod loader;
 mod privileges;
@@ -61,6 +63,7 @@ pub use decode::DecodeError;
 pub use error::CaptureError;
 pub use flow_control::HintHealing;
 pub use follow::InterfaceChange;
+pub use interface_lock::{InterfaceLocking, LockError, LOCK_DIR};
 pub use interfaces::{list_interfaces, Interface, InterfaceSelector};
 
 use crate::segment::{ConnectionKey, PacketDirection, Segment};
@@ -76,6 +79,9 @@ pub struct CaptureOptions {
     pub byte_budget: u32,
     /// TCX, clsact, or whichever the kernel supports (default).
     pub attach_mode: AttachMode,
+    /// Whether attaching takes the interface's lock against a second daemon
+    /// (default: only look at it).
+    pub interface_lock: InterfaceLocking,
 }
 
 impl Default for CaptureOptions {
@@ -83,6 +89,7 @@ impl Default for CaptureOptions {
         CaptureOptions {
             byte_budget: DEFAULT_BYTE_BUDGET,
             attach_mode: AttachMode::Auto,
+            interface_lock: InterfaceLocking::Observe,
         }
     }
 }
@@ -195,7 +202,7 @@ impl Capture {
     }
 
     fn attach_interface(&mut self, interface: &Interface) -> Result<(), CaptureError> {
-        let attachment = attach::attach(&mut self.ebpf, interface, self.options.attach_mode)?;
+        let attachment = attach::attach(&mut self.ebpf, interface, &self.options)?;
         self.devices.insert(interface.index, &interface.name);
         tracing::info!(interface = %interface.name, via = ?attachment.via, "attached");
         self.attachments.insert(interface.name.clone(), attachment);
