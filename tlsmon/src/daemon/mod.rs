@@ -41,6 +41,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     } else {
         InterfaceLocking::Exclusive
     };
+    let signals = live::StopSignals::install()?;
     let (mut capture, attached) = start_capture(&settings, locking)?;
     let attached_count = Arc::new(AtomicUsize::new(0));
     let mut observer = DaemonObserver {
@@ -68,7 +69,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         "tlsmon running: /metrics and /healthz"
     );
     let table = FlowTable::new(flow_options(&settings));
-    let result = live::run_until_signal(capture, table, &mut observer).await;
+    let result = live::run_until_signal(capture, table, signals, &mut observer).await;
     let served = running.shutdown().await.context("metrics endpoint");
     result.and(served)
 }
@@ -79,6 +80,7 @@ pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
     let settings = capture_flags(&args.capture).resolve();
     // watch holds no interface lock: it runs next to the daemon, and only looks
     // whether one is attached (so that its clsact filters are not removed as stale).
+    let signals = live::StopSignals::install()?;
     let (mut capture, attached) = start_capture(&settings, InterfaceLocking::Observe)?;
     // The initial attachments are announced here, later ones as they happen.
     let _ = capture.take_interface_changes();
@@ -90,7 +92,7 @@ pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
         failures_only: args.failures_only,
         color,
     };
-    live::run_until_signal(capture, table, &mut observer).await
+    live::run_until_signal(capture, table, signals, &mut observer).await
 }
 
 /// The capture flags as a config layer (`None` where not given).
