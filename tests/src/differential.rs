@@ -150,7 +150,7 @@ impl Record {
                 server_port: port("server_port")?,
             },
             ts: text("ts").and_then(|ts| {
-                tlsmon::record::parse_rfc3339(&ts).with_context(|| format!("bad ts {ts:?}"))
+                tlsmon::event::parse_rfc3339(&ts).with_context(|| format!("bad ts {ts:?}"))
             })?,
             fields,
         })

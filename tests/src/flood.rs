@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::DataLink;
-use tlsmon::pcap::CaptureFileReader;
+use tlsmon::source::pcap::CaptureFileReader;
 
 use crate::corpus::corpus_dir;
 use crate::frames::{self, ACK, PSH, SYN};

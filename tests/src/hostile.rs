@@ -17,7 +17,7 @@ use pcap_file::{
     pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter},
     DataLink,
 };
-use tlsmon::handshake::names;
+use tlsmon::pipeline::tls::names;
 
 /// A small deterministic generator (SplitMix64): the same seed gives the same
 /// hellos, so a failure can be replayed. Not for anything secret.
@@ -340,11 +340,11 @@ mod tests {
         };
         let record = hello.record();
         let mut messages = Vec::new();
-        tlsmon::handshake::TlsStreamParser::new().feed(&record, &mut messages);
+        tlsmon::pipeline::tls::TlsStreamParser::new().feed(&record, &mut messages);
         let [message] = messages.as_slice() else {
             panic!("one message expected: {messages:?}")
         };
-        let tlsmon::handshake::TlsMessage::ClientHello(parsed) = &message.message else {
+        let tlsmon::pipeline::tls::TlsMessage::ClientHello(parsed) = &message.message else {
             panic!("not a ClientHello: {message:?}")
         };
         assert_eq!(parsed.cipher_suites, [0xabcd]);

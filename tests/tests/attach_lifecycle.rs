@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tlsmon::capture::{
+use tlsmon::source::live::{
     AttachMode, AttachedVia, Capture, CaptureError, CaptureOptions, InterfaceSelector,
 };
 use tlsmon_tests::{

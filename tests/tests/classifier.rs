@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 
 use tlsmon::{
-    capture::{Capture, CaptureOptions, KernelCounters},
-    segment::{ConnectionKey, PacketDirection, Segment, TcpFlags},
+    source::live::{Capture, CaptureOptions, KernelCounters},
+    source::segment::{ConnectionKey, PacketDirection, Segment, TcpFlags},
 };
 use tlsmon_tests::frames::{self, Shape, ACK, FIN, PSH, RST, SYN};
 
@@ -649,7 +649,7 @@ fn unknown_flows_and_devices_release_nothing() {
         "gone flows report false"
     );
     let mut other = key.clone();
-    other.device = tlsmon::segment::Device::new("no-such-device");
+    other.device = tlsmon::source::segment::Device::new("no-such-device");
     assert!(!c.release_flow(&other, 1000).unwrap());
 }
 
@@ -743,7 +743,7 @@ fn hint_counts_left_by_lru_evictions_are_healed() {
     assert_eq!(first.slots_healed, first.slots_too_high, "{first:?}");
     assert_eq!(c.heal_hints().unwrap().slots_too_high, 0);
     // Release every flow still tracked: every count must now be exactly zero.
-    let device = tlsmon::segment::Device::new("lo");
+    let device = tlsmon::source::segment::Device::new("lo");
     let mut released = 0;
     for (client, server) in hellos {
         let key = ConnectionKey {

@@ -260,7 +260,7 @@ fn metrics_and_healthz_answer_within_1s_while_hundreds_of_connections_are_held()
     // And it counted at least the connections beyond its limit at the start.
     let shed_total = shed_so_far(ns, addr).unwrap();
     assert!(
-        shed_total >= (IDLE + SLOW - tlsmon::http::MAX_CONNECTIONS) as f64,
+        shed_total >= (IDLE + SLOW - tlsmon::sinks::http::MAX_CONNECTIONS) as f64,
         "shed in all: {shed_total}"
     );
     assert!(daemon.stop().unwrap().success(), "{}", daemon.log());

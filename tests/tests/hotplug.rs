@@ -3,7 +3,7 @@
 
 use std::{sync::Mutex, time::Duration};
 
-use tlsmon::capture::{Capture, CaptureOptions, InterfaceChange, InterfaceSelector};
+use tlsmon::source::live::{Capture, CaptureOptions, InterfaceChange, InterfaceSelector};
 use tlsmon_tests::{
     attached::tcx_programs_of_ours,
     netns::{unique_name, Netns},

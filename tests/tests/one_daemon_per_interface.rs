@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use tlsmon::capture::{AttachMode, Capture, CaptureOptions, InterfaceLocking};
+use tlsmon::source::live::{AttachMode, Capture, CaptureOptions, InterfaceLocking};
 use tlsmon_tests::{
     attached::{tc_filters_of_ours, tcx_programs_of_ours},
     binary::tlsmon_binary,

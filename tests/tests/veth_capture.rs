@@ -12,8 +12,8 @@ use std::{
 };
 
 use tlsmon::{
-    capture::{AttachedVia, Capture, CaptureOptions},
-    segment::{ConnectionKey, PacketDirection, Segment},
+    source::live::{AttachedVia, Capture, CaptureOptions},
+    source::segment::{ConnectionKey, PacketDirection, Segment},
 };
 use tlsmon_tests::{
     attached::{tc_filters_of_ours, tcx_programs_of_ours},

@@ -1,23 +1,17 @@
 //! tlsmon: an eBPF TLS handshake monitor.
 //!
-//! Data flows capture (eBPF or pcap) -> [`segment::Segment`] -> reassembly ->
-//! handshake parsing -> outcome -> metrics / JSON events / live view.
+//! The folders are the data flow (ARCHITECTURE.md at the repository's root is the
+//! map): [`source`] yields [`source::segment::Segment`]s, from the kernel program
+//! or from capture files; [`pipeline`] turns them into one
+//! [`event::HandshakeEvent`] per handshake, without I/O; [`sinks`] take events to
+//! Prometheus, JSON lines, the terminal and reports; [`commands`] is the glue of
+//! `run`, `watch`, `analyze` and `compare`. Nothing depends upward: sources and
+//! sinks know the pipeline's types, the pipeline knows neither.
 
-pub mod analyze;
-pub mod capture;
 pub mod cli;
 pub mod commands;
-pub mod compare;
 pub mod config;
-pub mod daemon;
-pub mod escape;
-pub mod flows;
-pub mod handshake;
-pub mod http;
-pub mod metrics;
-pub mod outcome;
-pub mod output;
-pub mod pcap;
-pub mod reassembly;
-pub mod record;
-pub mod segment;
+pub mod event;
+pub mod pipeline;
+pub mod sinks;
+pub mod source;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use tlsmon::cli::{Cli, Command};
-use tlsmon::{commands, daemon};
+use tlsmon::{commands, commands::daemon};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -18,8 +18,8 @@ use std::{
 };
 
 use tlsmon::{
-    capture::{Capture, CaptureOptions, ProgramStats},
-    segment::{ConnectionKey, PacketDirection},
+    source::live::{Capture, CaptureOptions, ProgramStats},
+    source::segment::{ConnectionKey, PacketDirection},
 };
 use tlsmon_tests::{
     frames::{self, ACK, PSH},

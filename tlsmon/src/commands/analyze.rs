@@ -3,11 +3,11 @@
 use std::io::{self, BufWriter, Write};
 use std::time::Duration;
 
-use crate::analyze::{analyze_file_into, AnalyzeOptions, AnalyzeSummary};
 use crate::cli::{AnalyzeArgs, AnalyzeFormat};
-use crate::metrics::{LabelOptions, Metrics};
-use crate::output::{self, Summary};
-use crate::record::{HandshakeRecord, Outcome};
+use crate::event::{HandshakeRecord, Outcome};
+use crate::pipeline::drive_files::{analyze_file_into, AnalyzeOptions, AnalyzeSummary};
+use crate::sinks::lines::{self, Summary};
+use crate::sinks::metrics::{LabelOptions, Metrics};
 
 use super::use_color;
 
@@ -39,8 +39,8 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
                 return;
             }
             let line = match args.format {
-                AnalyzeFormat::Json => output::json_line(&record),
-                _ => output::text_line(&record, color),
+                AnalyzeFormat::Json => lines::json_line(&record),
+                _ => lines::text_line(&record, color),
             };
             if let Err(err) = writeln!(out, "{line}") {
                 write_error = Some(err);

@@ -6,10 +6,10 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::analyze::{analyze_file_into, AnalyzeOptions, AnalyzeSummary};
 use crate::cli::CompareArgs;
-use crate::compare::Comparison;
-use crate::record::HandshakeRecord;
+use crate::event::HandshakeRecord;
+use crate::pipeline::drive_files::{analyze_file_into, AnalyzeOptions, AnalyzeSummary};
+use crate::sinks::comparison::Comparison;
 
 use super::analyze::timeout_from_secs;
 use super::use_color;

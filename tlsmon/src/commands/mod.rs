@@ -2,6 +2,9 @@
 
 pub mod analyze;
 pub mod compare;
+pub mod daemon;
+mod events_sink;
+mod live;
 
 use std::io::IsTerminal;
 

@@ -1,0 +1,136 @@
+//! The live loop shared by `run` and `watch`: kernel segments through the flow table
+//! to a record sink, with timeouts on the wall clock and a clean stop on signals.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::event::HandshakeRecord;
+use crate::pipeline::flow_table::{Decided, FlowStats, FlowTable};
+use crate::source::live::{Capture, InterfaceChange, KernelCounters, HINT_HEALING_INTERVAL};
+use crate::source::segment::{Segment, Timestamp};
+
+/// How often timeouts are judged and health numbers refreshed.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// What the loop reports besides records, once per tick.
+pub trait LiveObserver {
+    /// A handshake was decided.
+    fn record(&mut self, record: &HandshakeRecord);
+    /// Interfaces were attached or dropped (hotplug, or attach failures).
+    fn interfaces_changed(&mut self, changes: &[InterfaceChange]);
+    /// SIGHUP: reopen output files (after log rotation).
+    fn reopen(&mut self) {}
+    /// Periodic health: kernel counters (if readable), flow table counters, flows open.
+    fn tick(&mut self, _kernel: Option<&KernelCounters>, _flows: &FlowStats, _tracked: usize) {}
+}
+
+/// The signals the live loop answers: SIGINT and SIGTERM stop it, SIGHUP reopens
+/// output files. Installed before anything is attached, so that a signal that
+/// arrives during start-up is answered by a clean detach instead of killing the
+/// process with its programs still attached.
+pub struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers (needs a tokio runtime).
+    pub fn install() -> anyhow::Result<Self> {
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            hangup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+}
+
+/// Runs until SIGINT or SIGTERM, then detaches everything it attached. SIGHUP
+/// reopens output files.
+pub async fn run_until_signal(
+    mut capture: Capture,
+    mut table: FlowTable,
+    signals: StopSignals,
+    observer: &mut dyn LiveObserver,
+) -> anyhow::Result<()> {
+    let StopSignals {
+        mut interrupt,
+        mut terminate,
+        mut hangup,
+    } = signals;
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut healing = tokio::time::interval(HINT_HEALING_INTERVAL);
+    healing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut decided: Vec<Decided> = Vec::new();
+    let result = loop {
+        tokio::select! {
+            read = capture.next_segments(&mut segments) => {
+                if let Err(err) = read {
+                    break Err(anyhow::Error::new(err).context("reading kernel events"));
+                }
+                for segment in segments.drain(..) {
+                    table.push(segment, &mut decided);
+                }
+                deliver(&mut decided, &mut capture, observer);
+                let changes = capture.take_interface_changes();
+                if !changes.is_empty() {
+                    observer.interfaces_changed(&changes);
+                }
+            }
+            _ = ticker.tick() => {
+                table.advance_clock(wall_clock(), &mut decided);
+                deliver(&mut decided, &mut capture, observer);
+                let kernel = capture
+                    .counters()
+                    .map_err(|err| tracing::warn!("reading kernel counters: {err}"))
+                    .ok();
+                observer.tick(kernel.as_ref(), table.stats(), table.tracked());
+            }
+            _ = healing.tick() => match capture.heal_hints() {
+                Ok(h) if h.slots_too_high > 0 => tracing::debug!(
+                    "hint table: {} slots counted evicted flows, {} corrected",
+                    h.slots_too_high,
+                    h.slots_healed
+                ),
+                Ok(_) => {}
+                Err(err) => tracing::warn!("healing the kernel's hint table: {err}"),
+            },
+            _ = hangup.recv() => observer.reopen(),
+            _ = interrupt.recv() => break Ok(()),
+            _ = terminate.recv() => break Ok(()),
+        }
+    };
+    tracing::info!("stopping: detaching from every interface");
+    let detached = capture.detach_all().context("detaching");
+    observer.interfaces_changed(&capture.take_interface_changes());
+    result.and(detached)
+}
+
+/// Hands decided records to the observer and tells the kernel to stop copying them.
+fn deliver(decided: &mut Vec<Decided>, capture: &mut Capture, observer: &mut dyn LiveObserver) {
+    for Decided {
+        key,
+        client_seq,
+        record,
+    } in decided.drain(..)
+    {
+        if let Some(client_seq) = client_seq {
+            if let Err(err) = capture.release_flow(&key, client_seq) {
+                // The kernel then copies until the byte budget runs out: wasteful, not wrong.
+                tracing::debug!("releasing {key:?}: {err}");
+            }
+        }
+        observer.record(&record);
+    }
+}
+
+/// Now, as the flow table's clock counts it.
+fn wall_clock() -> Timestamp {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}

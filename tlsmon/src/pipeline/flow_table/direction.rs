@@ -1,0 +1,160 @@
+//! One direction of a tracked connection: reassembly feeding the TLS parser.
+
+use crate::pipeline::reassembly::{ReadyChunk, ReassemblyLimits, StreamReassembler};
+use crate::pipeline::tls::{ParsedMessage, TlsMessage, TlsStreamParser};
+use crate::source::segment::{PacketDirection, Segment, Timestamp};
+
+/// A decoded message with the time its last byte arrived.
+pub(crate) struct TimedMessage {
+    pub ts: Timestamp,
+    pub parsed: ParsedMessage,
+}
+
+/// Buffers a push needs only while it runs, shared by every stream of a table (one
+/// set per direction was over a kilobyte per tracked flow).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    ready: Vec<ReadyChunk>,
+    parsed: Vec<ParsedMessage>,
+}
+
+impl Scratch {
+    /// Lets go of buffers a burst made large.
+    pub fn shrink(&mut self) {
+        if self.ready.capacity() > 64 {
+            self.ready = Vec::new();
+        }
+        if self.parsed.capacity() > 64 {
+            self.parsed = Vec::new();
+        }
+    }
+}
+
+/// Reassembly and parsing state of one direction that carried bytes.
+pub(crate) struct DirectionStream {
+    reassembler: StreamReassembler,
+    parser: TlsStreamParser,
+    /// Sequence number of this direction's FIN, until the stream reaches it.
+    pending_fin: Option<u32>,
+    /// Captured segments that carried bytes of the first message, counted until the
+    /// parser completes it (a ClientHello, for the client's stream).
+    first_message_segments: u32,
+    /// The parser has completed its first message (or stopped).
+    first_message_done: bool,
+    /// The parser has stopped (NotTls or Malformed): later bytes are not fed.
+    parser_stopped: bool,
+    /// Hook direction of the first segment seen this way.
+    pub packet_direction: PacketDirection,
+}
+
+impl DirectionStream {
+    /// A stream for a direction whose SYN carried sequence number `isn`, if seen.
+    pub fn new(
+        limits: ReassemblyLimits,
+        packet_direction: PacketDirection,
+        isn: Option<u32>,
+    ) -> Self {
+        let mut reassembler = StreamReassembler::new(limits);
+        if let Some(isn) = isn {
+            reassembler.push(isn, &[], 0, true, Timestamp::ZERO);
+        }
+        DirectionStream {
+            reassembler,
+            parser: TlsStreamParser::new(),
+            pending_fin: None,
+            first_message_segments: 0,
+            first_message_done: false,
+            parser_stopped: false,
+            packet_direction,
+        }
+    }
+
+    /// Adds a segment and appends the messages it completed to `out`.
+    pub fn push(&mut self, segment: &Segment, scratch: &mut Scratch, out: &mut Vec<TimedMessage>) {
+        let syn = segment.flags.syn();
+        if syn || !segment.payload.is_empty() || segment.cut > 0 {
+            self.reassembler
+                .push(segment.seq, &segment.payload, segment.cut, syn, segment.ts);
+        }
+        if segment.flags.fin() {
+            self.pending_fin = Some(segment.end_seq());
+        }
+        self.deliver(scratch, out);
+    }
+
+    /// Feeds every newly contiguous chunk to the parser.
+    fn deliver(&mut self, scratch: &mut Scratch, out: &mut Vec<TimedMessage>) {
+        scratch.ready.clear();
+        if !self.reassembler.drain_ready(&mut scratch.ready) {
+            return;
+        }
+        for chunk in scratch.ready.drain(..) {
+            if self.parser_stopped {
+                continue;
+            }
+            if !self.first_message_done {
+                self.first_message_segments = self.first_message_segments.saturating_add(1);
+            }
+            scratch.parsed.clear();
+            self.parser.feed(&chunk.bytes, &mut scratch.parsed);
+            self.first_message_done |= !scratch.parsed.is_empty();
+            for message in scratch.parsed.drain(..) {
+                self.parser_stopped |= matches!(
+                    message.message,
+                    TlsMessage::NotTls | TlsMessage::Malformed { .. }
+                );
+                out.push(TimedMessage {
+                    ts: chunk.ts,
+                    parsed: message,
+                });
+            }
+        }
+    }
+
+    /// True once this direction's FIN has been reached in stream order.
+    pub fn fin_reached(&self) -> bool {
+        match (self.pending_fin, self.reassembler.next_seq()) {
+            (Some(fin), Some(next)) => fin.wrapping_sub(next) as i32 <= 0,
+            // FIN on a direction that never carried data.
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// A FIN was seen but bytes before it are missing.
+    pub fn fin_blocked(&self) -> bool {
+        self.pending_fin.is_some() && !self.fin_reached()
+    }
+
+    /// Bytes are missing (lost or cut) before data that was captured.
+    pub fn has_gap(&self) -> bool {
+        self.reassembler.has_gap()
+    }
+
+    /// Captured segments that carried the first message of this direction (its
+    /// ClientHello, for the client), once the parser completed it: a segment-count
+    /// of the bytes from the stream's start up to the message's end.
+    pub fn first_message_segments(&self) -> u32 {
+        self.first_message_segments
+    }
+
+    /// The stream's first bytes begin a ClientHello (TLS or SSLv2-compatible).
+    pub fn opened_with_client_hello(&self) -> bool {
+        self.parser.opened_with_client_hello()
+    }
+
+    /// The stream began a ClientHello that is not complete yet.
+    pub fn client_hello_unfinished(&self) -> bool {
+        !self.first_message_done && !self.parser_stopped && self.opened_with_client_hello()
+    }
+
+    /// Out-of-order bytes held.
+    pub fn buffered_bytes(&self) -> usize {
+        self.reassembler.buffered_bytes()
+    }
+
+    /// The reassembler's counters.
+    pub fn reassembly_stats(&self) -> &crate::pipeline::reassembly::ReassemblyStats {
+        self.reassembler.stats()
+    }
+}

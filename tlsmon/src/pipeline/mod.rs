@@ -1,0 +1,13 @@
+//! Segments in, one handshake event per handshake out, with no I/O: the flow
+//! table ([`flow_table`]) keeps per-connection state, [`reassembly`] orders each
+//! direction's bytes, [`tls`] parses records and handshake messages, [`outcome`]
+//! decides how the handshake ended, and [`event_builder`] fills the public
+//! [`crate::event::HandshakeEvent`]. Depends on [`crate::source::segment`] and
+//! [`crate::event`] only.
+
+pub mod drive_files;
+pub mod event_builder;
+pub mod flow_table;
+pub mod outcome;
+pub mod reassembly;
+pub mod tls;

@@ -1,0 +1,137 @@
+//! Reading the RingBuf: registration with tokio on first use, and draining
+//! records into segments.
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::{unix::AsyncFd, Interest};
+
+use super::{clock::WallClock, decode, devices::DeviceTable, CaptureError};
+use crate::source::segment::{Device, Segment};
+
+/// Records drained per wake-up at most, so one busy RingBuf cannot starve the
+/// caller's other work; the rest is read on the next call.
+pub(crate) const MAX_RECORDS_PER_READ: usize = 4096;
+
+/// The RingBuf, registered with tokio on first use (registration needs a
+/// runtime, loading does not).
+pub(crate) enum EventSource {
+    Plain(RingBuf<MapData>),
+    Registered(AsyncFd<RingBuf<MapData>>),
+    /// Only while switching from one state to the other.
+    Switching,
+}
+
+/// What reading the RingBuf needs besides the RingBuf itself.
+pub(crate) struct Decoder<'a> {
+    pub(crate) devices: &'a DeviceTable,
+    pub(crate) undecodable: &'a mut u64,
+}
+
+impl EventSource {
+    /// The RingBuf, whichever state it is in.
+    pub(crate) fn ring(&mut self) -> Option<&mut RingBuf<MapData>> {
+        match self {
+            EventSource::Plain(ring) => Some(ring),
+            EventSource::Registered(fd) => Some(fd.get_mut()),
+            EventSource::Switching => None,
+        }
+    }
+
+    /// The tokio registration, made now if needed.
+    pub(crate) fn registered(&mut self) -> Result<&mut AsyncFd<RingBuf<MapData>>, CaptureError> {
+        if let EventSource::Plain(_) = self {
+            // Registering without a runtime would panic: say so instead.
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(CaptureError::io(
+                    "reading kernel events",
+                    std::io::Error::other("must be called inside a tokio runtime"),
+                ));
+            }
+            let EventSource::Plain(ring) = std::mem::replace(self, EventSource::Switching) else {
+                return Err(CaptureError::Load(
+                    "event source in an invalid state".into(),
+                ));
+            };
+            // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged,
+            // for as long as it lives, which is as long as the AsyncFd.
+            match unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) } {
+                Ok(fd) => *self = EventSource::Registered(fd),
+                Err(e) => {
+                    let (ring, error) = e.into_parts();
+                    *self = EventSource::Plain(ring);
+                    return Err(CaptureError::io(
+                        "registering the RingBuf with tokio",
+                        error,
+                    ));
+                }
+            }
+        }
+        match self {
+            EventSource::Registered(fd) => Ok(fd),
+            _ => Err(CaptureError::Load(
+                "event source in an invalid state".into(),
+            )),
+        }
+    }
+}
+
+/// Waits until records arrive, then appends at least one segment to `out`;
+/// returns how many. Cancel-safe: records are only taken after the wait.
+pub(crate) async fn read(
+    fd: &mut AsyncFd<RingBuf<MapData>>,
+    decoder: &mut Decoder<'_>,
+    out: &mut Vec<Segment>,
+) -> Result<usize, CaptureError> {
+    loop {
+        let mut guard = fd
+            .readable_mut()
+            .await
+            .map_err(|e| CaptureError::io("waiting for RingBuf events", e))?;
+        let appended = drain(guard.get_inner_mut(), decoder, out);
+        // Only a RingBuf read to empty may lose its readiness; a capped read
+        // leaves it set so the next call does not wait.
+        if appended < MAX_RECORDS_PER_READ {
+            guard.clear_ready();
+        }
+        if appended > 0 {
+            return Ok(appended);
+        }
+    }
+}
+
+/// Reads up to MAX_RECORDS_PER_READ records from `ring` into `out`; returns how
+/// many records it read (a record may become two segments: see
+/// [`decode::client_syn`]).
+pub(crate) fn drain(
+    ring: &mut RingBuf<MapData>,
+    decoder: &mut Decoder<'_>,
+    out: &mut Vec<Segment>,
+) -> usize {
+    let clock = WallClock::now();
+    let mut records = 0;
+    while records < MAX_RECORDS_PER_READ {
+        let Some(record) = ring.next() else {
+            break;
+        };
+        let (device, opens) = match decode::header(&record) {
+            Ok(h) => (
+                decoder.devices.device(h.ifindex),
+                decode::opens_connection(&h),
+            ),
+            Err(_) => (Device::new("unknown"), false),
+        };
+        records += 1;
+        match decode::segment(&record, clock, device) {
+            Ok(segment) => {
+                if opens {
+                    out.push(decode::client_syn(&segment));
+                }
+                out.push(segment);
+            }
+            Err(e) => {
+                *decoder.undecodable += 1;
+                tracing::warn!("undecodable kernel event: {e}");
+            }
+        }
+    }
+    records
+}
