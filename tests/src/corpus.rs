@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
-use tlsmon::pipeline::drive_files::{analyze_file, AnalyzeOptions};
+use tlsmon::commands::capture_files::{analyze_file, AnalyzeOptions};
 
 /// The corpus directory (`tests/corpus`).
 pub fn corpus_dir() -> PathBuf {

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use etherparse::SlicedPacket;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+use tlsmon::commands::capture_files::{analyze_file, AnalyzeOptions};
 use tlsmon::event::{FailureReason, Outcome};
-use tlsmon::pipeline::drive_files::{analyze_file, AnalyzeOptions};
 use tlsmon_tests::corpus::corpus_dir;
 use tlsmon_tests::netns::unique_name;
 

@@ -16,7 +16,7 @@ pub const EVENTS_MAP: &str = "TLSMON_EVENTS";
 pub const FLOWS_MAP: &str = "TLSMON_FLOWS";
 /// Per-CPU array of u64 counters, indexed by [`Counter`].
 pub const COUNTERS_MAP: &str = "TLSMON_COUNTERS";
-/// Single-entry array holding the [`Config`] set at load time.
+/// Single-entry array holding the [`KernelConfig`] set at load time.
 pub const CONFIG_MAP: &str = "TLSMON_CONFIG";
 /// Per-CPU scratch buffer in which an event is built before it is output.
 pub const SCRATCH_MAP: &str = "TLSMON_SCRATCH";
@@ -325,7 +325,7 @@ pub const FIN_FROM_HI: u32 = 2;
 /// Load-time configuration of the kernel program.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Config {
+pub struct KernelConfig {
     /// Per-direction byte budget of a tracked flow.
     pub byte_budget: u32,
     /// Explicit padding; always zero.
@@ -386,7 +386,7 @@ mod pod {
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowState {}
-    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::KernelConfig {}
     unsafe impl aya::Pod for super::Opening {}
 }
 
@@ -423,7 +423,7 @@ mod tests {
         assert_eq!(size_of::<FlowState>(), 24);
         assert_eq!(size_of::<Opening>(), 16);
         assert_eq!(size_of::<ControlCommand>(), 4 + 4 + 44 + 4 + 4 + 4 + 8);
-        assert_eq!(size_of::<Config>(), 8);
+        assert_eq!(size_of::<KernelConfig>(), 8);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
 use tlsmon_common::{
-    Config, Counter, EventHeader, FlowKey, FlowState, Opening, CHUNK_SIZE, COUNTER_COUNT,
+    Counter, EventHeader, FlowKey, FlowState, KernelConfig, Opening, CHUNK_SIZE, COUNTER_COUNT,
     HINT_SLOTS, MAX_OPENINGS, MAX_TRACKED_FLOWS, RINGBUF_BYTES,
 };
 
@@ -32,7 +32,7 @@ pub static FLOWS: LruHashMap<FlowKey, FlowState> =
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
 #[map(name = "TLSMON_CONFIG")]
-pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+pub static CONFIG: Array<KernelConfig> = Array::with_max_entries(1, 0);
 
 /// Per connection-hash slot: the hint word (see `hint`).
 #[map(name = "TLSMON_HINTS")]

@@ -123,7 +123,7 @@ pub struct ServerCert {
 
 /// One handshake attempt and how it ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HandshakeRecord {
+pub struct HandshakeEvent {
     /// When the ClientHello was seen (RFC 3339 UTC).
     #[serde(serialize_with = "serialize_ts", deserialize_with = "deserialize_ts")]
     pub ts: Timestamp,

@@ -5,15 +5,15 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use tlsmon::cli::{Cli, Command};
-use tlsmon::{commands, commands::daemon};
+use tlsmon::commands;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Analyze(args) => commands::analyze::run(args),
         Command::Compare(args) => commands::compare::run(args),
-        Command::Run(args) => with_runtime(|| daemon::run(args)),
-        Command::Watch(args) => with_runtime(|| daemon::watch(args)),
+        Command::Run(args) => with_runtime(|| commands::run::run(args)),
+        Command::Watch(args) => with_runtime(|| commands::watch::watch(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,9 +4,9 @@ use std::io::{self, BufWriter, Write};
 use std::time::Duration;
 
 use crate::cli::{AnalyzeArgs, AnalyzeFormat};
-use crate::event::{HandshakeRecord, Outcome};
-use crate::pipeline::drive_files::{analyze_file_into, AnalyzeOptions, AnalyzeSummary};
-use crate::sinks::lines::{self, Summary};
+use crate::commands::capture_files::{analyze_file_into, AnalysisTotals, AnalyzeOptions};
+use crate::event::{HandshakeEvent, Outcome};
+use crate::sinks::lines::{self, TextSummary};
 use crate::sinks::metrics::{LabelOptions, Metrics};
 
 use super::use_color;
@@ -22,12 +22,12 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
     };
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    let mut summary = AnalyzeSummary::default();
-    let mut per_device = Summary::default();
+    let mut summary = AnalysisTotals::default();
+    let mut per_device = TextSummary::default();
     let mut write_error: Option<io::Error> = None;
     let mut failures = Vec::new();
     for path in &args.files {
-        let mut sink = |record: HandshakeRecord| {
+        let mut sink = |record: HandshakeEvent| {
             if let Some(metrics) = &metrics {
                 metrics.observe(&record);
                 return;
@@ -90,7 +90,7 @@ pub fn timeout_from_secs(secs: f64) -> anyhow::Result<Duration> {
         })
 }
 
-fn render_summary(s: &AnalyzeSummary) -> String {
+fn render_summary(s: &AnalysisTotals) -> String {
     let f = &s.flows;
     format!(
         "\n{} handshakes: {} established, {} failed, {} incomplete\n\

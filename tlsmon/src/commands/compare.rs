@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::cli::CompareArgs;
-use crate::event::HandshakeRecord;
-use crate::pipeline::drive_files::{analyze_file_into, AnalyzeOptions, AnalyzeSummary};
+use crate::commands::capture_files::{analyze_file_into, AnalysisTotals, AnalyzeOptions};
+use crate::event::HandshakeEvent;
 use crate::sinks::comparison::Comparison;
 
 use super::analyze::timeout_from_secs;
@@ -22,7 +22,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         if is_json_lines(path)? {
             read_events(path, &mut comparison)?;
         } else {
-            let mut summary = AnalyzeSummary::default();
+            let mut summary = AnalysisTotals::default();
             analyze_file_into(path, &options, &mut summary, &mut |r| comparison.add(&r))?;
         }
     }
@@ -49,7 +49,7 @@ fn read_events(path: &Path, comparison: &mut Comparison) -> anyhow::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let record: HandshakeRecord = serde_json::from_str(&line)
+        let record: HandshakeEvent = serde_json::from_str(&line)
             .with_context(|| format!("{}:{}: not a tlsmon event", path.display(), index + 1))?;
         comparison.add(&record);
     }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::event::HandshakeRecord;
+use crate::event::HandshakeEvent;
 use crate::sinks::lines::EventsFile;
 use crate::sinks::metrics::Metrics;
 
@@ -60,7 +60,7 @@ impl EventsSink {
     }
 
     /// Appends `record`; a failure is counted in `metrics` and, throttled, logged.
-    pub(super) fn write(&mut self, record: &HandshakeRecord, metrics: &Metrics) {
+    pub(super) fn write(&mut self, record: &HandshakeEvent, metrics: &Metrics) {
         match self.file.write(record) {
             Ok(()) => {
                 if self.lost_since_written > 0 {

@@ -1,13 +1,21 @@
-//! The live loop shared by `run` and `watch`: kernel segments through the flow table
+//! The live glue shared by `run` and `watch`: start-up (logging, capture), and the
+//! loop: kernel segments through the flow table
 //! to a record sink, with timeouts on the wall clock and a clean stop on signals.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::io;
+
 use anyhow::Context;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::event::HandshakeRecord;
-use crate::pipeline::flow_table::{Decided, FlowStats, FlowTable};
+use crate::cli::CaptureArgs;
+use crate::config::{Config, Settings};
+use crate::event::HandshakeEvent;
+use crate::pipeline::drive::Pipeline;
+use crate::pipeline::flow_table::FlowTableOptions;
+use crate::pipeline::flow_table::{Decided, FlowStats};
+use crate::source::live::{list_interfaces, CaptureOptions, InterfaceLocking, InterfaceSelector};
 use crate::source::live::{Capture, InterfaceChange, KernelCounters, HINT_HEALING_INTERVAL};
 use crate::source::segment::{Segment, Timestamp};
 
@@ -17,7 +25,7 @@ pub const TICK: Duration = Duration::from_secs(1);
 /// What the loop reports besides records, once per tick.
 pub trait LiveObserver {
     /// A handshake was decided.
-    fn record(&mut self, record: &HandshakeRecord);
+    fn record(&mut self, record: &HandshakeEvent);
     /// Interfaces were attached or dropped (hotplug, or attach failures).
     fn interfaces_changed(&mut self, changes: &[InterfaceChange]);
     /// SIGHUP: reopen output files (after log rotation).
@@ -51,7 +59,7 @@ impl StopSignals {
 /// reopens output files.
 pub async fn run_until_signal(
     mut capture: Capture,
-    mut table: FlowTable,
+    mut pipeline: Pipeline,
     signals: StopSignals,
     observer: &mut dyn LiveObserver,
 ) -> anyhow::Result<()> {
@@ -65,30 +73,28 @@ pub async fn run_until_signal(
     let mut healing = tokio::time::interval(HINT_HEALING_INTERVAL);
     healing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut segments: Vec<Segment> = Vec::new();
-    let mut decided: Vec<Decided> = Vec::new();
     let result = loop {
         tokio::select! {
             read = capture.next_segments(&mut segments) => {
                 if let Err(err) = read {
                     break Err(anyhow::Error::new(err).context("reading kernel events"));
                 }
+                let mut deliver = |d: Decided| deliver(d, &mut capture, observer);
                 for segment in segments.drain(..) {
-                    table.push(segment, &mut decided);
+                    pipeline.push(segment, &mut deliver);
                 }
-                deliver(&mut decided, &mut capture, observer);
                 let changes = capture.take_interface_changes();
                 if !changes.is_empty() {
                     observer.interfaces_changed(&changes);
                 }
             }
             _ = ticker.tick() => {
-                table.advance_clock(wall_clock(), &mut decided);
-                deliver(&mut decided, &mut capture, observer);
+                pipeline.advance_clock(wall_clock(), &mut |d| deliver(d, &mut capture, observer));
                 let kernel = capture
                     .counters()
                     .map_err(|err| tracing::warn!("reading kernel counters: {err}"))
                     .ok();
-                observer.tick(kernel.as_ref(), table.stats(), table.tracked());
+                observer.tick(kernel.as_ref(), pipeline.stats(), pipeline.tracked());
             }
             _ = healing.tick() => match capture.heal_hints() {
                 Ok(h) if h.slots_too_high > 0 => tracing::debug!(
@@ -110,22 +116,21 @@ pub async fn run_until_signal(
     result.and(detached)
 }
 
-/// Hands decided records to the observer and tells the kernel to stop copying them.
-fn deliver(decided: &mut Vec<Decided>, capture: &mut Capture, observer: &mut dyn LiveObserver) {
-    for Decided {
+/// Hands a decided handshake to the observer and tells the kernel to stop
+/// copying its connection.
+fn deliver(decided: Decided, capture: &mut Capture, observer: &mut dyn LiveObserver) {
+    let Decided {
         key,
         client_seq,
-        record,
-    } in decided.drain(..)
-    {
-        if let Some(client_seq) = client_seq {
-            if let Err(err) = capture.release_flow(&key, client_seq) {
-                // The kernel then copies until the byte budget runs out: wasteful, not wrong.
-                tracing::debug!("releasing {key:?}: {err}");
-            }
+        event,
+    } = decided;
+    if let Some(client_seq) = client_seq {
+        if let Err(err) = capture.release_flow(&key, client_seq) {
+            // The kernel then copies until the byte budget runs out: wasteful, not wrong.
+            tracing::debug!("releasing {key:?}: {err}");
         }
-        observer.record(&record);
     }
+    observer.record(&event);
 }
 
 /// Now, as the flow table's clock counts it.
@@ -133,4 +138,64 @@ fn wall_clock() -> Timestamp {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
+}
+
+/// The capture flags as a config layer (`None` where not given).
+pub(super) fn capture_flags(args: &CaptureArgs) -> Config {
+    Config {
+        interfaces: (!args.interfaces.is_empty()).then(|| args.interfaces.clone()),
+        byte_budget: args.byte_budget,
+        handshake_timeout_secs: args.handshake_timeout,
+        max_flows: args.max_flows,
+        ..Config::default()
+    }
+}
+
+pub(super) fn flow_options(settings: &Settings) -> FlowTableOptions {
+    FlowTableOptions {
+        handshake_timeout: settings.handshake_timeout,
+        max_flows: settings.max_flows,
+        ..FlowTableOptions::default()
+    }
+}
+
+/// Loads the kernel program and attaches it where the settings' patterns say,
+/// taking each interface's lock as `locking` says.
+pub(super) fn start_capture(
+    settings: &Settings,
+    locking: InterfaceLocking,
+) -> anyhow::Result<(Capture, Vec<String>)> {
+    let patterns = &settings.interfaces;
+    let selector = InterfaceSelector::new(patterns)?;
+    // Checked before loading anything, so a typo fails fast, without root, and
+    // before the kernel is touched.
+    if selector.select(&list_interfaces()?)?.is_empty() {
+        anyhow::bail!(
+            "no interface matches {} (see `ip link`; loopback is only watched when named)",
+            if patterns.is_empty() {
+                "the default selection: every interface that is up".to_string()
+            } else {
+                patterns.join(", ")
+            }
+        );
+    }
+    let mut capture = Capture::load(CaptureOptions {
+        byte_budget: settings.byte_budget,
+        interface_lock: locking,
+        ..CaptureOptions::default()
+    })?;
+    // Following: interfaces that appear or come up later and match are attached too.
+    let attached = capture.follow_interfaces(selector)?;
+    Ok((capture, attached))
+}
+
+pub(super) fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("invalid log level {filter:?}"))?;
+    // A second initialisation (tests running several daemons in one process) is harmless.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+    Ok(())
 }

@@ -1,10 +1,13 @@
-//! The offline commands behind the CLI: `analyze` and `compare`.
+//! The commands behind the CLI, glue only: `run` and `watch` (live, sharing
+//! [`live`]), `analyze` and `compare` (offline, sharing [`capture_files`]).
 
 pub mod analyze;
+pub mod capture_files;
 pub mod compare;
-pub mod daemon;
 mod events_sink;
 mod live;
+pub mod run;
+pub mod watch;
 
 use std::io::IsTerminal;
 

@@ -1,8 +1,8 @@
-//! Turns a decided handshake into the public [`HandshakeRecord`].
+//! Turns a decided handshake into the public [`HandshakeEvent`].
 
 use std::net::SocketAddr;
 
-use crate::event::{Direction, FailureReason, HandshakeRecord, Outcome, Side};
+use crate::event::{Direction, FailureReason, HandshakeEvent, Outcome, Side};
 use crate::pipeline::outcome::{HandshakeTracker, Verdict};
 use crate::pipeline::tls::names;
 use crate::source::segment::{PacketDirection, Timestamp};
@@ -26,8 +26,8 @@ impl FlowContext<'_> {
     }
 
     /// A record with only the flow's identity filled in.
-    fn bare_record(&self, ts: Timestamp, outcome: Outcome) -> HandshakeRecord {
-        HandshakeRecord {
+    fn bare_record(&self, ts: Timestamp, outcome: Outcome) -> HandshakeEvent {
+        HandshakeEvent {
             ts,
             device: self.device.to_string(),
             direction: self.direction(),
@@ -68,7 +68,7 @@ pub(crate) fn not_tls_record(
     context: &FlowContext<'_>,
     started: Timestamp,
     at: Timestamp,
-) -> HandshakeRecord {
+) -> HandshakeEvent {
     let mut record = context.bare_record(started, Outcome::Failed);
     record.failure_reason = Some(FailureReason::NotTls);
     record.detail = Some("the client's first bytes are not a TLS ClientHello".to_string());
@@ -82,7 +82,7 @@ pub(crate) fn record_without_hello(
     context: &FlowContext<'_>,
     started: Timestamp,
     verdict: Verdict,
-) -> HandshakeRecord {
+) -> HandshakeEvent {
     let outcome = match verdict {
         Verdict::Established { .. } => Outcome::Established,
         Verdict::Failed(_) => Outcome::Failed,
@@ -112,7 +112,7 @@ pub(crate) fn handshake_record(
     tracker: &HandshakeTracker,
     client_hello_segments: u32,
     verdict: Verdict,
-) -> HandshakeRecord {
+) -> HandshakeEvent {
     let mut record = record_without_hello(context, tracker.started(), verdict);
 
     let hello = tracker.client_hello();

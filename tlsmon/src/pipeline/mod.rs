@@ -2,10 +2,10 @@
 //! table ([`flow_table`]) keeps per-connection state, [`reassembly`] orders each
 //! direction's bytes, [`tls`] parses records and handshake messages, [`outcome`]
 //! decides how the handshake ended, and [`event_builder`] fills the public
-//! [`crate::event::HandshakeEvent`]. Depends on [`crate::source::segment`] and
-//! [`crate::event`] only.
+//! [`crate::event::HandshakeEvent`]; [`drive::Pipeline`] is the loop every
+//! command runs. Depends on [`crate::source::segment`] and [`crate::event`] only.
 
-pub mod drive_files;
+pub mod drive;
 pub mod event_builder;
 pub mod flow_table;
 pub mod outcome;

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::{event::HandshakeRecord, sinks::escape::escape_controls};
+use crate::{event::HandshakeEvent, sinks::escape::escape_controls};
 
 /// Share difference (absolute, 0..1) above which a row is highlighted.
 pub const SHARE_DIFFERENCE: f64 = 0.10;
@@ -21,7 +21,7 @@ pub const SHARE_DIFFERENCE: f64 = 0.10;
 const MAX_ROWS_PER_ASPECT: usize = 12;
 
 /// Reads the values of one aspect from a record.
-type AspectReader = fn(&HandshakeRecord) -> Vec<String>;
+type AspectReader = fn(&HandshakeEvent) -> Vec<String>;
 
 /// The aspects compared, in display order, and how to read each from a record.
 const ASPECTS: &[(&str, AspectReader)] = &[
@@ -69,7 +69,7 @@ impl Comparison {
     }
 
     /// Counts one handshake.
-    pub fn add(&mut self, record: &HandshakeRecord) {
+    pub fn add(&mut self, record: &HandshakeEvent) {
         *self.totals.entry(record.device.clone()).or_default() += 1;
         for ((_, read), counts) in ASPECTS.iter().zip(self.aspects.iter_mut()) {
             for value in read(record) {
@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn text_report_escapes_devices_and_values_from_the_wire() {
         let mut comparison = Comparison::new();
-        comparison.add(&HandshakeRecord {
+        comparison.add(&HandshakeEvent {
             device: "eth\x1b[2J0".into(),
             ja4: Some("t13\0\x1b]0;x\x07".into()),
             ..record()

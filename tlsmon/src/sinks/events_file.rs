@@ -13,7 +13,7 @@ use std::{
 };
 
 use super::lines::json_line;
-use crate::event::HandshakeRecord;
+use crate::event::HandshakeEvent;
 
 /// Errors writing events. Each message carries its OS error once (they have no
 /// `source()`, so `{:#}` does not repeat it).
@@ -90,7 +90,7 @@ impl EventsFile {
 
     /// Appends the record as one JSON line, or, when that fails, leaves the file
     /// as it was (see [`Partial`] for when that is not possible).
-    pub fn write(&mut self, record: &HandshakeRecord) -> Result<(), OutputError> {
+    pub fn write(&mut self, record: &HandshakeEvent) -> Result<(), OutputError> {
         let json = json_line(record);
         let mut line = Vec::with_capacity(json.len() + 2);
         if self.torn {

@@ -5,7 +5,7 @@ use std::{
     fmt::Write as _,
 };
 
-use crate::event::{FailureReason, HandshakeRecord, Outcome};
+use crate::event::{FailureReason, HandshakeEvent, Outcome};
 
 /// Counts of one device.
 #[derive(Default)]
@@ -24,13 +24,13 @@ struct DeviceSummary {
 /// outcome, failures by reason (with alert and who sent it, or who reset/closed),
 /// negotiated versions, cipher suites and groups, and what the ClientHellos offered.
 #[derive(Default)]
-pub struct Summary {
+pub struct TextSummary {
     devices: BTreeMap<String, DeviceSummary>,
 }
 
-impl Summary {
+impl TextSummary {
     /// Counts one handshake.
-    pub fn add(&mut self, r: &HandshakeRecord) {
+    pub fn add(&mut self, r: &HandshakeEvent) {
         let d = self.devices.entry(r.device.clone()).or_default();
         *d.outcomes.entry(r.outcome.as_str()).or_default() += 1;
         if r.outcome == Outcome::Failed {
@@ -85,7 +85,7 @@ fn render(devices: &BTreeMap<String, DeviceSummary>) -> String {
 }
 
 /// "alert handshake_failure from server", "reset by client", "timeout", ...
-fn failure_key(r: &HandshakeRecord) -> String {
+fn failure_key(r: &HandshakeEvent) -> String {
     match r.failure_reason {
         Some(FailureReason::Alert) => {
             let mut k = format!("alert {}", r.alert.as_deref().unwrap_or("(unnamed)"));

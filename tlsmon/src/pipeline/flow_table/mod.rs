@@ -1,4 +1,4 @@
-//! The flow table: [`Segment`]s in, one [`HandshakeRecord`] per handshake out.
+//! The flow table: [`Segment`]s in, one [`HandshakeEvent`] per handshake out.
 //!
 //! Each TCP connection on each device gets, per direction that carried bytes, a
 //! [`direction::DirectionStream`] (reassembly + TLS parsing) and, from its ClientHello on,
@@ -29,7 +29,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::event::{FailureReason, HandshakeRecord};
+use crate::event::{FailureReason, HandshakeEvent};
 use crate::pipeline::outcome::{Close, Failure, HandshakeTracker, Verdict};
 use crate::pipeline::reassembly::ReassemblyLimits;
 use crate::pipeline::tls::TlsMessage;
@@ -104,8 +104,8 @@ pub struct Decided {
     /// Sequence number of the client's first payload byte: which connection on
     /// a reused 4-tuple this was (`None` if the client sent no payload).
     pub client_seq: Option<u32>,
-    /// Its handshake record.
-    pub record: HandshakeRecord,
+    /// Its handshake event.
+    pub event: HandshakeEvent,
 }
 
 /// Counters of the flow table.
@@ -160,6 +160,40 @@ impl FlowClass {
             FlowClass::Unanswered => "evicted: too many ClientHellos without an answer",
             FlowClass::Answered => "evicted: too many flows in progress",
         }
+    }
+}
+
+impl std::ops::AddAssign<&FlowStats> for FlowStats {
+    /// Sums the counters of two tables (several capture files, one total).
+    fn add_assign(&mut self, other: &FlowStats) {
+        let FlowStats {
+            flows_created,
+            flows_evicted,
+            evicted_opening,
+            evicted_unanswered,
+            flows_refused,
+            not_tls_ignored,
+            midstream_ignored,
+            flows_superseded,
+            parse_errors,
+            retransmitted_bytes,
+            overlap_conflicts,
+            gap_bytes,
+            reassembly_dropped_bytes,
+        } = other;
+        self.flows_created += flows_created;
+        self.flows_evicted += flows_evicted;
+        self.evicted_opening += evicted_opening;
+        self.evicted_unanswered += evicted_unanswered;
+        self.flows_refused += flows_refused;
+        self.not_tls_ignored += not_tls_ignored;
+        self.midstream_ignored += midstream_ignored;
+        self.flows_superseded += flows_superseded;
+        self.parse_errors += parse_errors;
+        self.retransmitted_bytes += retransmitted_bytes;
+        self.overlap_conflicts += overlap_conflicts;
+        self.gap_bytes += gap_bytes;
+        self.reassembly_dropped_bytes += reassembly_dropped_bytes;
     }
 }
 
@@ -763,7 +797,7 @@ impl FlowTable {
                 out.push(Decided {
                     key: key.clone(),
                     client_seq: flow.client_payload_seq(),
-                    record,
+                    event: record,
                 });
             }
         }
@@ -783,7 +817,7 @@ impl FlowTable {
                 out.push(Decided {
                     key: key.clone(),
                     client_seq: flow.client_payload_seq(),
-                    record,
+                    event: record,
                 });
             }
         }
@@ -798,7 +832,7 @@ impl FlowTable {
                 out.push(Decided {
                     key: key.clone(),
                     client_seq: flow.client_payload_seq(),
-                    record,
+                    event: record,
                 });
             }
         }

@@ -136,7 +136,7 @@ fn split_reordered_client_hello_then_tls12_handshake_is_established() {
     assert!(c.out.is_empty());
     c.send(false, &finish, 0);
     assert_eq!(c.out.len(), 1);
-    let r = &c.out[0].record;
+    let r = &c.out[0].event;
     assert_eq!(r.outcome, Outcome::Established);
     assert_eq!(r.version.as_deref(), Some("TLSv1.2"));
     assert_eq!(
@@ -161,7 +161,7 @@ fn server_alert_is_a_failure_from_the_server() {
     c.send(true, &client_hello(), 0);
     c.send(false, &record(21, &[2, 40]), 0);
     assert_eq!(c.out.len(), 1);
-    let r = &c.out[0].record;
+    let r = &c.out[0].event;
     assert_eq!(r.outcome, Outcome::Failed);
     assert_eq!(r.failure_reason, Some(FailureReason::Alert));
     assert_eq!(r.alert.as_deref(), Some("handshake_failure"));
@@ -173,7 +173,7 @@ fn reset_after_client_hello_names_the_server() {
     let mut c = Conversation::new(FlowTableOptions::default());
     c.send(true, &client_hello(), 0);
     c.send(false, &[], TcpFlags::RST);
-    let r = &c.out[0].record;
+    let r = &c.out[0].event;
     assert_eq!(
         (r.failure_reason, r.closed_by),
         (Some(FailureReason::Reset), Some(Side::Server))
@@ -190,7 +190,7 @@ fn fin_waits_for_the_bytes_before_it() {
     c.table.push(fin, &mut c.out);
     assert!(c.out.is_empty(), "FIN ahead of missing bytes must wait");
     c.table.push(alert, &mut c.out);
-    let r = &c.out[0].record;
+    let r = &c.out[0].event;
     assert_eq!(r.alert.as_deref(), Some("protocol_version"));
 }
 
@@ -204,7 +204,7 @@ fn silence_becomes_a_timeout_on_the_capture_clock() {
     assert!(c.out.is_empty());
     c.table
         .advance_clock(start + Duration::from_secs(10), &mut c.out);
-    assert_eq!(c.out[0].record.failure_reason, Some(FailureReason::Timeout));
+    assert_eq!(c.out[0].event.failure_reason, Some(FailureReason::Timeout));
     assert_eq!(c.table.tracked(), 0);
 }
 
@@ -212,7 +212,7 @@ fn silence_becomes_a_timeout_on_the_capture_clock() {
 fn plain_http_is_not_tls_on_a_tls_port_and_ignored_elsewhere() {
     let mut c = Conversation::new(FlowTableOptions::default());
     c.send(true, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0);
-    assert_eq!(c.out[0].record.failure_reason, Some(FailureReason::NotTls));
+    assert_eq!(c.out[0].event.failure_reason, Some(FailureReason::NotTls));
 
     let options = FlowTableOptions {
         tls_ports: vec![],
@@ -241,8 +241,8 @@ fn eviction_reports_incomplete_and_counts() {
         table.push(s, &mut out);
     }
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].record.outcome, Outcome::Incomplete);
-    assert_eq!(out[0].record.client_port, 40000);
+    assert_eq!(out[0].event.outcome, Outcome::Incomplete);
+    assert_eq!(out[0].event.client_port, 40000);
     assert_eq!(table.stats().flows_evicted, 1);
     assert_eq!(table.tracked(), 1);
 }
@@ -255,7 +255,7 @@ fn a_reused_address_pair_starts_a_new_handshake() {
     c.send(true, &[], TcpFlags::SYN);
     c.send(true, &client_hello(), 0);
     c.send(false, &[], TcpFlags::RST);
-    let reasons: Vec<_> = c.out.iter().map(|d| d.record.failure_reason).collect();
+    let reasons: Vec<_> = c.out.iter().map(|d| d.event.failure_reason).collect();
     assert_eq!(
         reasons,
         vec![Some(FailureReason::Alert), Some(FailureReason::Reset)]
@@ -283,13 +283,7 @@ fn push(
 
 fn details(out: &[Decided]) -> Vec<(u16, Outcome, Option<String>)> {
     out.iter()
-        .map(|d| {
-            (
-                d.record.client_port,
-                d.record.outcome,
-                d.record.detail.clone(),
-            )
-        })
+        .map(|d| (d.event.client_port, d.event.outcome, d.event.detail.clone()))
         .collect()
 }
 
@@ -464,7 +458,7 @@ fn a_table_full_of_answered_handshakes_refuses_newcomers_and_counts_each_once() 
     assert_eq!(stats.flows_evicted, 0);
     assert!(out.is_empty());
     table.finish(&mut out);
-    let ports: Vec<u16> = out.iter().map(|d| d.record.client_port).collect();
+    let ports: Vec<u16> = out.iter().map(|d| d.event.client_port).collect();
     assert_eq!(out.len(), 4);
     assert!(!ports.contains(&45_000));
 }
@@ -492,7 +486,7 @@ fn a_client_hello_cut_by_the_snap_length_is_incomplete_not_nothing() {
             }
         }
         assert_eq!(c.out.len(), 1, "{end}");
-        let r = &c.out[0].record;
+        let r = &c.out[0].event;
         assert_eq!(r.outcome, Outcome::Incomplete, "{end}");
         assert_eq!(
             r.detail.as_deref(),
@@ -511,7 +505,7 @@ fn a_client_hello_still_arriving_at_the_end_of_the_capture_is_incomplete() {
     let hello = client_hello();
     c.send(true, &hello[..40], 0);
     c.table.finish(&mut c.out);
-    let r = &c.out[0].record;
+    let r = &c.out[0].event;
     assert_eq!(r.outcome, Outcome::Incomplete);
     assert_eq!(
         r.detail.as_deref(),
@@ -525,7 +519,7 @@ fn a_client_that_gives_up_halfway_through_its_client_hello_failed() {
     c.handshake_open();
     c.send(true, &client_hello()[..40], 0);
     c.send(true, &[], TcpFlags::RST);
-    let r = &c.out[0].record;
+    let r = &c.out[0].event;
     assert_eq!(
         (r.outcome, r.failure_reason, r.closed_by),
         (
@@ -556,7 +550,7 @@ fn a_malformed_client_hello_is_a_protocol_error_with_detail() {
         c.handshake_open();
         c.send(true, &broken, 0);
         assert_eq!(c.out.len(), 1);
-        let r = &c.out[0].record;
+        let r = &c.out[0].event;
         assert_eq!(r.outcome, Outcome::Failed);
         assert_eq!(r.failure_reason, Some(FailureReason::ProtocolError));
         let detail = r.detail.as_deref().unwrap_or_default();
@@ -574,7 +568,7 @@ fn broken_first_bytes_toward_a_tls_port_are_a_protocol_error() {
     let mut c = Conversation::new(FlowTableOptions::default());
     c.send(true, &[22, 3, 1, 0xff, 0xff, 1, 0, 0], 0);
     assert_eq!(
-        c.out[0].record.failure_reason,
+        c.out[0].event.failure_reason,
         Some(FailureReason::ProtocolError)
     );
     // Elsewhere it is not known to be a handshake: ignored, as before.
@@ -610,7 +604,7 @@ fn client_hello_segments_are_counted_past_64() {
         c.send(true, piece, 0);
     }
     c.send(false, &record(21, &[2, 40]), 0);
-    let r = &c.out[0].record;
+    let r = &c.out[0].event;
     assert_eq!(r.failure_reason, Some(FailureReason::Alert), "{r:?}");
     assert_eq!(r.client_hello_segments, Some(pieces.len() as u32));
     assert!(pieces.len() > 64);

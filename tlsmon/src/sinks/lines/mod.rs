@@ -5,10 +5,10 @@
 use std::{fmt::Write as _, net::SocketAddr};
 
 pub use super::events_file::{EventsFile, OutputError};
-pub use super::summary::Summary;
+pub use super::summary::TextSummary;
 
 use crate::{
-    event::{format_rfc3339, FailureReason, HandshakeRecord, Outcome},
+    event::{format_rfc3339, FailureReason, HandshakeEvent, Outcome},
     sinks::escape::escape_controls,
 };
 
@@ -18,7 +18,7 @@ const BOLD: &str = "\x1b[1m";
 const RESET: &str = "\x1b[0m";
 
 /// The record as one line of JSON (no trailing newline).
-pub fn json_line(record: &HandshakeRecord) -> String {
+pub fn json_line(record: &HandshakeEvent) -> String {
     // Serialising this struct cannot fail: every field is a string, number, bool,
     // address, list or struct of those, and map keys are field names. Should a
     // future field break that, emit a valid JSON error line rather than panic.
@@ -32,7 +32,7 @@ pub fn json_line(record: &HandshakeRecord) -> String {
 /// time, device, direction, client → server, SNI, version, cipher, group,
 /// outcome with reason. With `color`, failures are red and incomplete
 /// handshakes yellow (ANSI escapes).
-pub fn text_line(record: &HandshakeRecord, color: bool) -> String {
+pub fn text_line(record: &HandshakeEvent, color: bool) -> String {
     let ts = format_rfc3339(record.ts);
     // "HH:MM:SS.uuuuuu" like tcpdump; the date is rarely what one reads first.
     let time = ts.get(11..26).unwrap_or(&ts);
@@ -64,7 +64,7 @@ pub fn text_line(record: &HandshakeRecord, color: bool) -> String {
 }
 
 /// "established", "incomplete", or "FAILED <reason> ..." with who did what.
-fn verdict(record: &HandshakeRecord) -> String {
+fn verdict(record: &HandshakeEvent) -> String {
     match record.outcome {
         Outcome::Established => {
             let mut v = String::from("established");

@@ -83,7 +83,7 @@ fn text_line_for_established_and_failures() {
         text_line(&alert_failure(), true),
         "22:13:20.000000 eth1 inbound 192.0.2.10:50000 -> 192.0.2.1:443 sni=example.com - - - \x1b[1m\x1b[31mFAILED alert handshake_failure from server\x1b[0m 0.7ms"
     );
-    let reset = HandshakeRecord {
+    let reset = HandshakeEvent {
         outcome: Outcome::Failed,
         failure_reason: Some(FailureReason::Reset),
         closed_by: Some(Side::Server),
@@ -97,7 +97,7 @@ fn text_line_for_established_and_failures() {
         text_line(&reset, false),
         "22:13:20.000000 eth1 outbound [2001:db8::1]:50000 -> 192.0.2.1:443 sni=- - - - FAILED reset by server"
     );
-    let incomplete = HandshakeRecord {
+    let incomplete = HandshakeEvent {
         outcome: Outcome::Incomplete,
         ..record()
     };
@@ -106,7 +106,7 @@ fn text_line_for_established_and_failures() {
 
 #[test]
 fn text_line_escapes_control_characters_from_the_wire() {
-    let hostile = HandshakeRecord {
+    let hostile = HandshakeEvent {
         sni: Some("evil\x1b]0;pwned\x07\0\u{9b}\\.example".into()),
         device: "eth\x7f0".into(),
         ..record()
@@ -121,8 +121,8 @@ fn text_line_escapes_control_characters_from_the_wire() {
 
 #[test]
 fn summary_escapes_control_characters_from_the_wire() {
-    let mut summary = Summary::default();
-    summary.add(&HandshakeRecord {
+    let mut summary = TextSummary::default();
+    summary.add(&HandshakeEvent {
         device: "cap\x1b[2J.pcap".into(),
         version: Some("TLS\0v9".into()),
         ..record()
@@ -177,15 +177,15 @@ fn summary_counts_per_device() {
         record(),
         record(),
         alert_failure(),
-        HandshakeRecord {
+        HandshakeEvent {
             outcome: Outcome::Failed,
             failure_reason: Some(FailureReason::Reset),
             closed_by: Some(Side::Server),
             ..alert_failure()
         },
     ];
-    let summary_text = |records: &[HandshakeRecord]| {
-        let mut summary = Summary::default();
+    let summary_text = |records: &[HandshakeEvent]| {
+        let mut summary = TextSummary::default();
         records.iter().for_each(|r| summary.add(r));
         summary.render()
     };

@@ -1,5 +1,5 @@
 //! Prometheus metrics: one [`Metrics`] per daemon (or per `analyze --format
-//! metrics` run) owns a registry, turns each [`HandshakeRecord`] into counter and
+//! metrics` run) owns a registry, turns each [`HandshakeEvent`] into counter and
 //! histogram updates, and renders the text exposition format.
 //!
 //! Naming follows Prometheus conventions: prefix `tlsmon_`, counters end in
@@ -27,7 +27,7 @@ pub use health::CaptureHealth;
 use labels::{Admission, LabelCap, RegistryLabel};
 
 use crate::{
-    event::{HandshakeRecord, Outcome},
+    event::{HandshakeEvent, Outcome},
     pipeline::tls::names,
 };
 
@@ -268,7 +268,7 @@ impl Metrics {
     }
 
     /// Counts one finished handshake.
-    pub fn observe(&self, record: &HandshakeRecord) {
+    pub fn observe(&self, record: &HandshakeEvent) {
         let device = self.capped("device", &self.caps.device, &record.device);
         let direction = record.direction.as_str();
         let outcome = record.outcome.as_str();
@@ -367,7 +367,7 @@ impl Metrics {
         Ok(TextEncoder::new().encode_to_string(&self.registry.gather())?)
     }
 
-    fn count_breakdowns(&self, record: &HandshakeRecord, device: &str, outcome: &str) {
+    fn count_breakdowns(&self, record: &HandshakeEvent, device: &str, outcome: &str) {
         let b = &self.breakdowns;
         let client_ip = record.client_ip.to_string();
         let wanted = [

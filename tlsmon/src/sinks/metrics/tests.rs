@@ -1,13 +1,13 @@
 use std::{net::IpAddr, time::Duration};
 
 use super::*;
-use crate::event::{Direction, FailureReason, HandshakeRecord, Outcome, Side};
+use crate::event::{Direction, FailureReason, HandshakeEvent, Outcome, Side};
 use crate::pipeline::tls::names;
 use crate::source::live::KernelCounters;
 
 /// An established inbound TLS 1.3 handshake on `eth0`.
-pub(crate) fn record() -> HandshakeRecord {
-    HandshakeRecord {
+pub(crate) fn record() -> HandshakeEvent {
+    HandshakeEvent {
         ts: Duration::new(1_700_000_000, 0),
         device: "eth0".into(),
         direction: Direction::Inbound,
@@ -46,8 +46,8 @@ pub(crate) fn record() -> HandshakeRecord {
 }
 
 /// A failure on `eth1` before any ServerHello: the server sent a fatal alert.
-pub(crate) fn alert_failure() -> HandshakeRecord {
-    HandshakeRecord {
+pub(crate) fn alert_failure() -> HandshakeEvent {
+    HandshakeEvent {
         device: "eth1".into(),
         outcome: Outcome::Failed,
         failure_reason: Some(FailureReason::Alert),
@@ -180,7 +180,7 @@ fn alert_failure_counts_reason_alert_and_sender() {
 #[test]
 fn reset_failure_records_who_reset_and_stage() {
     let m = Metrics::new(&LabelOptions::default()).unwrap();
-    m.observe(&HandshakeRecord {
+    m.observe(&HandshakeEvent {
         outcome: Outcome::Failed,
         failure_reason: Some(FailureReason::Reset),
         closed_by: Some(Side::Server),
@@ -189,7 +189,7 @@ fn reset_failure_records_who_reset_and_stage() {
         group: None,
         ..record()
     });
-    m.observe(&HandshakeRecord {
+    m.observe(&HandshakeEvent {
         outcome: Outcome::Failed,
         failure_reason: Some(FailureReason::Alert),
         alert: Some("bad_certificate".into()),
@@ -227,7 +227,7 @@ fn unknown_offers_fold_into_one_value_and_grease_is_not_an_offer() {
         names.push(registered.into());
         names
     };
-    let hostile = HandshakeRecord {
+    let hostile = HandshakeEvent {
         offered_ciphers: with_grease(
             unknown_names(names::cipher_name, 0x2000, 400),
             "TLS_AES_128_GCM_SHA256",
@@ -282,7 +282,7 @@ fn every_registered_cipher_gets_its_own_series() {
     assert_eq!(registered.len(), tls_parser::CIPHERS.len());
     let mut offered = unknown_names(names::cipher_name, 0, 1000);
     offered.extend(registered.iter().cloned());
-    m.observe(&HandshakeRecord {
+    m.observe(&HandshakeEvent {
         offered_ciphers: offered,
         ..record()
     });
@@ -303,7 +303,7 @@ fn hostile_offers_cannot_change_how_a_genuine_handshake_is_labelled() {
     // 1,000 unanswered ClientHellos, each offering 64 ciphers, 8 versions and 16
     // groups nobody registered, all different: 64,000 distinct unknown suites.
     for i in 0..1000u16 {
-        m.observe(&HandshakeRecord {
+        m.observe(&HandshakeEvent {
             offered_ciphers: unknown_names(names::cipher_name, i * 64, 64),
             offered_versions: unknown_names(names::version_name, i * 8, 8),
             offered_groups: unknown_names(names::group_name, i * 16, 16),
@@ -315,7 +315,7 @@ fn hostile_offers_cannot_change_how_a_genuine_handshake_is_labelled() {
         });
     }
     // A server that "chose" code points nobody registered.
-    m.observe(&HandshakeRecord {
+    m.observe(&HandshakeEvent {
         version: Some("0x7f1c".into()),
         cipher: Some("0xabcd".into()),
         group: Some(names::GREASE.into()),
@@ -367,7 +367,7 @@ fn hostile_offers_cannot_change_how_a_genuine_handshake_is_labelled() {
 fn unknown_alerts_are_unknown_and_registered_ones_kept() {
     let m = Metrics::new(&LabelOptions::default()).unwrap();
     for alert in ["0x63", "0xfe", "handshake_failure"] {
-        m.observe(&HandshakeRecord {
+        m.observe(&HandshakeEvent {
             alert: Some(alert.into()),
             ..alert_failure()
         });
@@ -389,7 +389,7 @@ fn control_characters_in_label_values_are_escaped() {
         ..LabelOptions::default()
     };
     let m = Metrics::new(&options).unwrap();
-    m.observe(&HandshakeRecord {
+    m.observe(&HandshakeEvent {
         sni: Some("evil\x1b[2J\0\u{9b}\\.example".into()),
         device: "veth\x7f".into(),
         ..record()
@@ -417,12 +417,12 @@ fn optional_breakdowns_are_capped_at_top_k() {
     };
     let m = Metrics::new(&options).unwrap();
     m.observe(&record());
-    m.observe(&HandshakeRecord {
+    m.observe(&HandshakeEvent {
         sni: Some("other-host.example".into()),
         client_ip: IpAddr::from([198, 51, 100, 7]),
         ..alert_failure()
     });
-    m.observe(&HandshakeRecord {
+    m.observe(&HandshakeEvent {
         sni: None,
         ..record()
     });

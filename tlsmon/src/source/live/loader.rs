@@ -7,7 +7,7 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use tlsmon_common::{
-    Config, FlowKey, FlowState, CONFIG_MAP, CONTROL_PROGRAM, COUNTERS_MAP, EGRESS_PROGRAM,
+    FlowKey, FlowState, KernelConfig, CONFIG_MAP, CONTROL_PROGRAM, COUNTERS_MAP, EGRESS_PROGRAM,
     EVENTS_MAP, FLOWS_MAP, HINTS_MAP, INGRESS_PROGRAM,
 };
 
@@ -42,12 +42,12 @@ pub(crate) fn load(byte_budget: u32) -> Result<Loaded, CaptureError> {
         .load(KERNEL_OBJECT)
         .map_err(|e| load_error(e, memlock_unlimited))?;
 
-    let mut config: Array<_, Config> = ebpf
+    let mut config: Array<_, KernelConfig> = ebpf
         .map_mut(CONFIG_MAP)
         .ok_or_else(|| CaptureError::Load(format!("map {CONFIG_MAP} missing")))?
         .try_into()
         .map_err(|e: MapError| map_error(CONFIG_MAP, &e))?;
-    let config_value = Config {
+    let config_value = KernelConfig {
         byte_budget,
         _pad: 0,
     };

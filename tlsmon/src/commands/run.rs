@@ -1,26 +1,23 @@
-//! `tlsmon run` (the daemon) and `tlsmon watch` (the live view): settings, start-up
-//! checks, and what each does with a decided handshake.
+//! `tlsmon run`, the daemon: settings (config file and flags), start-up checks,
+//! and what it does with a decided handshake (metrics, the events file).
 
-use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::cli::{CaptureArgs, RunArgs, WatchArgs};
+use crate::cli::RunArgs;
 use crate::config::{Config, LabelsConfig, Settings};
-use crate::event::{HandshakeRecord, Outcome};
-use crate::pipeline::flow_table::{FlowStats, FlowTable, FlowTableOptions};
+use crate::event::HandshakeEvent;
+use crate::pipeline::flow_table::FlowStats;
 use crate::sinks::http::{self, Endpoints, Health};
-use crate::sinks::lines::{self, EventsFile};
+use crate::sinks::lines::EventsFile;
 use crate::sinks::metrics::{CaptureHealth, Metrics};
-use crate::source::live::{
-    list_interfaces, Capture, CaptureOptions, InterfaceChange, InterfaceLocking, InterfaceSelector,
-    KernelCounters,
-};
+use crate::source::live::{InterfaceChange, InterfaceLocking, KernelCounters};
 
 use super::events_sink::EventsSink;
-use super::live::{self, LiveObserver};
+use super::live::{self, capture_flags, flow_options, init_logging, start_capture, LiveObserver};
+use crate::pipeline::drive::Pipeline;
 
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
@@ -65,42 +62,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         interfaces = ?attached,
         "tlsmon running: /metrics and /healthz"
     );
-    let table = FlowTable::new(flow_options(&settings));
+    let table = Pipeline::new(flow_options(&settings));
     let result = live::run_until_signal(capture, table, signals, &mut observer).await;
     let served = running.shutdown().await.context("metrics endpoint");
     result.and(served)
-}
-
-/// Prints handshakes as they complete until SIGINT/SIGTERM.
-pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
-    init_logging("warn")?;
-    let settings = capture_flags(&args.capture).resolve();
-    // watch holds no interface lock: it runs next to the daemon, and only looks
-    // whether one is attached (so that its clsact filters are not removed as stale).
-    let signals = live::StopSignals::install()?;
-    let (mut capture, attached) = start_capture(&settings, InterfaceLocking::Observe)?;
-    // The initial attachments are announced here, later ones as they happen.
-    let _ = capture.take_interface_changes();
-    eprintln!("watching {} (Ctrl-C to stop)", attached.join(", "));
-    let table = FlowTable::new(flow_options(&settings));
-    let color = crate::commands::use_color(args.color);
-    let mut observer = WatchObserver {
-        json: args.json,
-        failures_only: args.failures_only,
-        color,
-    };
-    live::run_until_signal(capture, table, signals, &mut observer).await
-}
-
-/// The capture flags as a config layer (`None` where not given).
-fn capture_flags(args: &CaptureArgs) -> Config {
-    Config {
-        interfaces: (!args.interfaces.is_empty()).then(|| args.interfaces.clone()),
-        byte_budget: args.byte_budget,
-        handshake_timeout_secs: args.handshake_timeout,
-        max_flows: args.max_flows,
-        ..Config::default()
-    }
 }
 
 /// The config file (if any) with the command-line flags on top.
@@ -125,55 +90,6 @@ fn run_settings(args: &RunArgs) -> anyhow::Result<Settings> {
         ..capture_flags(&args.capture)
     };
     Ok(file.merge(flags).resolve())
-}
-
-fn flow_options(settings: &Settings) -> FlowTableOptions {
-    FlowTableOptions {
-        handshake_timeout: settings.handshake_timeout,
-        max_flows: settings.max_flows,
-        ..FlowTableOptions::default()
-    }
-}
-
-/// Loads the kernel program and attaches it where the settings' patterns say,
-/// taking each interface's lock as `locking` says.
-fn start_capture(
-    settings: &Settings,
-    locking: InterfaceLocking,
-) -> anyhow::Result<(Capture, Vec<String>)> {
-    let patterns = &settings.interfaces;
-    let selector = InterfaceSelector::new(patterns)?;
-    // Checked before loading anything, so a typo fails fast, without root, and
-    // before the kernel is touched.
-    if selector.select(&list_interfaces()?)?.is_empty() {
-        anyhow::bail!(
-            "no interface matches {} (see `ip link`; loopback is only watched when named)",
-            if patterns.is_empty() {
-                "the default selection: every interface that is up".to_string()
-            } else {
-                patterns.join(", ")
-            }
-        );
-    }
-    let mut capture = Capture::load(CaptureOptions {
-        byte_budget: settings.byte_budget,
-        interface_lock: locking,
-        ..CaptureOptions::default()
-    })?;
-    // Following: interfaces that appear or come up later and match are attached too.
-    let attached = capture.follow_interfaces(selector)?;
-    Ok((capture, attached))
-}
-
-fn init_logging(filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("invalid log level {filter:?}"))?;
-    // A second initialisation (tests running several daemons in one process) is harmless.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .try_init();
-    Ok(())
 }
 
 /// The daemon's handling of records: metrics and the optional events file.
@@ -210,7 +126,7 @@ impl LiveObserver for DaemonObserver {
         }
     }
 
-    fn record(&mut self, record: &HandshakeRecord) {
+    fn record(&mut self, record: &HandshakeEvent) {
         self.metrics.observe(record);
         if let Some(sink) = &mut self.events_file {
             sink.write(record, &self.metrics);
@@ -236,41 +152,5 @@ impl LiveObserver for DaemonObserver {
             flows.parse_errors - self.last_flow_stats.parse_errors,
         );
         self.last_flow_stats = flows.clone();
-    }
-}
-
-/// `watch`'s handling of records: one line each on standard output.
-struct WatchObserver {
-    json: bool,
-    failures_only: bool,
-    color: bool,
-}
-
-impl LiveObserver for WatchObserver {
-    fn interfaces_changed(&mut self, changes: &[InterfaceChange]) {
-        for change in changes {
-            match change {
-                InterfaceChange::Attached(device) => eprintln!("watching {device}"),
-                InterfaceChange::Detached(device) => eprintln!("stopped watching {device}"),
-                InterfaceChange::AttachFailed { interface, error } => {
-                    eprintln!("cannot watch {interface}: {error}")
-                }
-            }
-        }
-    }
-
-    fn record(&mut self, record: &HandshakeRecord) {
-        if self.failures_only && record.outcome != Outcome::Failed {
-            return;
-        }
-        let line = if self.json {
-            lines::json_line(record)
-        } else {
-            lines::text_line(record, self.color)
-        };
-        let mut stdout = io::stdout().lock();
-        // A closed pipe ends nothing here: the loop stops on signals only.
-        let _ = writeln!(stdout, "{line}");
-        let _ = stdout.flush();
     }
 }

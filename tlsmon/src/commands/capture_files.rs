@@ -1,17 +1,13 @@
-//! `tlsmon analyze`: the daemon's pipeline run over capture files.
-//!
-//! Records are handed to a sink as they are decided, so memory follows the number
-//! of handshakes in progress, not the length of the file.
+//! Capture files through the pipeline: the glue of `analyze` and `compare`, and
+//! of the tests that check the pipeline on recorded traffic.
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::event::{HandshakeRecord, Outcome};
-use crate::pipeline::flow_table::{Decided, FlowStats, FlowTable, FlowTableOptions};
+use crate::event::{HandshakeEvent, Outcome};
+use crate::pipeline::drive::Pipeline;
+use crate::pipeline::flow_table::{Decided, FlowStats, FlowTableOptions};
 use crate::source::pcap::{CaptureFileError, CaptureFileReader, CaptureFileStats};
-
-/// Flows decided per step at the end of a file.
-const FINISH_BATCH: usize = 256;
 
 /// Options of an offline analysis.
 #[derive(Clone, Debug, Default)]
@@ -31,7 +27,7 @@ impl AnalyzeOptions {
 
 /// What an analysis read and found, beyond the records.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AnalyzeSummary {
+pub struct AnalysisTotals {
     /// Files read.
     pub files: u64,
     /// Packets read from all files.
@@ -54,8 +50,8 @@ pub struct AnalyzeSummary {
     pub flows: FlowStats,
 }
 
-impl AnalyzeSummary {
-    fn count(&mut self, record: &HandshakeRecord) {
+impl AnalysisTotals {
+    fn count(&mut self, record: &HandshakeEvent) {
         match record.outcome {
             Outcome::Established => self.established += 1,
             Outcome::Failed => self.failed += 1,
@@ -70,19 +66,7 @@ impl AnalyzeSummary {
         self.non_tcp += stats.non_tcp;
         self.malformed_packets += stats.malformed;
         self.truncated_packets += stats.truncated;
-        let total = &mut self.flows;
-        total.flows_created += flows.flows_created;
-        total.flows_evicted += flows.flows_evicted;
-        total.evicted_opening += flows.evicted_opening;
-        total.evicted_unanswered += flows.evicted_unanswered;
-        total.flows_refused += flows.flows_refused;
-        total.not_tls_ignored += flows.not_tls_ignored;
-        total.midstream_ignored += flows.midstream_ignored;
-        total.parse_errors += flows.parse_errors;
-        total.retransmitted_bytes += flows.retransmitted_bytes;
-        total.overlap_conflicts += flows.overlap_conflicts;
-        total.gap_bytes += flows.gap_bytes;
-        total.reassembly_dropped_bytes += flows.reassembly_dropped_bytes;
+        self.flows += flows;
     }
 }
 
@@ -91,35 +75,25 @@ impl AnalyzeSummary {
 pub fn analyze_file_into(
     path: &Path,
     options: &AnalyzeOptions,
-    summary: &mut AnalyzeSummary,
-    sink: &mut dyn FnMut(HandshakeRecord),
+    summary: &mut AnalysisTotals,
+    sink: &mut dyn FnMut(HandshakeEvent),
 ) -> Result<(), CaptureFileError> {
     let mut reader = CaptureFileReader::open(path)?;
-    let mut table = FlowTable::new(options.flows.clone());
-    let mut decided: Vec<Decided> = Vec::new();
-    let mut emit = |decided: &mut Vec<Decided>, summary: &mut AnalyzeSummary| {
-        for d in decided.drain(..) {
-            summary.count(&d.record);
-            sink(d.record);
-        }
+    let mut pipeline = Pipeline::new(options.flows.clone());
+    let mut emit = |decided: Decided| {
+        summary.count(&decided.event);
+        sink(decided.event);
     };
     let result = loop {
         match reader.next_segment() {
-            Ok(Some(segment)) => {
-                table.push(segment, &mut decided);
-                emit(&mut decided, summary);
-            }
+            Ok(Some(segment)) => pipeline.push(segment, &mut emit),
             Ok(None) => break Ok(()),
             Err(err) => break Err(err),
         }
     };
-    // What was read before a corrupt tail still counts: decide it, then report. In
-    // parts, so that the records of a full table are never all held at once.
-    while table.finish_some(FINISH_BATCH, &mut decided) {
-        emit(&mut decided, summary);
-    }
-    emit(&mut decided, summary);
-    summary.add_file(reader.stats(), table.stats());
+    // What was read before a corrupt tail still counts: decide it, then report.
+    pipeline.finish(&mut emit);
+    summary.add_file(reader.stats(), pipeline.stats());
     result
 }
 
@@ -127,9 +101,9 @@ pub fn analyze_file_into(
 pub fn analyze_file(
     path: &Path,
     options: &AnalyzeOptions,
-) -> Result<(Vec<HandshakeRecord>, AnalyzeSummary), CaptureFileError> {
+) -> Result<(Vec<HandshakeEvent>, AnalysisTotals), CaptureFileError> {
     let mut records = Vec::new();
-    let mut summary = AnalyzeSummary::default();
+    let mut summary = AnalysisTotals::default();
     analyze_file_into(path, options, &mut summary, &mut |r| records.push(r))?;
     Ok((records, summary))
 }
