@@ -20,8 +20,6 @@ mod record_layer;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_captured;
 
 pub use crate::event::ServerCert;
 pub use hello::OfferedHello;

@@ -16,10 +16,6 @@ mod formats;
 mod link;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_corrupt;
-#[cfg(test)]
-mod tests_streaming;
 
 use std::fs::File;
 use std::io::{self, Read};

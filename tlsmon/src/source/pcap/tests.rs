@@ -537,3 +537,343 @@ fn real_tcpdump_captures_match_tshark() {
         }
     }
 }
+
+// Files that are not captures, or break part way: errors name the file and offset.
+mod corrupt {
+
+    use std::time::Duration;
+
+    use pcap_file::{DataLink, Endianness, TsResolution};
+
+    use super::tests::{classic_pcap, ethernet, full, ipv4_tcp, two_interface_pcapng};
+    use super::*;
+
+    fn open_bytes(name: &str, bytes: Vec<u8>) -> Result<CaptureFileReader, CaptureFileError> {
+        CaptureFileReader::from_reader(name, io::Cursor::new(bytes))
+    }
+
+    /// Read to the end; returns the payloads read before the error (if any).
+    fn read_until_error(mut reader: CaptureFileReader) -> (Vec<Vec<u8>>, Option<CaptureFileError>) {
+        let mut payloads = Vec::new();
+        loop {
+            match reader.next_segment() {
+                Ok(Some(segment)) => payloads.push(segment.payload),
+                Ok(None) => return (payloads, None),
+                Err(err) => {
+                    // After an error the reader is finished.
+                    assert!(matches!(reader.next_segment(), Ok(None)));
+                    return (payloads, Some(err));
+                }
+            }
+        }
+    }
+
+    fn three_packet_pcap() -> Vec<u8> {
+        classic_pcap(
+            DataLink::ETHERNET,
+            Endianness::Little,
+            TsResolution::MicroSecond,
+            &full(vec![
+                (
+                    Duration::from_secs(1),
+                    ethernet(&[], 0x0800, &ipv4_tcp(1, b"one")),
+                ),
+                (
+                    Duration::from_secs(2),
+                    ethernet(&[], 0x0800, &ipv4_tcp(4, b"two")),
+                ),
+                (
+                    Duration::from_secs(3),
+                    ethernet(&[], 0x0800, &ipv4_tcp(7, b"three")),
+                ),
+            ]),
+        )
+    }
+
+    /// Offset of the third record: file header + two records of 16 + 57 bytes.
+    const THIRD_RECORD: u64 = 24 + 2 * (16 + 14 + 20 + 20 + 3);
+
+    #[test]
+    fn empty_and_foreign_files_are_not_captures() {
+        let err = open_bytes("empty.pcap", Vec::new()).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "empty.pcap: not a pcap or pcapng file: the file is empty"
+        );
+        let err = open_bytes("short.pcap", vec![0xd4, 0xc3]).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "short.pcap: not a pcap or pcapng file: the file is only 2 bytes long"
+        );
+        let err = open_bytes("page.html", b"<html><body>".to_vec())
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "page.html: not a pcap or pcapng file: unknown magic number 0x3c68746d at byte offset 0"
+        );
+    }
+
+    #[test]
+    fn truncated_file_header_is_corrupt_at_offset_zero() {
+        let mut bytes = three_packet_pcap();
+        bytes.truncate(10);
+        let err = open_bytes("head.pcap", bytes).err().unwrap();
+        assert!(matches!(err, CaptureFileError::Corrupt { offset: 0, .. }));
+        assert_eq!(
+            err.to_string(),
+            "head.pcap: corrupt capture at byte offset 0: file ends inside the 24-byte pcap file header (10 bytes)"
+        );
+    }
+
+    #[test]
+    fn file_cut_inside_a_record_reports_that_records_offset_after_the_good_ones() {
+        let mut bytes = three_packet_pcap();
+        bytes.truncate(bytes.len() - 10);
+        let (payloads, err) = read_until_error(open_bytes("cut.pcap", bytes).unwrap());
+        assert_eq!(payloads, vec![b"one".to_vec(), b"two".to_vec()]);
+        let err = err.unwrap();
+        assert!(
+            matches!(err, CaptureFileError::Corrupt { offset, .. } if offset == THIRD_RECORD),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cut.pcap: corrupt capture at byte offset {THIRD_RECORD}: record of 75 bytes cut short: the file ends after 65 of them"
+            )
+        );
+
+        // Cut inside the 16-byte record header.
+        let mut bytes = three_packet_pcap();
+        bytes.truncate(THIRD_RECORD as usize + 5);
+        let (_, err) = read_until_error(open_bytes("cut2.pcap", bytes).unwrap());
+        assert_eq!(
+            err.unwrap().to_string(),
+            format!("cut2.pcap: corrupt capture at byte offset {THIRD_RECORD}: file ends 5 bytes into a 16-byte record header")
+        );
+    }
+
+    #[test]
+    fn impossible_record_length_is_corrupt_without_reading_on() {
+        let mut bytes = three_packet_pcap();
+        let at = THIRD_RECORD as usize + 8;
+        bytes[at..at + 4].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        let (payloads, err) = read_until_error(open_bytes("len.pcap", bytes).unwrap());
+        assert_eq!(payloads.len(), 2);
+        assert_eq!(
+            err.unwrap().to_string(),
+            format!("len.pcap: corrupt capture at byte offset {THIRD_RECORD}: packet record claims 4294967280 captured bytes, more than the snap length 65535")
+        );
+    }
+
+    #[test]
+    fn unsupported_classic_link_type_is_refused_at_open() {
+        let bytes = classic_pcap(
+            DataLink::IEEE802_11,
+            Endianness::Little,
+            TsResolution::MicroSecond,
+            &[],
+        );
+        let err = open_bytes("wifi.pcap", bytes).err().unwrap();
+        assert!(matches!(
+            err,
+            CaptureFileError::UnsupportedLinkType { link_type: 105, .. }
+        ));
+        assert!(err
+            .to_string()
+            .starts_with("wifi.pcap: unsupported link type 105"));
+    }
+
+    /// Offsets of the blocks of a little-endian pcapng, found by walking their lengths.
+    fn block_offsets(bytes: &[u8]) -> Vec<usize> {
+        let mut offsets = Vec::new();
+        let mut at = 0;
+        while at + 8 <= bytes.len() {
+            offsets.push(at);
+            let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+            at += len;
+        }
+        offsets
+    }
+
+    #[test]
+    fn pcapng_bad_block_lengths_are_corrupt_at_the_block() {
+        let good = two_interface_pcapng(Endianness::Little);
+        let offsets = block_offsets(&good);
+        // Blocks: SHB, 3 IDB, EPB, unknown, EPB, EPB, SPB.
+        assert_eq!(offsets.len(), 9);
+        let second_epb = offsets[6];
+
+        // Not a multiple of 4.
+        let mut bytes = good.clone();
+        bytes[second_epb + 4] += 1;
+        let (payloads, err) = read_until_error(open_bytes("len.pcapng", bytes).unwrap());
+        assert_eq!(payloads, vec![b"eth0".to_vec()]);
+        let err = err.unwrap();
+        assert!(
+            matches!(err, CaptureFileError::Corrupt { offset, .. } if offset == second_epb as u64)
+        );
+        assert!(err.to_string().contains("bad block length"), "{err}");
+
+        // Leading and trailing lengths disagree.
+        let mut bytes = good.clone();
+        let next = offsets[7];
+        bytes[next - 4] ^= 0x40;
+        let (_, err) = read_until_error(open_bytes("trailer.pcapng", bytes).unwrap());
+        let err = err.unwrap();
+        assert!(
+            matches!(err, CaptureFileError::Corrupt { offset, .. } if offset == second_epb as u64)
+        );
+        assert!(err.to_string().contains("at its start but"), "{err}");
+
+        // A file cut inside a block.
+        let mut bytes = good.clone();
+        bytes.truncate(second_epb + 30);
+        let (_, err) = read_until_error(open_bytes("short.pcapng", bytes).unwrap());
+        assert!(
+            matches!(err.unwrap(), CaptureFileError::Corrupt { offset, .. } if offset == second_epb as u64)
+        );
+
+        // A broken section header.
+        let mut bytes = good;
+        bytes[8] = 0x99;
+        let err = open_bytes("shb.pcapng", bytes).err().unwrap();
+        assert!(
+            matches!(err, CaptureFileError::Corrupt { offset: 0, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn pcapng_packet_on_an_undeclared_interface_is_malformed_and_skipped() {
+        let mut bytes = two_interface_pcapng(Endianness::Little);
+        let first_epb = block_offsets(&bytes)[4];
+        bytes[first_epb + 8..first_epb + 12].copy_from_slice(&9u32.to_le_bytes());
+        let mut reader = open_bytes("iface.pcapng", bytes).unwrap();
+        let mut payloads = Vec::new();
+        while let Some(segment) = reader.next_segment().unwrap() {
+            payloads.push(segment.payload);
+        }
+        assert_eq!(payloads, vec![b"any".to_vec(), b"simple".to_vec()]);
+        assert_eq!(reader.stats().malformed, 1);
+    }
+}
+
+// Memory stays bounded by the largest record, however long the file is.
+mod streaming {
+
+    use std::borrow::Cow;
+    use std::time::Duration;
+
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+    use pcap_file::pcapng::blocks::unknown::UnknownBlock;
+    use pcap_file::pcapng::{Block, PcapNgWriter};
+    use pcap_file::{DataLink, Endianness, TsResolution};
+
+    use super::tests::{classic_pcap, ethernet, full, ipv4_tcp};
+    use super::*;
+
+    /// A pcap of `count` copies of one record, produced as it is read (never whole in memory).
+    struct RepeatedRecords {
+        header: Vec<u8>,
+        record: Vec<u8>,
+        count: u64,
+        /// Position in the virtual file.
+        pos: u64,
+    }
+
+    impl RepeatedRecords {
+        fn len(&self) -> u64 {
+            self.header.len() as u64 + self.count * self.record.len() as u64
+        }
+    }
+
+    impl Read for RepeatedRecords {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let mut written = 0;
+            while written < buf.len() && self.pos < self.len() {
+                let (source, at) = match self.pos.checked_sub(self.header.len() as u64) {
+                    None => (&self.header, self.pos as usize),
+                    Some(in_records) => (
+                        &self.record,
+                        (in_records % self.record.len() as u64) as usize,
+                    ),
+                };
+                let n = (source.len() - at).min(buf.len() - written);
+                buf[written..written + n].copy_from_slice(&source[at..at + n]);
+                written += n;
+                self.pos += n as u64;
+            }
+            Ok(written)
+        }
+    }
+
+    #[test]
+    fn a_long_file_is_read_with_a_fixed_window() {
+        let file = classic_pcap(
+            DataLink::ETHERNET,
+            Endianness::Little,
+            TsResolution::MicroSecond,
+            &full(vec![(
+                Duration::from_secs(1),
+                ethernet(&[], 0x0800, &ipv4_tcp(1, &[0x17; 1400])),
+            )]),
+        );
+        let (header, record) = file.split_at(24);
+        let source = RepeatedRecords {
+            header: header.to_vec(),
+            record: record.to_vec(),
+            count: 40_000, // about 58 MB
+            pos: 0,
+        };
+        let total = source.len();
+        let mut reader = CaptureFileReader::from_reader("long.pcap", source).unwrap();
+        let mut segments = 0u64;
+        while let Some(segment) = reader.next_segment().unwrap() {
+            assert_eq!(segment.payload.len(), 1400);
+            segments += 1;
+        }
+        assert_eq!(segments, 40_000);
+        assert_eq!(reader.offset(), total);
+        assert_eq!(reader.window.buf.len(), ByteWindow::READ_AHEAD);
+    }
+
+    #[test]
+    fn a_block_larger_than_the_window_grows_it_once_and_is_skipped() {
+        let frame = ethernet(&[], 0x0800, &ipv4_tcp(9, b"after"));
+        let big = vec![0xAB; 300 * 1024];
+        let mut writer = PcapNgWriter::with_endianness(Vec::new(), Endianness::Little).unwrap();
+        writer
+            .write_block(&Block::InterfaceDescription(InterfaceDescriptionBlock {
+                linktype: DataLink::ETHERNET,
+                snaplen: 0,
+                options: vec![],
+            }))
+            .unwrap();
+        writer
+            .write_block(&Block::Unknown(UnknownBlock::new(
+                0x4000_0001,
+                big.len() as u32 + 12,
+                &big,
+            )))
+            .unwrap();
+        writer
+            .write_block(&Block::EnhancedPacket(EnhancedPacketBlock {
+                interface_id: 0,
+                timestamp: Duration::from_nanos(5),
+                original_len: frame.len() as u32,
+                data: Cow::Borrowed(&frame),
+                options: vec![],
+            }))
+            .unwrap();
+        let mut reader =
+            CaptureFileReader::from_reader("big.pcapng", io::Cursor::new(writer.into_inner()))
+                .unwrap();
+        let segment = reader.next_segment().unwrap().unwrap();
+        assert_eq!(segment.payload, b"after");
+        assert!(reader.next_segment().unwrap().is_none());
+        assert_eq!(reader.window.buf.len(), 300 * 1024 + 12);
+    }
+}

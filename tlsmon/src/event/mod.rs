@@ -1,0 +1,277 @@
+//! One record per handshake attempt: the public JSON event schema.
+//!
+//! Field names are a public interface (README, "JSON events"): keep them stable.
+//! Every field is always present; unknown values are `null`, lists may be empty.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::source::segment::Timestamp;
+
+/// Which way the handshake crossed the device, from this host's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// A remote client connected to a server on this host (ClientHello on ingress).
+    Inbound,
+    /// A client on this host connected out (ClientHello on egress).
+    Outbound,
+    /// Not known (capture files).
+    Unknown,
+}
+
+impl Direction {
+    /// The label value used in metrics and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+            Direction::Unknown => "unknown",
+        }
+    }
+}
+
+/// How a handshake ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Both sides finished the handshake.
+    Established,
+    /// The handshake failed; see [`FailureReason`].
+    Failed,
+    /// The capture ended (or the flow was evicted) before the handshake did.
+    Incomplete,
+}
+
+impl Outcome {
+    /// The label value used in metrics and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Established => "established",
+            Outcome::Failed => "failed",
+            Outcome::Incomplete => "incomplete",
+        }
+    }
+}
+
+/// Why a handshake failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// A plaintext alert was sent (see `alert`, `alert_sender`).
+    Alert,
+    /// A side reset the connection before the handshake completed (`closed_by`).
+    Reset,
+    /// A side closed (FIN) before the handshake completed (`closed_by`).
+    Closed,
+    /// No reply within the configured time.
+    Timeout,
+    /// Inferred: TLS 1.3, a short encrypted record then a close from the same side.
+    EncryptedAlert,
+    /// The handshake bytes were malformed.
+    ProtocolError,
+    /// The client's first bytes were not a TLS ClientHello.
+    NotTls,
+}
+
+impl FailureReason {
+    /// The label value used in metrics and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Alert => "alert",
+            FailureReason::Reset => "reset",
+            FailureReason::Closed => "closed",
+            FailureReason::Timeout => "timeout",
+            FailureReason::EncryptedAlert => "encrypted_alert",
+            FailureReason::ProtocolError => "protocol_error",
+            FailureReason::NotTls => "not_tls",
+        }
+    }
+}
+
+/// One side of the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The side that sent the ClientHello.
+    Client,
+    /// The other side.
+    Server,
+}
+
+impl Side {
+    /// The label value used in metrics and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Server => "server",
+        }
+    }
+}
+
+/// What a TLS 1.2-or-older Certificate message showed of the server's leaf certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerCert {
+    /// Subject distinguished name, RFC 4514 style.
+    pub subject: String,
+    /// Issuer distinguished name, RFC 4514 style.
+    pub issuer: String,
+    /// End of validity, RFC 3339 UTC.
+    pub not_after: String,
+}
+
+/// One handshake attempt and how it ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HandshakeEvent {
+    /// When the ClientHello was seen (RFC 3339 UTC).
+    #[serde(serialize_with = "serialize_ts", deserialize_with = "deserialize_ts")]
+    pub ts: Timestamp,
+    /// Interface name (or capture file name).
+    pub device: String,
+    /// Inbound, outbound or unknown.
+    pub direction: Direction,
+    /// Address of the side that sent the ClientHello.
+    pub client_ip: IpAddr,
+    /// Port of the side that sent the ClientHello.
+    pub client_port: u16,
+    /// Address of the other side.
+    pub server_ip: IpAddr,
+    /// Port of the other side.
+    pub server_port: u16,
+    /// established, failed or incomplete.
+    pub outcome: Outcome,
+    /// Why it failed (only when `outcome` is failed).
+    pub failure_reason: Option<FailureReason>,
+    /// Alert description name ("handshake_failure"), when an alert ended it.
+    pub alert: Option<String>,
+    /// Who sent that alert.
+    pub alert_sender: Option<Side>,
+    /// Who closed or reset the connection when a close ended the handshake: for
+    /// `reset` and `closed`, and for the close after an inferred `encrypted_alert`
+    /// or a warning alert.
+    pub closed_by: Option<Side>,
+    /// Human-readable detail for protocol errors and the like.
+    pub detail: Option<String>,
+    /// Negotiated version ("TLSv1.3"), when the server chose one.
+    pub version: Option<String>,
+    /// Negotiated cipher suite (IANA name).
+    pub cipher: Option<String>,
+    /// Negotiated key exchange group (IANA name).
+    pub group: Option<String>,
+    /// Server name the client asked for.
+    pub sni: Option<String>,
+    /// Application protocol the server chose.
+    pub alpn: Option<String>,
+    /// Versions the client offered, most preferred first, GREASE removed.
+    pub offered_versions: Vec<String>,
+    /// Cipher suites the client offered, GREASE removed.
+    pub offered_ciphers: Vec<String>,
+    /// Groups the client offered (supported_groups), GREASE removed.
+    pub offered_groups: Vec<String>,
+    /// Application protocols the client offered.
+    pub offered_alpn: Vec<String>,
+    /// Size of the ClientHello handshake message in bytes (header included).
+    pub client_hello_bytes: Option<u32>,
+    /// TCP segments the ClientHello was carried in.
+    pub client_hello_segments: Option<u32>,
+    /// The server answered with a HelloRetryRequest.
+    pub hello_retry: bool,
+    /// The session was resumed (TLS 1.2 session id/ticket, or TLS 1.3 PSK accepted).
+    pub resumed: bool,
+    /// JA3 fingerprint of the ClientHello (MD5 hex).
+    pub ja3: Option<String>,
+    /// JA3S fingerprint of the ServerHello (MD5 hex).
+    pub ja3s: Option<String>,
+    /// JA4 fingerprint of the ClientHello.
+    pub ja4: Option<String>,
+    /// Milliseconds from ClientHello to the end of the handshake (or its failure).
+    pub duration_ms: Option<f64>,
+    /// Server leaf certificate, when visible (TLS 1.2 and older).
+    pub server_cert: Option<ServerCert>,
+}
+
+fn serialize_ts<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_rfc3339(*ts))
+}
+
+fn deserialize_ts<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_rfc3339(&text).ok_or_else(|| serde::de::Error::custom(format!("bad timestamp {text:?}")))
+}
+
+/// Parses what [`format_rfc3339`] writes (UTC, "Z", optional fraction).
+pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut date_parts = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (
+        date_parts.next()??,
+        date_parts.next()??,
+        date_parts.next()??,
+    );
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut clock_parts = clock.splitn(3, ':').map(|p| p.parse::<u64>().ok());
+    let (h, m, s) = (
+        clock_parts.next()??,
+        clock_parts.next()??,
+        clock_parts.next()??,
+    );
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    let nanos = if fraction.is_empty() {
+        0
+    } else {
+        let digits: String = fraction.chars().take(9).collect();
+        let value: u32 = digits.parse().ok()?;
+        value * 10u32.pow(9 - digits.len() as u32)
+    };
+    let days = days_from_civil(year, month as u32, day as u32);
+    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + s;
+    Some(Timestamp::new(secs, nanos))
+}
+
+/// (year, month, day) to days since 1970-01-01: the inverse of [`civil_from_days`].
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Formats a Unix timestamp as RFC 3339 UTC with microseconds.
+pub fn format_rfc3339(ts: Timestamp) -> String {
+    let secs = ts.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ts.subsec_micros()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's algorithm): a dependency for one date would be heavier than this.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests;

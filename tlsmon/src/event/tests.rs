@@ -1,0 +1,31 @@
+use super::*;
+use std::time::Duration;
+
+#[test]
+fn formats_rfc3339() {
+    assert_eq!(
+        format_rfc3339(Duration::ZERO),
+        "1970-01-01T00:00:00.000000Z"
+    );
+    assert_eq!(
+        format_rfc3339(Duration::new(1_709_251_199, 123_456_000)),
+        "2024-02-29T23:59:59.123456Z"
+    );
+    assert_eq!(
+        format_rfc3339(Duration::new(951_782_400, 0)),
+        "2000-02-29T00:00:00.000000Z"
+    );
+}
+
+#[test]
+fn parses_what_it_formats() {
+    for ts in [
+        Duration::ZERO,
+        Duration::new(1_709_251_199, 123_456_000),
+        Duration::new(4_102_444_800, 1_000),
+    ] {
+        assert_eq!(parse_rfc3339(&format_rfc3339(ts)), Some(ts));
+    }
+    assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
+    assert_eq!(parse_rfc3339("garbage"), None);
+}

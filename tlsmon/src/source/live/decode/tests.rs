@@ -1,0 +1,109 @@
+use super::*;
+
+fn record(h: EventHeader, payload: &[u8]) -> Vec<u8> {
+    // SAFETY: EventHeader is plain data without padding.
+    let bytes =
+        unsafe { std::slice::from_raw_parts((&h as *const EventHeader).cast::<u8>(), HEADER_LEN) };
+    let mut v = bytes.to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+fn sample(kind: EventKind, payload_len: u32) -> EventHeader {
+    let mut src = [0u8; 16];
+    src[..4].copy_from_slice(&[10, 0, 0, 1]);
+    let mut dst = [0u8; 16];
+    dst[..4].copy_from_slice(&[10, 0, 0, 2]);
+    EventHeader {
+        ts_ns: 5,
+        ifindex: 7,
+        kind: kind as u16,
+        direction: DIRECTION_EGRESS,
+        family: FAMILY_IPV4,
+        src_addr: src,
+        dst_addr: dst,
+        src_port: 40000,
+        dst_port: 443,
+        seq: 1000,
+        tcp_flags: 0x18,
+        event_flags: 0,
+        _pad: [0; 2],
+        payload_len,
+        cut_len: 3,
+        _pad2: 0,
+    }
+}
+
+#[test]
+fn payload_record_becomes_a_segment() {
+    let rec = record(sample(EventKind::Payload, 4), &[22, 3, 1, 0]);
+    let s = segment(&rec, WallClock::now(), Device::new("eth0")).unwrap();
+    assert_eq!(s.src, "10.0.0.1:40000".parse().unwrap());
+    assert_eq!(s.dst, "10.0.0.2:443".parse().unwrap());
+    assert_eq!(s.direction, PacketDirection::Egress);
+    assert_eq!(s.payload, vec![22, 3, 1, 0]);
+    assert_eq!((s.seq, s.cut, s.flags), (1000, 3, TcpFlags(0x18)));
+    assert_eq!(s.device.name(), "eth0");
+}
+
+#[test]
+fn control_records_are_empty_segments_with_their_flag() {
+    let rec = record(sample(EventKind::Rst, 0), &[]);
+    let s = segment(&rec, WallClock::now(), Device::new("eth0")).unwrap();
+    assert!(s.flags.rst() && s.payload.is_empty());
+    let rec = record(sample(EventKind::Fin, 0), &[]);
+    assert!(segment(&rec, WallClock::now(), Device::new("x"))
+        .unwrap()
+        .flags
+        .fin());
+}
+
+#[test]
+fn the_first_payload_of_an_opened_connection_stands_for_its_syn() {
+    let mut h = sample(EventKind::Payload, 4);
+    assert!(!opens_connection(&h));
+    h.event_flags = EVENT_OPENS_CONNECTION;
+    assert!(opens_connection(&h));
+    let payload = segment(
+        &record(h, &[22, 3, 1, 0]),
+        WallClock::now(),
+        Device::new("eth0"),
+    )
+    .unwrap();
+    let syn = client_syn(&payload);
+    assert_eq!((syn.seq, syn.flags), (999, TcpFlags(TCP_SYN)));
+    assert!(syn.flags.syn() && !syn.flags.ack() && syn.payload.is_empty());
+    assert_eq!(
+        (syn.src, syn.dst, syn.ts),
+        (payload.src, payload.dst, payload.ts)
+    );
+}
+
+#[test]
+fn malformed_records_are_errors_not_panics() {
+    let dev = || Device::new("eth0");
+    assert_eq!(
+        segment(&[0u8; 10], WallClock::now(), dev()),
+        Err(DecodeError::Short(10))
+    );
+    let rec = record(sample(EventKind::Payload, 9), &[1, 2]);
+    assert_eq!(
+        segment(&rec, WallClock::now(), dev()),
+        Err(DecodeError::PayloadLength {
+            announced: 9,
+            held: 2
+        })
+    );
+    let mut h = sample(EventKind::Payload, 0);
+    h.kind = 99;
+    assert_eq!(
+        segment(&record(h, &[]), WallClock::now(), dev()),
+        Err(DecodeError::Kind(99))
+    );
+    let mut h = sample(EventKind::Payload, 0);
+    h.family = 5;
+    assert_eq!(
+        segment(&record(h, &[]), WallClock::now(), dev()),
+        Err(DecodeError::Family(5))
+    );
+}
