@@ -1,6 +1,6 @@
 //! Builds the kernel program and leaves `tlsmon.bpf.o` in OUT_DIR for embedding.
 //!
-//! The stable-Rust route (DESIGN.md): compile `tlsmon-ebpf` for the host target as a
+//! The stable-Rust route (ARCHITECTURE.md, "Building the kernel program"): compile `tlsmon-ebpf` for the host target as a
 //! staticlib of LLVM bitcode (`-C linker-plugin-lto`), then let bpf-linker retarget
 //! that bitcode to BPF. No nightly, no rust-src.
 
