@@ -35,6 +35,7 @@ fn load_with(options: CaptureOptions) -> Capture {
 /// Runs one frame and checks the classifier let it through unchanged.
 fn run(capture: &mut Capture, frame: &[u8], direction: PacketDirection) {
     let verdict = capture
+        .test_run()
         .run_on_frame(frame, direction)
         .unwrap_or_else(|e| panic!("frame of {} bytes: {e}", frame.len()));
     assert_eq!(

@@ -205,6 +205,7 @@ fn per_path_costs() {
     let mut c = Capture::load(CaptureOptions::default()).expect("load (run as root)");
     let time = |c: &mut Capture, frame: &[u8], what: &str| {
         let t = c
+            .test_run()
             .time_on_frame(frame, PacketDirection::Ingress, REPEAT)
             .expect("test run");
         println!("  {what:<58} {:>6} ns/run", t.as_nanos());
@@ -226,8 +227,12 @@ fn per_path_costs() {
     );
     // Open the connection, start the flow, then release it as the daemon would.
     let syn_ack = frames::syn_ack(server, client, 0, 1, frames::Shape::default());
-    c.run_on_frame(&syn_ack, PacketDirection::Egress).unwrap();
-    c.run_on_frame(&hello, PacketDirection::Ingress).unwrap();
+    c.test_run()
+        .run_on_frame(&syn_ack, PacketDirection::Egress)
+        .unwrap();
+    c.test_run()
+        .run_on_frame(&hello, PacketDirection::Ingress)
+        .unwrap();
     let mut segments = Vec::new();
     c.drain_segments(&mut segments);
     let key = ConnectionKey::of(&segments[0]);
@@ -240,6 +245,7 @@ fn per_path_costs() {
     })
     .expect("load");
     copying
+        .test_run()
         .run_on_frame(&syn_ack, PacketDirection::Egress)
         .unwrap();
     time(

@@ -31,8 +31,9 @@
 //! `events` (RingBuf reading), `decode` (records to segments), `follow` and
 //! `hotplug` (interfaces that come and go), `interfaces` (listing and
 //! `--interface` globs), `interface_lock` (one daemon per interface),
-//! `flow_control`, `privileges`, `clock`, `devices` (ifindex to name), `rtnl`
-//! (netlink requests).
+//! `flow_control` (releasing flows, healing hints), `test_run` (synthetic frames
+//! for tests and benchmarks), `privileges`, `clock`, `devices` (ifindex to name),
+//! `rtnl` (netlink requests).
 
 mod attach;
 mod clock;
@@ -48,12 +49,12 @@ mod interfaces;
 mod loader;
 mod privileges;
 mod rtnl;
+mod test_run;
 
 use std::collections::BTreeMap;
 
 use aya::{
     maps::{MapData, PerCpuArray},
-    programs::{TestRun, TestRunOptions},
     Ebpf,
 };
 use tlsmon_common::{Counter, COUNTERS_MAP, DEFAULT_BYTE_BUDGET, EGRESS_PROGRAM, INGRESS_PROGRAM};
@@ -65,8 +66,9 @@ pub use flow_control::HintHealing;
 pub use follow::InterfaceChange;
 pub use interface_lock::{InterfaceLocking, LockError, LOCK_DIR};
 pub use interfaces::{list_interfaces, Interface, InterfaceSelector};
+pub use test_run::ClassifierTestRun;
 
-use crate::source::segment::{ConnectionKey, PacketDirection, Segment};
+use crate::source::segment::{ConnectionKey, Segment};
 
 /// How often the daemon corrects hint counts left too high by LRU evictions.
 pub const HINT_HEALING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
@@ -413,51 +415,10 @@ impl Capture {
         self.undecodable
     }
 
-    /// Runs the classifier once on an Ethernet `frame` with BPF_PROG_TEST_RUN, as
-    /// the program of the given hook (`Ingress` or `Egress`) would on a real
-    /// packet of the loopback device, and returns its verdict. For tests and
-    /// self-checks: events it produces arrive like any other.
-    pub fn run_on_frame(
-        &mut self,
-        frame: &[u8],
-        direction: PacketDirection,
-    ) -> Result<i32, CaptureError> {
-        self.test_run(frame, direction, 1)
-            .map(|(verdict, _)| verdict)
-    }
-
-    /// Runs the classifier `repeat` times on `frame` (BPF_PROG_TEST_RUN) and
-    /// returns the kernel's average time per run: the cost of one code path,
-    /// without the per-run overhead of `bpf_stats`. For benchmarks.
-    pub fn time_on_frame(
-        &mut self,
-        frame: &[u8],
-        direction: PacketDirection,
-        repeat: u32,
-    ) -> Result<std::time::Duration, CaptureError> {
-        self.test_run(frame, direction, repeat.max(1))
-            .map(|(_, per_run)| per_run)
-    }
-
-    fn test_run(
-        &mut self,
-        frame: &[u8],
-        direction: PacketDirection,
-        repeat: u32,
-    ) -> Result<(i32, std::time::Duration), CaptureError> {
-        let name = match direction {
-            PacketDirection::Egress => EGRESS_PROGRAM,
-            PacketDirection::Ingress | PacketDirection::Unknown => INGRESS_PROGRAM,
-        };
-        let program = attach::program_mut(&mut self.ebpf, name)?;
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat,
-                ..TestRunOptions::default()
-            })
-            .map_err(|e| CaptureError::Load(format!("test run of {name}: {}", error_chain(&e))))?;
-        Ok((result.return_value as i32, result.duration))
+    /// The classifiers, to run on synthetic frames (tests and benchmarks; see
+    /// [`ClassifierTestRun`]). Events they produce arrive like any other.
+    pub fn test_run(&mut self) -> ClassifierTestRun<'_> {
+        ClassifierTestRun::new(&mut self.ebpf)
     }
 }
 
