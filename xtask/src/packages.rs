@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 
 /// Packages the tests need: openssl and gnutls-bin (TLS peers), haproxy and socat
 /// (the proxy path), tshark (cross-checks), tcpdump, bpftool, iproute2 (namespaces,
-/// veth, tc), prometheus (the scrape test), tcpreplay (the flood memory test).
+/// veth, tc), prometheus (the scrape test), tcpreplay (the flood memory test), procps
+/// (sysctl, for the namespaces' settings).
 pub const TEST_PACKAGES: &[&str] = &[
     "openssl",
     "gnutls-bin",
@@ -20,6 +21,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "tcpdump",
     "tcpreplay",
+    "procps",
 ];
 
 fn installed(package: &str) -> bool {
