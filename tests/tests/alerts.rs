@@ -118,7 +118,10 @@ fn every_alert_is_expected_to_fire_in_some_unit_test() -> Result<()> {
             }
         }
     }
-    assert_eq!(firing, alerts, "alerts with a test that expects them to fire");
+    assert_eq!(
+        firing, alerts,
+        "alerts with a test that expects them to fire"
+    );
     Ok(())
 }
 
