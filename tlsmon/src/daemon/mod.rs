@@ -138,8 +138,12 @@ fn start_capture(patterns: &[String], byte_budget: u32) -> anyhow::Result<(Captu
     }
     let mut capture = Capture::load(CaptureOptions {
         byte_budget,
+        kernel_diagnostics: crate::capture::kernel_log_wanted(),
         ..CaptureOptions::default()
     })?;
+    if let Some(kernel_log) = capture.take_kernel_log() {
+        tokio::spawn(kernel_log.run());
+    }
     // Following: interfaces that appear or come up later and match are attached too.
     let attached = capture.follow_interfaces(selector)?;
     Ok((capture, attached))
