@@ -1,12 +1,15 @@
 //! Shared helpers for tlsmon end-to-end tests: recorded corpus, tshark oracle,
 //! synthetic frames and TLS payloads, namespaces, polling with deadlines, and for
 //! the two-path scenario: background processes with logs, a test PKI, a reset
-//! server, an HTTP client and a Prometheus text-format parser.
+//! server, an HTTP client and a Prometheus text-format parser; and the differential
+//! harness that compares the daemon's records with an offline analysis of a capture.
 
 pub mod attached;
 pub mod binary;
 pub mod corpus;
+pub mod differential;
 pub mod exposition;
+pub mod flood;
 pub mod frames;
 pub mod hostile;
 pub mod http_get;

@@ -10,6 +10,9 @@ use crate::flows::{Decided, FlowStats, FlowTable, FlowTableOptions};
 use crate::pcap::{CaptureFileError, CaptureFileReader, CaptureFileStats};
 use crate::record::{HandshakeRecord, Outcome};
 
+/// Flows decided per step at the end of a file.
+const FINISH_BATCH: usize = 256;
+
 /// Options of an offline analysis.
 #[derive(Clone, Debug, Default)]
 pub struct AnalyzeOptions {
@@ -70,6 +73,9 @@ impl AnalyzeSummary {
         let total = &mut self.flows;
         total.flows_created += flows.flows_created;
         total.flows_evicted += flows.flows_evicted;
+        total.evicted_opening += flows.evicted_opening;
+        total.evicted_unanswered += flows.evicted_unanswered;
+        total.flows_refused += flows.flows_refused;
         total.not_tls_ignored += flows.not_tls_ignored;
         total.midstream_ignored += flows.midstream_ignored;
         total.parse_errors += flows.parse_errors;
@@ -107,8 +113,11 @@ pub fn analyze_file_into(
             Err(err) => break Err(err),
         }
     };
-    // What was read before a corrupt tail still counts: decide it, then report.
-    table.finish(&mut decided);
+    // What was read before a corrupt tail still counts: decide it, then report. In
+    // parts, so that the records of a full table are never all held at once.
+    while table.finish_some(FINISH_BATCH, &mut decided) {
+        emit(&mut decided, summary);
+    }
     emit(&mut decided, summary);
     summary.add_file(reader.stats(), table.stats());
     result

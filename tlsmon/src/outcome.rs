@@ -25,7 +25,7 @@
 
 use std::time::Duration;
 
-use crate::handshake::{ClientHello, ServerHello, TlsMessage};
+use crate::handshake::{ClientHello, OfferedHello, ServerHello, TlsMessage};
 use crate::record::{FailureReason, ServerCert, Side};
 use crate::segment::Timestamp;
 
@@ -88,7 +88,8 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(reason: FailureReason, at: Timestamp) -> Self {
+    /// A failure for `reason` at `at`, with nothing else known yet.
+    pub fn new(reason: FailureReason, at: Timestamp) -> Self {
         Failure {
             reason,
             alert: None,
@@ -109,22 +110,26 @@ struct SideProgress {
     finished: bool,
     /// Encrypted (type 23) records sent after the ServerHello.
     encrypted_records: u32,
-    /// Length of the last encrypted record it sent.
-    last_encrypted_len: Option<usize>,
+    /// Length of the last encrypted record it sent (records are at most 18,432
+    /// bytes: u16 keeps the tracker small).
+    last_encrypted_len: Option<u16>,
     /// Sent any bytes at all (after the ClientHello, for the client).
     spoke: bool,
 }
 
 /// Everything seen of one handshake so far, and the logic that decides it.
+///
+/// Sized for the common tracked flow, a ClientHello waiting for its answer: the
+/// ClientHello is kept compactly, the server's parts are boxed until they come.
 #[derive(Clone, Debug)]
 pub struct HandshakeTracker {
     started: Timestamp,
     last_activity: Timestamp,
-    client_hello: ClientHello,
-    server_hello: Option<ServerHello>,
+    client_hello: OfferedHello,
+    server_hello: Option<Box<ServerHello>>,
     hello_retry: bool,
     key_exchange_group: Option<u16>,
-    server_cert: Option<ServerCert>,
+    server_cert: Option<Box<ServerCert>>,
     /// The server sent Certificate / ServerKeyExchange / other handshake messages
     /// after its ServerHello: a full (not abbreviated) TLS 1.2 handshake.
     full_handshake: bool,
@@ -135,16 +140,16 @@ pub struct HandshakeTracker {
     /// TLS 1.3: the client's Finished was seen at this time; waiting for confirmation.
     client_finished_at: Option<Timestamp>,
     /// TLS 1.3: length of the server's last encrypted record after the client's Finished.
-    server_reply_after_client_finished: Option<usize>,
+    server_reply_after_client_finished: Option<u16>,
 }
 
 impl HandshakeTracker {
     /// Starts tracking at a ClientHello seen at `ts`.
-    pub fn new(client_hello: ClientHello, ts: Timestamp) -> Self {
+    pub fn new(client_hello: &ClientHello, ts: Timestamp) -> Self {
         HandshakeTracker {
             started: ts,
             last_activity: ts,
-            client_hello,
+            client_hello: OfferedHello::of(client_hello),
             server_hello: None,
             hello_retry: false,
             key_exchange_group: None,
@@ -158,21 +163,21 @@ impl HandshakeTracker {
         }
     }
 
-    /// The first ClientHello of the handshake.
-    pub fn client_hello(&self) -> &ClientHello {
+    /// What the first ClientHello of the handshake offered.
+    pub fn client_hello(&self) -> &OfferedHello {
         &self.client_hello
     }
 
     /// The final ServerHello (not a HelloRetryRequest), if seen.
     pub fn server_hello(&self) -> Option<&ServerHello> {
         self.server_hello
-            .as_ref()
+            .as_deref()
             .filter(|sh| !sh.is_hello_retry_request)
     }
 
     /// The server's latest ServerHello, HelloRetryRequest included.
     pub fn latest_server_hello(&self) -> Option<&ServerHello> {
-        self.server_hello.as_ref()
+        self.server_hello.as_deref()
     }
 
     /// When the ClientHello was seen.
@@ -187,7 +192,7 @@ impl HandshakeTracker {
 
     /// The server's leaf certificate, if it was sent in the clear.
     pub fn server_cert(&self) -> Option<&ServerCert> {
-        self.server_cert.as_ref()
+        self.server_cert.as_deref()
     }
 
     /// The negotiated version, once the server chose one.
@@ -240,7 +245,7 @@ impl HandshakeTracker {
                     if sh.is_hello_retry_request {
                         self.hello_retry = true;
                     }
-                    self.server_hello = Some(sh);
+                    self.server_hello = Some(Box::new(sh));
                 }
                 None
             }
@@ -248,7 +253,7 @@ impl HandshakeTracker {
                 if side == Side::Server {
                     self.full_handshake = true;
                     if self.server_cert.is_none() {
-                        self.server_cert = cert;
+                        self.server_cert = cert.map(Box::new);
                     }
                 }
                 None
@@ -305,8 +310,8 @@ impl HandshakeTracker {
         let after_server_hello = self.server_hello().is_some();
         let progress = self.progress(side);
         if after_server_hello {
-            progress.encrypted_records += 1;
-            progress.last_encrypted_len = Some(len);
+            progress.encrypted_records = progress.encrypted_records.saturating_add(1);
+            progress.last_encrypted_len = Some(record_len(len));
         }
         if !self.is_tls13() {
             // TLS <= 1.2: application data from a side that finished, once the other
@@ -327,7 +332,7 @@ impl HandshakeTracker {
                 None
             }
             Side::Server if self.client_finished_at.is_some() => {
-                self.server_reply_after_client_finished = Some(len);
+                self.server_reply_after_client_finished = Some(record_len(len));
                 (len > MAX_ENCRYPTED_ALERT_LEN).then_some(Verdict::Established { at: ts })
             }
             _ => None,
@@ -388,7 +393,8 @@ impl HandshakeTracker {
 
     /// TLS 1.3 closes that the encrypted records explain (see the module docs).
     fn tls13_close(&self, side: Side, ts: Timestamp) -> Option<Verdict> {
-        let is_short = |len: Option<usize>| len.is_some_and(|len| len <= MAX_ENCRYPTED_ALERT_LEN);
+        let is_short =
+            |len: Option<u16>| len.is_some_and(|len| usize::from(len) <= MAX_ENCRYPTED_ALERT_LEN);
         let encrypted_alert = |sender: Side| {
             let mut failure = Failure::new(FailureReason::EncryptedAlert, ts);
             failure.alert_sender = Some(sender);
@@ -453,7 +459,7 @@ impl HandshakeTracker {
     fn confirmable_finish(&self) -> Option<Timestamp> {
         let objected = self
             .server_reply_after_client_finished
-            .is_some_and(|len| len <= MAX_ENCRYPTED_ALERT_LEN);
+            .is_some_and(|len| usize::from(len) <= MAX_ENCRYPTED_ALERT_LEN);
         self.client_finished_at.filter(|_| !objected)
     }
 
@@ -466,6 +472,12 @@ impl HandshakeTracker {
             },
         }
     }
+}
+
+/// A record length as the tracker keeps it (lengths past u16 cannot occur: the parser
+/// rejects records over 18,432 bytes; they would saturate, still "not an alert").
+fn record_len(len: usize) -> u16 {
+    u16::try_from(len).unwrap_or(u16::MAX)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ fn ms(n: u64) -> Timestamp {
 }
 
 fn tracker() -> HandshakeTracker {
-    HandshakeTracker::new(ClientHello::default(), ms(0))
+    HandshakeTracker::new(&ClientHello::default(), ms(0))
 }
 
 fn server_hello(version: u16) -> TlsMessage {

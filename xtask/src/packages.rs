@@ -14,7 +14,8 @@ use anyhow::{bail, Context, Result};
 /// Packages the tests need: openssl and gnutls-bin (TLS peers), haproxy and socat
 /// (the proxy path), tshark (cross-checks), tcpdump, bpftool, iproute2 (namespaces,
 /// veth, tc), prometheus (the scrape test, promtool for the alert rules),
-/// python3-venv (the environment for [`PIP_PACKAGES`]).
+/// tcpreplay (the flood memory test), python3-venv (the environment for
+/// [`PIP_PACKAGES`]).
 pub const TEST_PACKAGES: &[&str] = &[
     "openssl",
     "gnutls-bin",
@@ -25,6 +26,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "prometheus",
     "iproute2",
     "tcpdump",
+    "tcpreplay",
     "python3-venv",
 ];
 

@@ -223,6 +223,7 @@ impl LiveObserver for DaemonObserver {
         }
         health.set_flows_tracked(tracked as u64);
         health.add_reassembly_evictions(flows.flows_evicted - self.last_flow_stats.flows_evicted);
+        health.set_flows_dropped(flows);
         health.add_parse_errors(
             "handshake",
             flows.parse_errors - self.last_flow_stats.parse_errors,

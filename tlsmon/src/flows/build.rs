@@ -76,14 +76,13 @@ pub(crate) fn not_tls_record(
     record
 }
 
-/// The record of a handshake the tracker followed.
-pub(crate) fn handshake_record(
+/// The record of a connection decided before a ClientHello could be read (cut short,
+/// malformed, or abandoned halfway): its identity and the verdict only.
+pub(crate) fn record_without_hello(
     context: &FlowContext<'_>,
-    tracker: &HandshakeTracker,
-    client_hello_segments: u32,
+    started: Timestamp,
     verdict: Verdict,
 ) -> HandshakeRecord {
-    let started = tracker.started();
     let outcome = match verdict {
         Verdict::Established { .. } => Outcome::Established,
         Verdict::Failed(_) => Outcome::Failed,
@@ -104,33 +103,35 @@ pub(crate) fn handshake_record(
         }
         Verdict::Incomplete { detail } => record.detail = Some(detail),
     }
+    record
+}
+
+/// The record of a handshake the tracker followed.
+pub(crate) fn handshake_record(
+    context: &FlowContext<'_>,
+    tracker: &HandshakeTracker,
+    client_hello_segments: u32,
+    verdict: Verdict,
+) -> HandshakeRecord {
+    let mut record = record_without_hello(context, tracker.started(), verdict);
 
     let hello = tracker.client_hello();
-    record.sni = hello.sni.clone();
-    record.offered_versions = if hello.supported_versions.is_empty() {
-        vec![names::version_name(hello.legacy_version)]
+    record.sni = hello.sni().map(str::to_string);
+    record.offered_versions = if hello.supported_versions().len() == 0 {
+        vec![names::version_name(hello.legacy_version())]
     } else {
         hello
-            .supported_versions
-            .iter()
-            .map(|&v| names::version_name(v))
+            .supported_versions()
+            .map(names::version_name)
             .collect()
     };
-    record.offered_ciphers = hello
-        .cipher_suites
-        .iter()
-        .map(|&c| names::cipher_name(c))
-        .collect();
-    record.offered_groups = hello
-        .supported_groups
-        .iter()
-        .map(|&g| names::group_name(g))
-        .collect();
-    record.offered_alpn = hello.alpn.clone();
-    record.client_hello_bytes = Some(hello.message_len);
+    record.offered_ciphers = hello.cipher_suites().map(names::cipher_name).collect();
+    record.offered_groups = hello.supported_groups().map(names::group_name).collect();
+    record.offered_alpn = hello.alpn().map(str::to_string).collect();
+    record.client_hello_bytes = Some(hello.message_len());
     record.client_hello_segments = Some(client_hello_segments);
-    record.ja3 = Some(hello.ja3.clone()).filter(|s| !s.is_empty());
-    record.ja4 = Some(hello.ja4.clone()).filter(|s| !s.is_empty());
+    record.ja3 = hello.ja3();
+    record.ja4 = Some(hello.ja4().to_string()).filter(|s| !s.is_empty());
 
     // Version and cipher: what the server chose, even if only in a HelloRetryRequest
     // (it fixes both); the group only from a real key exchange, else the HRR's request.

@@ -1,40 +1,74 @@
 //! The flow table: [`Segment`]s in, one [`HandshakeRecord`] per handshake out.
 //!
-//! Each TCP connection on each device gets two [`stream::DirectionStream`]s
-//! (reassembly + TLS parsing) and, from its ClientHello on, an
-//! [`HandshakeTracker`](crate::outcome::HandshakeTracker) that decides the outcome.
-//! Decided connections leave the table and are remembered in a bounded set so that
-//! their later packets are ignored instead of starting a new flow. Memory is bounded
-//! by `max_flows`; making room evicts the least recently active flow, which is
-//! reported as `incomplete` and counted.
+//! Each TCP connection on each device gets, per direction that carried bytes, a
+//! [`stream::DirectionStream`] (reassembly + TLS parsing) and, from its ClientHello on,
+//! a [`HandshakeTracker`](crate::outcome::HandshakeTracker) that decides the outcome.
+//! Decided connections leave the table and are remembered (by a 64-bit fingerprint of
+//! their key, in a bounded set) so that their later packets are ignored instead of
+//! starting a new flow.
+//!
+//! Memory is bounded by `max_flows`, and floods cannot push real handshakes out:
+//! flows are in one of three classes, see [`FlowClass`]. Opening flows (no ClientHello
+//! yet: a SYN, or bytes that do not form one yet) and unanswered ones (a ClientHello
+//! the server has not answered) may each take at most a quarter of `max_flows`
+//! ([`HALF_OPEN_SHARE`]); beyond it their least recently active member is evicted.
+//! When the whole table is full, a newcomer evicts the least recently active opening
+//! flow, else unanswered one; a handshake the server answered is never evicted, so
+//! when nothing else is left the newcomer is refused. Every eviction and refusal is
+//! counted ([`FlowStats`]); an evicted handshake is reported as `incomplete`.
+//!
+//! Sizes are those of the common case, a ClientHello waiting for its answer: a
+//! direction gets its stream only when it carries bytes, the ClientHello is kept
+//! compactly, buffers live only while a push runs, and maps shrink and the allocator
+//! gives memory back once a flood has drained ([`FlowTable::advance_clock`]).
 
 mod build;
 mod stream;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, HashMap as StdHashMap, HashSet as StdHashSet, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::handshake::TlsMessage;
-use crate::outcome::{Close, HandshakeTracker, Verdict};
+use crate::outcome::{Close, Failure, HandshakeTracker, Verdict};
 use crate::reassembly::ReassemblyLimits;
-use crate::record::HandshakeRecord;
+use crate::record::{FailureReason, HandshakeRecord};
 use crate::segment::{ConnectionKey, Segment, Timestamp};
 
-use build::{handshake_record, not_tls_record, side_of, FlowContext};
-use stream::{DirectionStream, TimedMessage};
+use build::{handshake_record, not_tls_record, record_without_hello, side_of, FlowContext};
+use stream::{DirectionStream, Scratch, TimedMessage};
 
 /// Connection keys are hashed several times per segment, so SipHash showed up as
 /// the top cost of `analyze` (10% of its time). foldhash with a per-process random
 /// seed is several times faster and still keeps an outsider, who picks addresses
 /// and ports but cannot see the seed, from aiming collisions at one bucket.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
-type HashSet<K> = std::collections::HashSet<K, foldhash::quality::RandomState>;
+type Hasher = foldhash::quality::RandomState;
+type HashMap<K, V> = StdHashMap<K, V, Hasher>;
+type HashSet<K> = StdHashSet<K, Hasher>;
 
 /// Ports on which a connection that does not start with TLS is reported as `not_tls`
 /// (elsewhere it is simply not a TLS connection and is ignored).
 pub const DEFAULT_TLS_PORTS: &[u16] = &[
     443, 465, 563, 636, 853, 989, 990, 992, 993, 994, 995, 4433, 5061, 6443, 8443, 9443,
 ];
+
+/// Opening flows, and unanswered ones, may each hold at most `max_flows /
+/// HALF_OPEN_SHARE` entries (at least one): a quarter of the table each, so that at
+/// least half of it is always left to handshakes the server answered.
+pub const HALF_OPEN_SHARE: usize = 4;
+
+/// How often (in table time) maps are shrunk and the allocator is asked to give
+/// memory back, when enough was freed since the last time.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Flows that must have ended since the last trim before the next one is worth its
+/// cost (a walk over the allocator's free lists).
+const TRIM_AFTER_FREED_FLOWS: u64 = 1024;
+
+/// Maps this small are never shrunk (their memory is negligible, and shrinking them
+/// would only make them grow again).
+const SHRINK_ABOVE_CAPACITY: usize = 4096;
 
 /// Limits and timing of the flow table.
 #[derive(Clone, Debug)]
@@ -78,8 +112,16 @@ pub struct Decided {
 pub struct FlowStats {
     /// Connections tracked (a ClientHello or SYN was seen).
     pub flows_created: u64,
-    /// Flows pushed out to stay within `max_flows` (reported as incomplete).
+    /// Flows pushed out to stay within the bounds (the sum of `evicted_opening` and
+    /// `evicted_unanswered`; handshakes among them are reported as incomplete).
     pub flows_evicted: u64,
+    /// Opening flows (no ClientHello yet: SYN-only or half a ClientHello) evicted.
+    pub evicted_opening: u64,
+    /// Handshakes whose ClientHello the server had not answered, evicted.
+    pub evicted_unanswered: u64,
+    /// New connections not tracked because the table was full of handshakes the
+    /// server answered (nothing could be evicted); their later packets are ignored.
+    pub flows_refused: u64,
     /// Connections whose first bytes were neither TLS nor on a TLS port: not reported.
     pub not_tls_ignored: u64,
     /// Connections first seen mid-handshake or mid-session (no ClientHello): not reported.
@@ -99,38 +141,106 @@ pub struct FlowStats {
     pub reassembly_dropped_bytes: u64,
 }
 
+/// What a flow waits for, which decides what may evict it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FlowClass {
+    /// No ClientHello yet: a SYN, or first bytes that do not form a whole one yet.
+    Opening = 0,
+    /// A ClientHello the server has not answered with a single byte.
+    Unanswered = 1,
+    /// The server answered the ClientHello: never evicted.
+    Answered = 2,
+}
+
+impl FlowClass {
+    fn detail(self) -> &'static str {
+        match self {
+            FlowClass::Opening => "evicted: too many connections opening without a ClientHello",
+            FlowClass::Unanswered => "evicted: too many ClientHellos without an answer",
+            FlowClass::Answered => "evicted: too many flows in progress",
+        }
+    }
+}
+
 /// What the table knows of one connection.
 struct Flow {
     id: u64,
-    /// Index 0 carries lo -> hi bytes, index 1 hi -> lo.
-    streams: [Option<DirectionStream>; 2],
-    /// Which stream belongs to the client, once its ClientHello (or non-TLS bytes) came.
-    client_stream: Option<usize>,
-    /// Per stream: sequence number of its first payload byte.
-    first_payload_seq: [Option<u32>; 2],
-    tracker: Option<HandshakeTracker>,
-    client_hello_segments: u32,
-    first_seen: Timestamp,
-    deadline: Timestamp,
+    class: FlowClass,
+    /// Which stream belongs to the client, once its ClientHello (or non-TLS bytes)
+    /// came (0 or 1: a byte keeps the flow small; see [`Flow::client`]).
+    client_stream: Option<u8>,
     /// The first bytes were not TLS on a non-TLS port: drop at close unless the other
     /// side answers in TLS.
     suspect_not_tls: bool,
+    client_hello_segments: u32,
+    first_seen: Timestamp,
+    deadline: Timestamp,
+    /// Sequence number of each direction's SYN, until that direction carries bytes.
+    /// Index 0 is lo -> hi, index 1 hi -> lo, as for `streams`.
+    isn: [Option<u32>; 2],
+    /// Per direction: sequence number of its first payload byte (which connection
+    /// on a reused 4-tuple this is, for the kernel and for a new SYN).
+    first_payload_seq: [Option<u32>; 2],
+    /// Directions that carried bytes (or a FIN).
+    streams: [Option<Box<DirectionStream>>; 2],
+    tracker: Option<Box<HandshakeTracker>>,
+}
+
+impl Flow {
+    /// Sequence number of the client's first payload byte, once the client is known.
+    fn client_payload_seq(&self) -> Option<u32> {
+        self.first_payload_seq[self.client()?]
+    }
+
+    /// Index of the client's stream, once known.
+    fn client(&self) -> Option<usize> {
+        self.client_stream.map(usize::from)
+    }
+
+    fn set_client(&mut self, index: usize) {
+        self.client_stream = Some(u8::from(index == 1));
+    }
+
+    fn class_now(&self) -> FlowClass {
+        match (&self.tracker, self.client()) {
+            (None, _) | (Some(_), None) => FlowClass::Opening,
+            (Some(_), Some(client)) if self.streams[1 - client].is_some() => FlowClass::Answered,
+            (Some(_), Some(_)) => FlowClass::Unanswered,
+        }
+    }
+
+    /// The stream that holds a ClientHello not complete yet, if any.
+    fn unfinished_hello(&self) -> Option<usize> {
+        (0..2).find(|&i| {
+            self.streams[i]
+                .as_ref()
+                .is_some_and(|s| s.client_hello_unfinished())
+        })
+    }
 }
 
 /// The set of connections being analysed.
 pub struct FlowTable {
     options: FlowTableOptions,
-    flows: HashMap<ConnectionKey, Flow>,
-    /// (deadline, flow id) of every flow: the earliest to expire, and the least recently
-    /// active to evict, come first.
-    deadlines: BTreeSet<(Timestamp, u64)>,
-    keys_by_id: HashMap<u64, ConnectionKey>,
-    finished: HashSet<ConnectionKey>,
-    finished_order: VecDeque<ConnectionKey>,
+    /// The key is shared with the flow's queue entry (one copy of 80 bytes, not two),
+    /// and the flow is boxed: a hash table has up to twice the slots it fills, and
+    /// empty slots then cost 16 bytes, not the size of a flow.
+    flows: HashMap<Arc<ConnectionKey>, Box<Flow>>,
+    /// Per [`FlowClass`], (deadline, flow id) of each of its flows: the earliest to
+    /// expire, and the least recently active to evict, come first.
+    queues: [BTreeMap<(Timestamp, u64), Arc<ConnectionKey>>; 3],
+    /// Fingerprints of decided (or refused) connections, oldest first in `finished_order`.
+    finished: HashSet<u64>,
+    finished_order: VecDeque<u64>,
+    fingerprints: Hasher,
     next_id: u64,
     clock: Timestamp,
     stats: FlowStats,
+    scratch: Scratch,
     messages: Vec<TimedMessage>,
+    /// When maps were last shrunk and memory given back, and flows ended since.
+    last_maintenance: Timestamp,
+    ended_since_trim: u64,
 }
 
 impl FlowTable {
@@ -139,14 +249,17 @@ impl FlowTable {
         FlowTable {
             options,
             flows: HashMap::default(),
-            deadlines: BTreeSet::new(),
-            keys_by_id: HashMap::default(),
+            queues: Default::default(),
             finished: HashSet::default(),
             finished_order: VecDeque::new(),
+            fingerprints: Hasher::default(),
             next_id: 0,
             clock: Timestamp::ZERO,
             stats: FlowStats::default(),
+            scratch: Scratch::default(),
             messages: Vec::new(),
+            last_maintenance: Timestamp::ZERO,
+            ended_since_trim: 0,
         }
     }
 
@@ -165,6 +278,15 @@ impl FlowTable {
         self.clock
     }
 
+    /// Most flows of `class` tracked at once.
+    fn bound(&self, class: FlowClass) -> usize {
+        let max_flows = self.options.max_flows.max(1);
+        match class {
+            FlowClass::Answered => max_flows,
+            _ => (max_flows / HALF_OPEN_SHARE).max(1),
+        }
+    }
+
     /// Takes one segment; handshakes it decides are appended to `out`.
     pub fn push(&mut self, segment: Segment, out: &mut Vec<Decided>) {
         if segment.ts > self.clock {
@@ -181,41 +303,66 @@ impl FlowTable {
         if !self.flows.contains_key(&key) {
             // A decided connection's later packets are ignored, unless its address
             // pair is reused for a new connection (a fresh SYN).
-            if self.finished.contains(&key) && !(opening && self.finished.remove(&key)) {
+            let fingerprint = self.fingerprints.hash_one(&key);
+            if self.finished.contains(&fingerprint)
+                && !(opening && self.finished.remove(&fingerprint))
+            {
                 return;
             }
             let carries_bytes = !segment.payload.is_empty() || segment.cut > 0;
             if !carries_bytes && !segment.flags.syn() {
                 return; // a bare ACK/FIN/RST of a connection we never saw start
             }
-            self.make_room(out);
-            self.insert_flow(key.clone(), segment.ts);
+            if !self.make_room(out) {
+                self.stats.flows_refused += 1;
+                self.remember_finished(fingerprint);
+                return;
+            }
+            self.insert_flow(Arc::new(key.clone()), segment.ts);
         }
         self.process(&key, &segment, out);
     }
 
     /// Moves time forward (capture time for files, wall time live) and decides
-    /// handshakes that waited too long.
+    /// handshakes that waited too long. Once a second of table time, maps that
+    /// emptied are shrunk and, after many flows ended, the allocator is asked to
+    /// give its free memory back (see [`release_free_memory`]).
     pub fn advance_clock(&mut self, now: Timestamp, out: &mut Vec<Decided>) {
         self.clock = self.clock.max(now);
-        while let Some(&(deadline, id)) = self.deadlines.first() {
+        while let Some((deadline, key)) = self.earliest_deadline() {
             if deadline > self.clock {
                 break;
             }
-            let Some(key) = self.keys_by_id.get(&id).cloned() else {
-                self.deadlines.remove(&(deadline, id));
-                continue;
-            };
             self.expire(&key, out);
+        }
+        if self.clock.saturating_sub(self.last_maintenance) >= MAINTENANCE_INTERVAL {
+            self.last_maintenance = self.clock;
+            self.maintain();
         }
     }
 
     /// Ends the capture: every flow still open is decided with what was seen.
     pub fn finish(&mut self, out: &mut Vec<Decided>) {
-        let keys: Vec<ConnectionKey> = self.flows.keys().cloned().collect();
+        while self.finish_some(usize::MAX, out) {}
+    }
+
+    /// Ends the capture a part at a time: decides up to `limit` of the flows still
+    /// open; true while some remain. A caller that hands each part on before asking
+    /// for the next never holds the records of the whole table at once.
+    pub fn finish_some(&mut self, limit: usize, out: &mut Vec<Decided>) -> bool {
+        let keys: Vec<Arc<ConnectionKey>> = self.flows.keys().take(limit).cloned().collect();
         for key in keys {
             self.end_flow(&key, "capture ended before the handshake did", out);
         }
+        !self.flows.is_empty()
+    }
+
+    fn earliest_deadline(&self) -> Option<(Timestamp, Arc<ConnectionKey>)> {
+        self.queues
+            .iter()
+            .filter_map(|q| q.first_key_value())
+            .min_by_key(|((deadline, id), _)| (*deadline, *id))
+            .map(|((deadline, _), key)| (*deadline, key.clone()))
     }
 
     /// True when `syn` (a client's opening SYN) starts a connection other than the
@@ -233,41 +380,80 @@ impl FlowTable {
         }
     }
 
-    fn insert_flow(&mut self, key: ConnectionKey, ts: Timestamp) {
+    fn insert_flow(&mut self, key: Arc<ConnectionKey>, ts: Timestamp) {
         let id = self.next_id;
         self.next_id += 1;
         let deadline = ts + self.options.handshake_timeout;
-        self.deadlines.insert((deadline, id));
-        self.keys_by_id.insert(id, key.clone());
+        self.queues[FlowClass::Opening as usize].insert((deadline, id), key.clone());
         self.stats.flows_created += 1;
         self.flows.insert(
             key,
-            Flow {
+            Box::new(Flow {
                 id,
-                streams: [None, None],
+                class: FlowClass::Opening,
                 client_stream: None,
-                first_payload_seq: [None, None],
-                tracker: None,
+                suspect_not_tls: false,
                 client_hello_segments: 0,
                 first_seen: ts,
                 deadline,
-                suspect_not_tls: false,
-            },
+                isn: [None, None],
+                first_payload_seq: [None, None],
+                streams: [None, None],
+                tracker: None,
+            }),
         );
     }
 
-    fn make_room(&mut self, out: &mut Vec<Decided>) {
-        while self.flows.len() >= self.options.max_flows.max(1) {
-            let Some(&(_, id)) = self.deadlines.first() else {
-                return;
-            };
-            let Some(key) = self.keys_by_id.get(&id).cloned() else {
-                self.deadlines.pop_first();
-                continue;
-            };
-            self.stats.flows_evicted += 1;
-            self.end_flow(&key, "evicted: too many flows in progress", out);
+    /// Makes room for a new (opening) flow; false when only answered handshakes are
+    /// left to evict and the newcomer must be refused.
+    fn make_room(&mut self, out: &mut Vec<Decided>) -> bool {
+        if self.class_len(FlowClass::Opening) >= self.bound(FlowClass::Opening) {
+            self.evict_oldest(FlowClass::Opening, None, out);
         }
+        while self.flows.len() >= self.options.max_flows.max(1) {
+            if !self.evict_oldest(FlowClass::Opening, None, out)
+                && !self.evict_oldest(FlowClass::Unanswered, None, out)
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn class_len(&self, class: FlowClass) -> usize {
+        self.queues[class as usize].len()
+    }
+
+    /// Evicts the least recently active flow of `class` other than `spare`; false
+    /// if there is none.
+    fn evict_oldest(
+        &mut self,
+        class: FlowClass,
+        spare: Option<&ConnectionKey>,
+        out: &mut Vec<Decided>,
+    ) -> bool {
+        let victim = self.queues[class as usize]
+            .values()
+            .find(|key| Some(&***key) != spare)
+            .cloned();
+        let Some(key) = victim else {
+            return false;
+        };
+        self.stats.flows_evicted += 1;
+        match class {
+            FlowClass::Opening => self.stats.evicted_opening += 1,
+            FlowClass::Unanswered => self.stats.evicted_unanswered += 1,
+            FlowClass::Answered => {}
+        }
+        let records = out.len();
+        self.end_flow(&key, class.detail(), out);
+        if out.len() == records {
+            // Nothing was reported (a SYN, say): the connection's later packets may
+            // start it afresh. A real connection pushed out by a SYN scan between its
+            // SYN and its ClientHello is then still seen.
+            self.unremember(&key);
+        }
+        true
     }
 
     fn process(&mut self, key: &ConnectionKey, segment: &Segment, out: &mut Vec<Decided>) {
@@ -281,16 +467,26 @@ impl FlowTable {
         if flow.first_payload_seq[index].is_none() && !segment.payload.is_empty() {
             flow.first_payload_seq[index] = Some(segment.seq);
         }
-        let stream = flow.streams[index]
-            .get_or_insert_with(|| DirectionStream::new(limits, segment.direction));
-        stream.push(segment, &mut messages);
+        let needs_stream = !segment.payload.is_empty() || segment.cut > 0 || segment.flags.fin();
+        if flow.streams[index].is_none() && !needs_stream {
+            // A SYN, SYN-ACK or bare ACK: remember where the bytes will start.
+            if segment.flags.syn() {
+                flow.isn[index].get_or_insert(segment.seq);
+            }
+        } else {
+            let isn = flow.isn[index].take();
+            let stream = flow.streams[index].get_or_insert_with(|| {
+                Box::new(DirectionStream::new(limits, segment.direction, isn))
+            });
+            stream.push(segment, &mut self.scratch, &mut messages);
+        }
         let verdict = self.handle_messages(key, index, segment, &mut messages, out);
         self.messages = messages;
         if verdict {
             return;
         }
         self.handle_closes(key, index, segment, out);
-        self.touch(key, segment.ts);
+        self.touch(key, segment.ts, out);
     }
 
     /// Feeds messages of stream `index` to the flow's tracker; true if the flow was decided.
@@ -309,9 +505,9 @@ impl FlowTable {
             if matches!(timed.parsed.message, TlsMessage::Malformed { .. }) {
                 self.stats.parse_errors += 1;
             }
+            let side = side_of(flow.client() == Some(index));
             match flow.tracker.as_mut() {
                 Some(tracker) => {
-                    let side = side_of(flow.client_stream == Some(index));
                     if let Some(verdict) = tracker.on_message(side, timed.parsed.message, timed.ts)
                     {
                         self.decide(key, verdict, out);
@@ -320,15 +516,15 @@ impl FlowTable {
                 }
                 None => match timed.parsed.message {
                     TlsMessage::ClientHello(hello) => {
-                        let segments = flow.streams[index].as_ref().map_or(1, |s| {
-                            s.segments_spanning(timed.parsed.start, timed.parsed.end)
-                        });
-                        flow.client_stream = Some(index);
+                        let segments = flow.streams[index]
+                            .as_ref()
+                            .map_or(1, |s| s.first_message_segments());
+                        flow.set_client(index);
                         flow.client_hello_segments = segments;
-                        flow.tracker = Some(HandshakeTracker::new(hello, timed.ts));
+                        flow.tracker = Some(Box::new(HandshakeTracker::new(&hello, timed.ts)));
                     }
                     TlsMessage::NotTls if flow.client_stream.is_none() => {
-                        flow.client_stream = Some(index);
+                        flow.set_client(index);
                         let server_port = segment.dst.port();
                         if self.options.tls_ports.contains(&server_port) {
                             self.decide_not_tls(key, timed.ts, out);
@@ -336,11 +532,26 @@ impl FlowTable {
                         }
                         flow.suspect_not_tls = true;
                     }
+                    // A ClientHello that does not parse, or broken first bytes toward a
+                    // TLS port: a handshake attempt that failed.
+                    TlsMessage::Malformed { reason }
+                        if flow.client_stream.is_none()
+                            && (flow.streams[index]
+                                .as_ref()
+                                .is_some_and(|s| s.opened_with_client_hello())
+                                || self.options.tls_ports.contains(&segment.dst.port())) =>
+                    {
+                        flow.set_client(index);
+                        let mut failure = Failure::new(FailureReason::ProtocolError, timed.ts);
+                        failure.detail = Some(format!("client: {reason}"));
+                        self.decide_without_hello(key, Verdict::Failed(failure), out);
+                        return true;
+                    }
                     // The other side of a non-TLS opener answers in TLS (an alert from
                     // a TLS server): it was a TLS port after all.
                     ref reply
                         if flow.suspect_not_tls
-                            && flow.client_stream != Some(index)
+                            && flow.client() != Some(index)
                             && !matches!(
                                 reply,
                                 TlsMessage::NotTls | TlsMessage::Malformed { .. }
@@ -388,35 +599,71 @@ impl FlowTable {
         let Some(close) = close else {
             return;
         };
+        let side = side_of(flow.client() == Some(index));
         match flow.tracker.as_mut() {
             Some(tracker) => {
-                let side = side_of(flow.client_stream == Some(index));
                 let verdict = tracker.on_close(side, close, segment.ts);
                 self.decide(key, verdict, out);
             }
-            None => {
-                if flow.suspect_not_tls {
-                    self.stats.not_tls_ignored += 1;
+            None => match flow.unfinished_hello() {
+                // The client gave up (or was turned away) halfway through its ClientHello.
+                Some(client) => {
+                    flow.set_client(client);
+                    let side = side_of(client == index);
+                    let reason = match close {
+                        Close::Fin => FailureReason::Closed,
+                        Close::Rst => FailureReason::Reset,
+                    };
+                    let mut failure = Failure::new(reason, segment.ts);
+                    failure.closed_by = Some(side);
+                    failure.detail = Some("before the ClientHello was complete".to_string());
+                    self.decide_without_hello(key, Verdict::Failed(failure), out);
                 }
-                self.forget(key);
-            }
+                None => {
+                    if flow.suspect_not_tls {
+                        self.stats.not_tls_ignored += 1;
+                    }
+                    self.forget(key);
+                }
+            },
         }
     }
 
-    fn touch(&mut self, key: &ConnectionKey, ts: Timestamp) {
+    /// After a segment: the flow's next deadline, and its class (which may make it
+    /// evict the least recently active flow of its new class).
+    fn touch(&mut self, key: &ConnectionKey, ts: Timestamp, out: &mut Vec<Decided>) {
+        let timeout = self.options.handshake_timeout;
         let Some(flow) = self.flows.get_mut(key) else {
             return;
         };
         let deadline = match &flow.tracker {
-            Some(tracker) => tracker.idle_deadline(self.options.handshake_timeout),
-            None => ts + self.options.handshake_timeout,
+            Some(tracker) => tracker.idle_deadline(timeout),
+            None => ts + timeout,
         }
         .max(ts);
-        if deadline != flow.deadline {
-            self.deadlines.remove(&(flow.deadline, flow.id));
-            self.deadlines.insert((deadline, flow.id));
-            flow.deadline = deadline;
+        let class = flow.class_now();
+        let moved = class != flow.class;
+        self.requeue(key, deadline, class);
+        if moved && self.class_len(class) > self.bound(class) {
+            self.evict_oldest(class, Some(key), out);
         }
+    }
+
+    /// Moves the flow's queue entry to `deadline` in the queue of `class`.
+    fn requeue(&mut self, key: &ConnectionKey, deadline: Timestamp, class: FlowClass) {
+        let Some(flow) = self.flows.get_mut(key) else {
+            return;
+        };
+        if deadline == flow.deadline && class == flow.class {
+            return;
+        }
+        let Some(queued) = self.queues[flow.class as usize].remove(&(flow.deadline, flow.id))
+        else {
+            return;
+        };
+        self.queues[class as usize].insert((deadline, flow.id), queued);
+        flow.deadline = deadline;
+        flow.class = class;
     }
 
     fn expire(&mut self, key: &ConnectionKey, out: &mut Vec<Decided>) {
@@ -436,6 +683,25 @@ impl FlowTable {
             }),
             Some(tracker) => tracker.on_idle(now, timeout),
             None => {
+                if let Some(client) = flow.unfinished_hello() {
+                    flow.set_client(client);
+                    let verdict = if gap {
+                        Verdict::Incomplete {
+                            detail: "bytes missing from the capture before the ClientHello \
+                                     was complete"
+                                .to_string(),
+                        }
+                    } else {
+                        let mut failure = Failure::new(FailureReason::Timeout, now);
+                        failure.detail = Some(format!(
+                            "ClientHello still incomplete after {} s",
+                            timeout.as_secs_f64()
+                        ));
+                        Verdict::Failed(failure)
+                    };
+                    self.decide_without_hello(key, verdict, out);
+                    return;
+                }
                 if flow.suspect_not_tls {
                     self.stats.not_tls_ignored += 1;
                 }
@@ -447,22 +713,19 @@ impl FlowTable {
             Some(verdict) => self.decide(key, verdict, out),
             None => {
                 // Not yet: re-arm at the tracker's next deadline.
-                let id = flow.id;
-                let old = flow.deadline;
                 let next = flow
                     .tracker
                     .as_ref()
                     .map_or(now + timeout, |t| t.idle_deadline(timeout))
                     .max(now + Duration::from_millis(1));
-                flow.deadline = next;
-                self.deadlines.remove(&(old, id));
-                self.deadlines.insert((next, id));
+                let class = flow.class;
+                self.requeue(key, next, class);
             }
         }
     }
 
     fn end_flow(&mut self, key: &ConnectionKey, detail: &str, out: &mut Vec<Decided>) {
-        let Some(flow) = self.flows.get(key) else {
+        let Some(flow) = self.flows.get_mut(key) else {
             return;
         };
         match &flow.tracker {
@@ -470,12 +733,25 @@ impl FlowTable {
                 let verdict = tracker.on_end(detail);
                 self.decide(key, verdict, out);
             }
-            None => {
-                if flow.suspect_not_tls {
-                    self.stats.not_tls_ignored += 1;
+            None => match flow.unfinished_hello() {
+                Some(client) => {
+                    flow.set_client(client);
+                    let gap = flow.streams[client].as_ref().is_some_and(|s| s.has_gap());
+                    let detail = if gap {
+                        "bytes missing from the capture before the ClientHello was complete"
+                            .to_string()
+                    } else {
+                        format!("{detail} (the ClientHello was not complete)")
+                    };
+                    self.decide_without_hello(key, Verdict::Incomplete { detail }, out);
                 }
-                self.forget(key);
-            }
+                None => {
+                    if flow.suspect_not_tls {
+                        self.stats.not_tls_ignored += 1;
+                    }
+                    self.forget(key);
+                }
+            },
         }
     }
 
@@ -483,6 +759,26 @@ impl FlowTable {
         if let Some(flow) = self.flows.get(key) {
             if let Some(context) = context_of(key, flow) {
                 let record = not_tls_record(&context, flow.first_seen, at);
+                out.push(Decided {
+                    key: key.clone(),
+                    client_seq: flow.client_payload_seq(),
+                    record,
+                });
+            }
+        }
+        self.forget(key);
+    }
+
+    /// Decides a flow whose client never completed a ClientHello that parses.
+    fn decide_without_hello(
+        &mut self,
+        key: &ConnectionKey,
+        verdict: Verdict,
+        out: &mut Vec<Decided>,
+    ) {
+        if let Some(flow) = self.flows.get(key) {
+            if let Some(context) = context_of(key, flow) {
+                let record = record_without_hello(&context, flow.first_seen, verdict);
                 out.push(Decided {
                     key: key.clone(),
                     client_seq: flow.client_payload_seq(),
@@ -513,8 +809,7 @@ impl FlowTable {
         let Some(flow) = self.flows.remove(key) else {
             return;
         };
-        self.deadlines.remove(&(flow.deadline, flow.id));
-        self.keys_by_id.remove(&flow.id);
+        self.queues[flow.class as usize].remove(&(flow.deadline, flow.id));
         for stream in flow.streams.iter().flatten() {
             let r = stream.reassembly_stats();
             self.stats.retransmitted_bytes += r.retransmitted_bytes;
@@ -522,13 +817,49 @@ impl FlowTable {
             self.stats.gap_bytes += r.gap_bytes;
             self.stats.reassembly_dropped_bytes += r.dropped_over_limit_bytes;
         }
+        self.ended_since_trim += 1;
+        let fingerprint = self.fingerprints.hash_one(key);
+        self.remember_finished(fingerprint);
+    }
+
+    /// Adds a connection's fingerprint to the bounded set of finished ones.
+    fn remember_finished(&mut self, fingerprint: u64) {
         if self.finished_order.len() >= self.options.max_flows.max(1) {
             if let Some(oldest) = self.finished_order.pop_front() {
                 self.finished.remove(&oldest);
             }
         }
-        self.finished.insert(key.clone());
-        self.finished_order.push_back(key.clone());
+        self.finished.insert(fingerprint);
+        self.finished_order.push_back(fingerprint);
+    }
+
+    /// Takes back the most recent [`FlowTable::remember_finished`] of `key`.
+    fn unremember(&mut self, key: &ConnectionKey) {
+        let fingerprint = self.fingerprints.hash_one(key);
+        if self.finished_order.back() == Some(&fingerprint) {
+            self.finished_order.pop_back();
+            self.finished.remove(&fingerprint);
+        }
+    }
+
+    /// Shrinks what a flood left oversized and, once enough flows ended, hands the
+    /// allocator's free memory back to the system.
+    fn maintain(&mut self) {
+        let mut shrunk = false;
+        let len = self.flows.len();
+        if self.flows.capacity() > SHRINK_ABOVE_CAPACITY && self.flows.capacity() > 4 * len {
+            self.flows.shrink_to(2 * len);
+            shrunk = true;
+        }
+        // A burst can leave the per-push buffers large; they are refilled on demand.
+        if self.messages.capacity() > 256 {
+            self.messages = Vec::new();
+        }
+        self.scratch.shrink();
+        if shrunk || self.ended_since_trim >= TRIM_AFTER_FREED_FLOWS {
+            self.ended_since_trim = 0;
+            release_free_memory();
+        }
     }
 
     /// Out-of-order bytes held over all flows.
@@ -541,16 +872,27 @@ impl FlowTable {
     }
 }
 
-impl Flow {
-    /// Sequence number of the client's first payload byte, once the client is known.
-    fn client_payload_seq(&self) -> Option<u32> {
-        self.first_payload_seq[self.client_stream?]
+/// Asks the allocator to return its free memory to the system.
+///
+/// glibc's malloc keeps freed memory for reuse and gives back only the top of its
+/// heaps, and only beyond a threshold that grows with the sizes it has seen; memory
+/// freed below a block still in use stays resident. After a flood, the freed flows lie
+/// all over the heap among a few live blocks, so without this the daemon would keep
+/// its peak size for good. `malloc_trim(0)` returns every whole free page of every
+/// arena (madvise) without moving anything; it walks the free lists, so it runs only
+/// after many flows ended, at most once per [`MAINTENANCE_INTERVAL`]. The call
+/// exists only in glibc; other C libraries are left to their own policy.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only releases free pages.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
 /// The flow's endpoints and the hook direction of its client, once known.
 fn context_of<'a>(key: &'a ConnectionKey, flow: &Flow) -> Option<FlowContext<'a>> {
-    let client_index = flow.client_stream?;
+    let client_index = flow.client()?;
     let (client, server) = if client_index == 0 {
         (key.lo, key.hi)
     } else {

@@ -1,12 +1,8 @@
 //! One direction of a tracked connection: reassembly feeding the TLS parser.
 
-use crate::handshake::{ParsedMessage, TlsStreamParser};
+use crate::handshake::{ParsedMessage, TlsMessage, TlsStreamParser};
 use crate::reassembly::{ReadyChunk, ReassemblyLimits, StreamReassembler};
 use crate::segment::{PacketDirection, Segment, Timestamp};
-
-/// How many segment start offsets are remembered per direction: enough to count
-/// the segments of any sane ClientHello, bounded for hostile ones.
-const MAX_REMEMBERED_CHUNK_STARTS: usize = 64;
 
 /// A decoded message with the time its last byte arrived.
 pub(crate) struct TimedMessage {
@@ -14,39 +10,67 @@ pub(crate) struct TimedMessage {
     pub parsed: ParsedMessage,
 }
 
-/// Reassembly and parsing state of one direction.
+/// Buffers a push needs only while it runs, shared by every stream of a table (one
+/// set per direction was over a kilobyte per tracked flow).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    ready: Vec<ReadyChunk>,
+    parsed: Vec<ParsedMessage>,
+}
+
+impl Scratch {
+    /// Lets go of buffers a burst made large.
+    pub fn shrink(&mut self) {
+        if self.ready.capacity() > 64 {
+            self.ready = Vec::new();
+        }
+        if self.parsed.capacity() > 64 {
+            self.parsed = Vec::new();
+        }
+    }
+}
+
+/// Reassembly and parsing state of one direction that carried bytes.
 pub(crate) struct DirectionStream {
     reassembler: StreamReassembler,
     parser: TlsStreamParser,
-    /// Stream offsets at which delivered chunks (one per captured segment) began.
-    chunk_starts: Vec<u64>,
     /// Sequence number of this direction's FIN, until the stream reaches it.
     pending_fin: Option<u32>,
-    /// Hook direction of the first segment seen this way.
-    pub packet_direction: PacketDirection,
-    ready: Vec<ReadyChunk>,
-    /// Scratch for the parser's output, kept to spare an allocation per segment.
-    parsed: Vec<ParsedMessage>,
+    /// Captured segments that carried bytes of the first message, counted until the
+    /// parser completes it (a ClientHello, for the client's stream).
+    first_message_segments: u32,
+    /// The parser has completed its first message (or stopped).
+    first_message_done: bool,
     /// The parser has stopped (NotTls or Malformed): later bytes are not fed.
     parser_stopped: bool,
+    /// Hook direction of the first segment seen this way.
+    pub packet_direction: PacketDirection,
 }
 
 impl DirectionStream {
-    pub fn new(limits: ReassemblyLimits, packet_direction: PacketDirection) -> Self {
+    /// A stream for a direction whose SYN carried sequence number `isn`, if seen.
+    pub fn new(
+        limits: ReassemblyLimits,
+        packet_direction: PacketDirection,
+        isn: Option<u32>,
+    ) -> Self {
+        let mut reassembler = StreamReassembler::new(limits);
+        if let Some(isn) = isn {
+            reassembler.push(isn, &[], 0, true, Timestamp::ZERO);
+        }
         DirectionStream {
-            reassembler: StreamReassembler::new(limits),
+            reassembler,
             parser: TlsStreamParser::new(),
-            chunk_starts: Vec::new(),
             pending_fin: None,
-            packet_direction,
-            ready: Vec::new(),
-            parsed: Vec::new(),
+            first_message_segments: 0,
+            first_message_done: false,
             parser_stopped: false,
+            packet_direction,
         }
     }
 
     /// Adds a segment and appends the messages it completed to `out`.
-    pub fn push(&mut self, segment: &Segment, out: &mut Vec<TimedMessage>) {
+    pub fn push(&mut self, segment: &Segment, scratch: &mut Scratch, out: &mut Vec<TimedMessage>) {
         let syn = segment.flags.syn();
         if syn || !segment.payload.is_empty() || segment.cut > 0 {
             self.reassembler
@@ -55,28 +79,29 @@ impl DirectionStream {
         if segment.flags.fin() {
             self.pending_fin = Some(segment.end_seq());
         }
-        self.deliver(out);
+        self.deliver(scratch, out);
     }
 
     /// Feeds every newly contiguous chunk to the parser.
-    fn deliver(&mut self, out: &mut Vec<TimedMessage>) {
-        self.ready.clear();
-        if !self.reassembler.drain_ready(&mut self.ready) {
+    fn deliver(&mut self, scratch: &mut Scratch, out: &mut Vec<TimedMessage>) {
+        scratch.ready.clear();
+        if !self.reassembler.drain_ready(&mut scratch.ready) {
             return;
         }
-        for chunk in self.ready.drain(..) {
-            if self.chunk_starts.len() < MAX_REMEMBERED_CHUNK_STARTS {
-                self.chunk_starts.push(chunk.stream_offset);
-            }
+        for chunk in scratch.ready.drain(..) {
             if self.parser_stopped {
                 continue;
             }
-            self.parser.feed(&chunk.bytes, &mut self.parsed);
-            for message in self.parsed.drain(..) {
+            if !self.first_message_done {
+                self.first_message_segments = self.first_message_segments.saturating_add(1);
+            }
+            scratch.parsed.clear();
+            self.parser.feed(&chunk.bytes, &mut scratch.parsed);
+            self.first_message_done |= !scratch.parsed.is_empty();
+            for message in scratch.parsed.drain(..) {
                 self.parser_stopped |= matches!(
                     message.message,
-                    crate::handshake::TlsMessage::NotTls
-                        | crate::handshake::TlsMessage::Malformed { .. }
+                    TlsMessage::NotTls | TlsMessage::Malformed { .. }
                 );
                 out.push(TimedMessage {
                     ts: chunk.ts,
@@ -106,14 +131,21 @@ impl DirectionStream {
         self.reassembler.has_gap()
     }
 
-    /// Number of captured segments that carried stream bytes `[start, end)`.
-    pub fn segments_spanning(&self, start: u64, end: u64) -> u32 {
-        let inner = self
-            .chunk_starts
-            .iter()
-            .filter(|&&s| s > start && s < end)
-            .count();
-        1 + inner as u32
+    /// Captured segments that carried the first message of this direction (its
+    /// ClientHello, for the client), once the parser completed it: a segment-count
+    /// of the bytes from the stream's start up to the message's end.
+    pub fn first_message_segments(&self) -> u32 {
+        self.first_message_segments
+    }
+
+    /// The stream's first bytes begin a ClientHello (TLS or SSLv2-compatible).
+    pub fn opened_with_client_hello(&self) -> bool {
+        self.parser.opened_with_client_hello()
+    }
+
+    /// The stream began a ClientHello that is not complete yet.
+    pub fn client_hello_unfinished(&self) -> bool {
+        !self.first_message_done && !self.parser_stopped && self.opened_with_client_hello()
     }
 
     /// Out-of-order bytes held.

@@ -52,6 +52,7 @@ fn server_hello() -> Vec<u8> {
 struct Conversation {
     table: FlowTable,
     out: Vec<Decided>,
+    client_port: u16,
     client_seq: u32,
     server_seq: u32,
     now_ms: u64,
@@ -62,6 +63,7 @@ impl Conversation {
         Conversation {
             table: FlowTable::new(options),
             out: Vec::new(),
+            client_port: 50000,
             client_seq: CLIENT_ISN,
             server_seq: SERVER_ISN,
             now_ms: 1_000,
@@ -75,6 +77,9 @@ impl Conversation {
         } else {
             &mut self.server_seq
         };
+        let mut client: std::net::SocketAddr = CLIENT.parse().unwrap();
+        client.set_port(self.client_port);
+        let server: std::net::SocketAddr = SERVER.parse().unwrap();
         let segment = Segment {
             ts: Duration::from_millis(self.now_ms),
             device: Device::new("eth1"),
@@ -83,8 +88,8 @@ impl Conversation {
             } else {
                 PacketDirection::Egress
             },
-            src: (if from_client { CLIENT } else { SERVER }).parse().unwrap(),
-            dst: (if from_client { SERVER } else { CLIENT }).parse().unwrap(),
+            src: if from_client { client } else { server },
+            dst: if from_client { server } else { client },
             seq: *seq,
             // Every segment acknowledges something but the client's opening SYN.
             flags: TcpFlags(if from_client && flags == TcpFlags::SYN {
@@ -255,4 +260,387 @@ fn a_reused_address_pair_starts_a_new_handshake() {
         reasons,
         vec![Some(FailureReason::Alert), Some(FailureReason::Reset)]
     );
+}
+
+/// A conversation on its own client port, sharing `table` with others.
+fn on_port(port: u16) -> Conversation {
+    let mut c = Conversation::new(FlowTableOptions::default());
+    c.client_port = port;
+    c
+}
+
+fn push(
+    table: &mut FlowTable,
+    out: &mut Vec<Decided>,
+    c: &mut Conversation,
+    from_client: bool,
+    payload: &[u8],
+    flags: u8,
+) {
+    let s = c.segment(from_client, payload, flags);
+    table.push(s, out);
+}
+
+fn details(out: &[Decided]) -> Vec<(u16, Outcome, Option<String>)> {
+    out.iter()
+        .map(|d| {
+            (
+                d.record.client_port,
+                d.record.outcome,
+                d.record.detail.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_syn_scan_evicts_neither_an_answered_nor_an_unanswered_handshake() {
+    let options = FlowTableOptions {
+        max_flows: 8, // two opening flows, two unanswered ones at most
+        ..Default::default()
+    };
+    let mut table = FlowTable::new(options);
+    let mut out = Vec::new();
+    let mut answered = on_port(40_000);
+    push(
+        &mut table,
+        &mut out,
+        &mut answered,
+        true,
+        &[],
+        TcpFlags::SYN,
+    );
+    push(
+        &mut table,
+        &mut out,
+        &mut answered,
+        false,
+        &[],
+        TcpFlags::SYN,
+    );
+    push(
+        &mut table,
+        &mut out,
+        &mut answered,
+        true,
+        &client_hello(),
+        0,
+    );
+    push(
+        &mut table,
+        &mut out,
+        &mut answered,
+        false,
+        &server_hello(),
+        0,
+    );
+    let mut waiting = on_port(40_001);
+    push(&mut table, &mut out, &mut waiting, true, &[], TcpFlags::SYN);
+    push(&mut table, &mut out, &mut waiting, true, &client_hello(), 0);
+    for port in 50_000..50_070 {
+        let mut scan = on_port(port);
+        scan.now_ms = answered.now_ms;
+        push(&mut table, &mut out, &mut scan, true, &[], TcpFlags::SYN);
+    }
+    assert!(out.is_empty(), "SYN-only flows make no record: {out:?}");
+    let stats = table.stats().clone();
+    assert_eq!(stats.evicted_opening, 68);
+    assert_eq!((stats.evicted_unanswered, stats.flows_refused), (0, 0));
+    assert_eq!(stats.flows_evicted, 68);
+    assert_eq!(table.tracked(), 4);
+    // Both handshakes go on as if nothing happened.
+    let mut finish = record(20, &[1]);
+    finish.extend(record(22, &[0xaa; 40]));
+    push(&mut table, &mut out, &mut answered, true, &finish, 0);
+    push(&mut table, &mut out, &mut answered, false, &finish, 0);
+    push(
+        &mut table,
+        &mut out,
+        &mut waiting,
+        false,
+        &record(21, &[2, 40]),
+        0,
+    );
+    assert_eq!(
+        details(&out),
+        [
+            (40_000, Outcome::Established, None),
+            (40_001, Outcome::Failed, None)
+        ]
+    );
+}
+
+#[test]
+fn unanswered_client_hellos_beyond_their_share_evict_the_oldest_of_them() {
+    let options = FlowTableOptions {
+        max_flows: 8,
+        ..Default::default()
+    };
+    let mut table = FlowTable::new(options);
+    let mut out = Vec::new();
+    let mut answered = on_port(40_000);
+    push(
+        &mut table,
+        &mut out,
+        &mut answered,
+        true,
+        &client_hello(),
+        0,
+    );
+    push(
+        &mut table,
+        &mut out,
+        &mut answered,
+        false,
+        &server_hello(),
+        0,
+    );
+    for port in 41_000..41_005 {
+        let mut c = on_port(port);
+        c.now_ms = answered.now_ms + u64::from(port - 41_000);
+        push(&mut table, &mut out, &mut c, true, &client_hello(), 0);
+    }
+    let evicted = Some("evicted: too many ClientHellos without an answer".to_string());
+    assert_eq!(
+        details(&out),
+        [
+            (41_000, Outcome::Incomplete, evicted.clone()),
+            (41_001, Outcome::Incomplete, evicted.clone()),
+            (41_002, Outcome::Incomplete, evicted),
+        ]
+    );
+    let stats = table.stats();
+    assert_eq!((stats.evicted_unanswered, stats.evicted_opening), (3, 0));
+    assert_eq!(
+        table.tracked(),
+        3,
+        "the answered handshake and the two newest"
+    );
+}
+
+#[test]
+fn a_table_full_of_answered_handshakes_refuses_newcomers_and_counts_each_once() {
+    let options = FlowTableOptions {
+        max_flows: 4,
+        ..Default::default()
+    };
+    let mut table = FlowTable::new(options);
+    let mut out = Vec::new();
+    let mut answered: Vec<Conversation> = (40_000..40_004).map(on_port).collect();
+    for c in &mut answered {
+        push(&mut table, &mut out, c, true, &[], TcpFlags::SYN);
+        push(&mut table, &mut out, c, false, &[], TcpFlags::SYN);
+        push(&mut table, &mut out, c, true, &client_hello(), 0);
+        push(&mut table, &mut out, c, false, &server_hello(), 0);
+    }
+    assert_eq!(table.tracked(), 4);
+    let mut newcomer = on_port(45_000);
+    push(
+        &mut table,
+        &mut out,
+        &mut newcomer,
+        true,
+        &[],
+        TcpFlags::SYN,
+    );
+    push(
+        &mut table,
+        &mut out,
+        &mut newcomer,
+        true,
+        &client_hello(),
+        0,
+    );
+    push(
+        &mut table,
+        &mut out,
+        &mut newcomer,
+        false,
+        &server_hello(),
+        0,
+    );
+    let stats = table.stats();
+    assert_eq!(stats.flows_refused, 1, "one connection, counted once");
+    assert_eq!(stats.flows_evicted, 0);
+    assert!(out.is_empty());
+    table.finish(&mut out);
+    let ports: Vec<u16> = out.iter().map(|d| d.record.client_port).collect();
+    assert_eq!(out.len(), 4);
+    assert!(!ports.contains(&45_000));
+}
+
+#[test]
+fn a_client_hello_cut_by_the_snap_length_is_incomplete_not_nothing() {
+    for end in ["capture", "timeout"] {
+        let mut c = Conversation::new(FlowTableOptions::default());
+        c.handshake_open();
+        let hello = client_hello();
+        let mut cut = c.segment(true, &hello, 0);
+        cut.payload.truncate(30);
+        cut.cut = (hello.len() - 30) as u32;
+        c.table.push(cut, &mut c.out);
+        let mut reply = c.segment(false, &server_hello(), 0);
+        reply.payload.truncate(20);
+        reply.cut = (server_hello().len() - 20) as u32;
+        c.table.push(reply, &mut c.out);
+        assert!(c.out.is_empty());
+        match end {
+            "capture" => c.table.finish(&mut c.out),
+            _ => {
+                let later = c.table.clock() + Duration::from_secs(10);
+                c.table.advance_clock(later, &mut c.out);
+            }
+        }
+        assert_eq!(c.out.len(), 1, "{end}");
+        let r = &c.out[0].record;
+        assert_eq!(r.outcome, Outcome::Incomplete, "{end}");
+        assert_eq!(
+            r.detail.as_deref(),
+            Some("bytes missing from the capture before the ClientHello was complete"),
+            "{end}"
+        );
+        assert_eq!((r.client_port, r.server_port), (50000, 443));
+        assert_eq!(r.client_hello_bytes, None);
+    }
+}
+
+#[test]
+fn a_client_hello_still_arriving_at_the_end_of_the_capture_is_incomplete() {
+    let mut c = Conversation::new(FlowTableOptions::default());
+    c.handshake_open();
+    let hello = client_hello();
+    c.send(true, &hello[..40], 0);
+    c.table.finish(&mut c.out);
+    let r = &c.out[0].record;
+    assert_eq!(r.outcome, Outcome::Incomplete);
+    assert_eq!(
+        r.detail.as_deref(),
+        Some("capture ended before the handshake did (the ClientHello was not complete)")
+    );
+}
+
+#[test]
+fn a_client_that_gives_up_halfway_through_its_client_hello_failed() {
+    let mut c = Conversation::new(FlowTableOptions::default());
+    c.handshake_open();
+    c.send(true, &client_hello()[..40], 0);
+    c.send(true, &[], TcpFlags::RST);
+    let r = &c.out[0].record;
+    assert_eq!(
+        (r.outcome, r.failure_reason, r.closed_by),
+        (
+            Outcome::Failed,
+            Some(FailureReason::Reset),
+            Some(Side::Client)
+        )
+    );
+    assert_eq!(
+        r.detail.as_deref(),
+        Some("before the ClientHello was complete")
+    );
+}
+
+#[test]
+fn a_malformed_client_hello_is_a_protocol_error_with_detail() {
+    // Cipher suites length 3 (odd): tls-parser rejects the ClientHello.
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[0x11; 32]);
+    body.extend_from_slice(&[0, 0, 3, 0xc0, 0x2f, 0x00, 1, 0]);
+    let broken = handshake(1, &body);
+    // On a TLS port, and elsewhere: the record says it is a ClientHello.
+    for tls_ports in [DEFAULT_TLS_PORTS.to_vec(), vec![]] {
+        let mut c = Conversation::new(FlowTableOptions {
+            tls_ports,
+            ..Default::default()
+        });
+        c.handshake_open();
+        c.send(true, &broken, 0);
+        assert_eq!(c.out.len(), 1);
+        let r = &c.out[0].record;
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert_eq!(r.failure_reason, Some(FailureReason::ProtocolError));
+        let detail = r.detail.as_deref().unwrap_or_default();
+        assert!(
+            detail.starts_with("client: ClientHello does not parse"),
+            "{detail}"
+        );
+        assert_eq!(c.table.stats().parse_errors, 1);
+    }
+}
+
+#[test]
+fn broken_first_bytes_toward_a_tls_port_are_a_protocol_error() {
+    // A handshake record too long for TLS: malformed at its header.
+    let mut c = Conversation::new(FlowTableOptions::default());
+    c.send(true, &[22, 3, 1, 0xff, 0xff, 1, 0, 0], 0);
+    assert_eq!(
+        c.out[0].record.failure_reason,
+        Some(FailureReason::ProtocolError)
+    );
+    // Elsewhere it is not known to be a handshake: ignored, as before.
+    let mut c = Conversation::new(FlowTableOptions {
+        tls_ports: vec![],
+        ..Default::default()
+    });
+    c.send(true, &[22, 3, 1, 0xff, 0xff, 1, 0, 0], 0);
+    c.table.finish(&mut c.out);
+    assert!(c.out.is_empty());
+    assert_eq!(c.table.stats().midstream_ignored, 1);
+}
+
+#[test]
+fn client_hello_segments_are_counted_past_64() {
+    let mut c = Conversation::new(FlowTableOptions::default());
+    c.handshake_open();
+    let mut hello = client_hello();
+    // Pad the ClientHello to 300 bytes of body extensions, then send it 3 bytes at a time.
+    let pad = 250;
+    let mut ext = vec![0, 21];
+    ext.extend_from_slice(&(pad as u16).to_be_bytes());
+    ext.extend(std::iter::repeat_n(0, pad));
+    let body_len = hello.len() - 9 + ext.len();
+    let exts_at = 5 + 4 + 2 + 32 + 1 + 6 + 2;
+    let exts_len = u16::from_be_bytes([hello[exts_at], hello[exts_at + 1]]) as usize + ext.len();
+    hello[exts_at..exts_at + 2].copy_from_slice(&(exts_len as u16).to_be_bytes());
+    hello.extend(ext);
+    hello[3..5].copy_from_slice(&((body_len + 4) as u16).to_be_bytes());
+    hello[6..9].copy_from_slice(&(body_len as u32).to_be_bytes()[1..]);
+    let pieces: Vec<&[u8]> = hello.chunks(3).collect();
+    for piece in &pieces {
+        c.send(true, piece, 0);
+    }
+    c.send(false, &record(21, &[2, 40]), 0);
+    let r = &c.out[0].record;
+    assert_eq!(r.failure_reason, Some(FailureReason::Alert), "{r:?}");
+    assert_eq!(r.client_hello_segments, Some(pieces.len() as u32));
+    assert!(pieces.len() > 64);
+}
+
+#[test]
+fn a_connection_pushed_out_before_its_client_hello_is_still_seen() {
+    let options = FlowTableOptions {
+        max_flows: 8,
+        ..Default::default()
+    };
+    let mut table = FlowTable::new(options);
+    let mut out = Vec::new();
+    let mut real = on_port(40_000);
+    push(&mut table, &mut out, &mut real, true, &[], TcpFlags::SYN);
+    push(&mut table, &mut out, &mut real, false, &[], TcpFlags::SYN);
+    for port in 50_000..50_010 {
+        let mut scan = on_port(port);
+        scan.now_ms = real.now_ms;
+        push(&mut table, &mut out, &mut scan, true, &[], TcpFlags::SYN);
+    }
+    assert_eq!(table.stats().evicted_opening, 9, "the real SYN went too");
+    push(&mut table, &mut out, &mut real, true, &client_hello(), 0);
+    push(
+        &mut table,
+        &mut out,
+        &mut real,
+        false,
+        &record(21, &[2, 40]),
+        0,
+    );
+    assert_eq!(details(&out), [(40_000, Outcome::Failed, None)]);
 }

@@ -267,3 +267,139 @@ pub(super) fn parse_sslv2_client_hello(record: &[u8]) -> Result<ClientHello, Str
 fn without_grease(values: &[u16]) -> Vec<u16> {
     values.iter().copied().filter(|&v| !is_grease(v)).collect()
 }
+
+/// What a handshake record reports of a ClientHello, kept while the handshake is in
+/// progress: the offered versions, cipher suites, groups and ALPN names, the SNI,
+/// JA3 and JA4, in one allocation. A [`ClientHello`] holds a dozen, which for an
+/// unanswered handshake was most of what a tracked flow cost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OfferedHello {
+    legacy_version: u16,
+    message_len: u32,
+    /// The JA3 MD5 digest (its hex form is what is reported).
+    ja3: Option<[u8; 16]>,
+    /// Big-endian u16 lists (supported_versions, cipher suites, supported_groups, the
+    /// byte length of each ALPN name), then text (JA4, the SNI, the ALPN names).
+    blob: Box<[u8]>,
+    /// Where each part of `blob` ends: versions, ciphers, groups, ALPN lengths, JA4, SNI.
+    ends: [u32; 6],
+    has_sni: bool,
+}
+
+impl OfferedHello {
+    /// The compact copy of `hello`.
+    pub fn of(hello: &ClientHello) -> Self {
+        let sni = hello.sni.as_deref().unwrap_or("");
+        let lists = [
+            &hello.supported_versions,
+            &hello.cipher_suites,
+            &hello.supported_groups,
+        ];
+        let codes: usize = lists.iter().map(|l| l.len()).sum::<usize>() + hello.alpn.len();
+        let text = hello.ja4.len() + sni.len() + hello.alpn.iter().map(String::len).sum::<usize>();
+        let mut blob = Vec::with_capacity(2 * codes + text);
+        // Lengths fit in u32: a ClientHello is bounded by MAX_HANDSHAKE_MESSAGE.
+        let at = |blob: &Vec<u8>| u32::try_from(blob.len()).unwrap_or(u32::MAX);
+        let mut ends = [0u32; 6];
+        for (i, list) in lists.iter().enumerate() {
+            blob.extend(list.iter().flat_map(|v| v.to_be_bytes()));
+            ends[i] = at(&blob);
+        }
+        for name in &hello.alpn {
+            // A name is at most 255 bytes on the wire, 765 after lossy UTF-8 decoding.
+            let len = u16::try_from(name.len()).unwrap_or(u16::MAX);
+            blob.extend_from_slice(&len.to_be_bytes());
+        }
+        ends[3] = at(&blob);
+        blob.extend_from_slice(hello.ja4.as_bytes());
+        ends[4] = at(&blob);
+        blob.extend_from_slice(sni.as_bytes());
+        ends[5] = at(&blob);
+        for name in &hello.alpn {
+            blob.extend_from_slice(name.as_bytes());
+        }
+        let mut ja3 = [0u8; 16];
+        let ja3 = hex::decode_to_slice(&hello.ja3, &mut ja3)
+            .ok()
+            .map(|()| ja3);
+        OfferedHello {
+            legacy_version: hello.legacy_version,
+            message_len: hello.message_len,
+            ja3,
+            blob: blob.into_boxed_slice(),
+            ends,
+            has_sni: hello.sni.is_some(),
+        }
+    }
+
+    /// Part `index` of `blob` (see [`OfferedHello::ends`]).
+    fn part(&self, index: usize) -> &[u8] {
+        let start = index.checked_sub(1).map_or(0, |i| self.ends[i] as usize);
+        let end = self.ends[index] as usize;
+        self.blob.get(start..end).unwrap_or_default()
+    }
+
+    fn codes(&self, index: usize) -> impl ExactSizeIterator<Item = u16> + '_ {
+        self.part(index)
+            .chunks_exact(2)
+            .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
+    }
+
+    fn text(&self, index: usize) -> &str {
+        // Every text part was copied from a String whole.
+        std::str::from_utf8(self.part(index)).unwrap_or_default()
+    }
+
+    /// `legacy_version` field.
+    pub fn legacy_version(&self) -> u16 {
+        self.legacy_version
+    }
+
+    /// Size of the handshake message (see [`ClientHello::message_len`]).
+    pub fn message_len(&self) -> u32 {
+        self.message_len
+    }
+
+    /// supported_versions extension, in the client's order, GREASE removed.
+    pub fn supported_versions(&self) -> impl ExactSizeIterator<Item = u16> + '_ {
+        self.codes(0)
+    }
+
+    /// Cipher suites, in the client's order, GREASE removed.
+    pub fn cipher_suites(&self) -> impl ExactSizeIterator<Item = u16> + '_ {
+        self.codes(1)
+    }
+
+    /// supported_groups extension, in the client's order, GREASE removed.
+    pub fn supported_groups(&self) -> impl ExactSizeIterator<Item = u16> + '_ {
+        self.codes(2)
+    }
+
+    /// ALPN protocol names, in the client's order.
+    pub fn alpn(&self) -> impl Iterator<Item = &str> + '_ {
+        let names = self.blob.get(self.ends[5] as usize..).unwrap_or_default();
+        let mut rest = std::str::from_utf8(names).unwrap_or_default();
+        self.codes(3).map(move |len| {
+            let (name, after) = rest
+                .split_at_checked(usize::from(len))
+                .unwrap_or((rest, ""));
+            rest = after;
+            name
+        })
+    }
+
+    /// First host_name of the server_name extension.
+    pub fn sni(&self) -> Option<&str> {
+        self.has_sni.then(|| self.text(5))
+    }
+
+    /// JA3 fingerprint (MD5 hex).
+    pub fn ja3(&self) -> Option<String> {
+        self.ja3.map(hex::encode)
+    }
+
+    /// JA4 fingerprint.
+    pub fn ja4(&self) -> &str {
+        self.text(4)
+    }
+}

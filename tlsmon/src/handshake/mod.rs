@@ -24,6 +24,7 @@ mod tests;
 mod tests_captured;
 
 pub use crate::record::ServerCert;
+pub use hello::OfferedHello;
 pub use stream::{TlsStreamParser, MAX_HANDSHAKE_MESSAGE, MAX_RECORD_PAYLOAD};
 
 /// One decoded message and where in the direction's byte stream it was carried.

@@ -99,6 +99,9 @@ pub struct TlsStreamParser {
     chose_tls13: bool,
     /// The cipher suite this direction chose in a ServerHello (for ServerKeyExchange).
     cipher: Option<u16>,
+    /// The stream opened with a ClientHello: its first record is a handshake record
+    /// whose first byte is the ClientHello type, or an SSLv2-compatible ClientHello.
+    opened_with_client_hello: bool,
 }
 
 impl Default for TlsStreamParser {
@@ -121,6 +124,7 @@ impl TlsStreamParser {
             offered_tls13: false,
             chose_tls13: false,
             cipher: None,
+            opened_with_client_hello: false,
         }
     }
 
@@ -149,13 +153,32 @@ impl TlsStreamParser {
         self.state == State::Stopped
     }
 
+    /// The stream opened with a ClientHello (TLS or SSLv2-compatible): known from its
+    /// first payload byte on, before the message is complete (or found malformed).
+    pub fn opened_with_client_hello(&self) -> bool {
+        self.opened_with_client_hello
+    }
+
     /// Bytes currently held in buffers (partial record and partial handshake message).
     pub fn buffered_bytes(&self) -> usize {
         self.pending.len() + self.handshake.len()
     }
 
+    /// Bytes allocated for the buffers, used or not.
+    #[cfg(test)]
+    pub(crate) fn buffer_capacity(&self) -> usize {
+        self.pending.capacity() + self.handshake.capacity()
+    }
+
     /// Consumes a prefix of `bytes` (at least one byte) and returns its length.
     fn step(&mut self, bytes: &[u8], out: &mut Vec<ParsedMessage>) -> usize {
+        if let State::Payload { content_type, .. } = self.state {
+            // The first payload byte of the stream's first record.
+            if self.record_start == 0 && self.pending.is_empty() {
+                self.opened_with_client_hello = content_type == CONTENT_HANDSHAKE
+                    && bytes.first() == Some(&HANDSHAKE_CLIENT_HELLO);
+            }
+        }
         match self.state {
             State::Stopped => {
                 self.offset += bytes.len() as u64;
@@ -190,6 +213,20 @@ impl TlsStreamParser {
                 }
                 used
             }
+            // A whole header or payload in the input is read where it lies: no copy,
+            // and no buffer kept between records (a flow that waits holds nothing).
+            State::Header if self.pending.is_empty() && bytes.len() >= RECORD_HEADER_LEN => {
+                self.offset += RECORD_HEADER_LEN as u64;
+                self.on_header(&bytes[..RECORD_HEADER_LEN], out);
+                RECORD_HEADER_LEN
+            }
+            State::Payload { content_type, len }
+                if self.pending.is_empty() && bytes.len() >= len =>
+            {
+                self.offset += len as u64;
+                self.on_payload(content_type, &bytes[..len], out);
+                len
+            }
             State::Header => {
                 let used = self.collect(bytes, RECORD_HEADER_LEN);
                 self.after_collect(out);
@@ -219,6 +256,7 @@ impl TlsStreamParser {
             let reason = format!("SSLv2 ClientHello of {total} bytes is too short");
             return self.stop(0, TlsMessage::Malformed { reason }, out);
         }
+        self.opened_with_client_hello = true;
         self.state = State::SslV2 { total };
     }
 
@@ -233,22 +271,22 @@ impl TlsStreamParser {
     /// Acts on `pending` once the unit the state waits for is complete.
     fn after_collect(&mut self, out: &mut Vec<ParsedMessage>) {
         match self.state {
-            State::Header if self.pending.len() == RECORD_HEADER_LEN => self.on_header(out),
+            State::Header if self.pending.len() == RECORD_HEADER_LEN => {
+                let header = std::mem::take(&mut self.pending);
+                self.on_header(&header, out);
+            }
             State::Payload { content_type, len } if self.pending.len() == len => {
+                // The buffer goes with the record: most records arrive whole and
+                // never need one.
                 let payload = std::mem::take(&mut self.pending);
                 self.on_payload(content_type, &payload, out);
-                if self.state != State::Stopped {
-                    // Keep the allocation for the next record.
-                    self.pending = payload;
-                    self.pending.clear();
-                }
             }
             State::SslV2 { total } if self.pending.len() == total => {
                 let message = match parse_sslv2_client_hello(&self.pending) {
                     Ok(hello) => TlsMessage::ClientHello(hello),
                     Err(reason) => TlsMessage::Malformed { reason },
                 };
-                self.pending.clear();
+                self.pending = Vec::new();
                 self.emit(self.record_start, message, out);
                 self.next_record();
             }
@@ -263,15 +301,14 @@ impl TlsStreamParser {
         }
     }
 
-    fn on_header(&mut self, out: &mut Vec<ParsedMessage>) {
-        let header = match parse_tls_record_header(&self.pending) {
+    fn on_header(&mut self, header: &[u8], out: &mut Vec<ParsedMessage>) {
+        let header = match parse_tls_record_header(header) {
             Ok((_, header)) => header,
             Err(e) => {
                 let reason = format!("record header does not parse: {e:?}");
                 return self.stop(self.record_start, TlsMessage::Malformed { reason }, out);
             }
         };
-        self.pending.clear();
         let content_type = header.record_type.0;
         let len = usize::from(header.len);
         if header.version.0 >> 8 != 3 {
@@ -377,35 +414,62 @@ impl TlsStreamParser {
         self.next_record();
     }
 
-    /// Appends a handshake record's payload and emits every message it completes.
+    /// Takes a handshake record's payload and emits every message it completes. Whole
+    /// messages are decoded where they lie; only a message that continues in a later
+    /// record is buffered, and the buffer is let go once it empties.
     fn reassemble(&mut self, payload: &[u8], out: &mut Vec<ParsedMessage>) {
         let payload_offset = self.record_start + RECORD_HEADER_LEN as u64;
         if self.handshake.is_empty() {
             self.handshake_start = self.record_start;
+            if let Some(used) = self.decode_messages(payload, 0, payload_offset, out) {
+                self.handshake.extend_from_slice(&payload[used..]);
+            }
+            return;
         }
-        // Bytes at the front of `handshake` that came from earlier records.
-        let mut from_earlier = self.handshake.len();
+        let mut buffer = std::mem::take(&mut self.handshake);
+        let from_earlier = buffer.len();
+        buffer.extend_from_slice(payload);
+        if let Some(used) = self.decode_messages(&buffer, from_earlier, payload_offset, out) {
+            if used < buffer.len() {
+                buffer.drain(..used);
+                self.handshake = buffer;
+            }
+        }
+    }
+
+    /// Decodes the whole handshake messages at the front of `buffer`, whose first
+    /// `from_earlier` bytes came from earlier records and the rest from the record
+    /// whose payload starts at stream offset `payload_offset`. Returns the bytes
+    /// used, or `None` when parsing stopped (an oversized or malformed message).
+    fn decode_messages(
+        &mut self,
+        buffer: &[u8],
+        mut from_earlier: usize,
+        payload_offset: u64,
+        out: &mut Vec<ParsedMessage>,
+    ) -> Option<usize> {
+        let mut used = 0usize;
         let mut used_of_payload = 0usize;
-        self.handshake.extend_from_slice(payload);
-        while let [msg_type, l0, l1, l2, ..] = self.handshake[..] {
+        while let [msg_type, l0, l1, l2, ..] = buffer[used..] {
             let body_len = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
             if body_len > MAX_HANDSHAKE_MESSAGE {
                 let reason = format!(
                     "handshake message type {msg_type} of {body_len} bytes exceeds the \
                      {MAX_HANDSHAKE_MESSAGE}-byte bound"
                 );
-                return self.stop(self.handshake_start, TlsMessage::Malformed { reason }, out);
+                self.stop(self.handshake_start, TlsMessage::Malformed { reason }, out);
+                return None;
             }
             let total = HANDSHAKE_HEADER_LEN + body_len;
-            if self.handshake.len() < total {
+            if buffer.len() - used < total {
                 break;
             }
             let earlier = total.min(from_earlier);
             from_earlier -= earlier;
             used_of_payload += total - earlier;
             let end = payload_offset + used_of_payload as u64;
-            let message = decode_handshake(&self.handshake[..total], self.cipher);
-            self.handshake.drain(..total);
+            let message = decode_handshake(&buffer[used..used + total], self.cipher);
+            used += total;
             self.observe(&message);
             let stop = matches!(message, TlsMessage::Malformed { .. });
             out.push(ParsedMessage {
@@ -416,9 +480,10 @@ impl TlsStreamParser {
             self.handshake_start = end;
             if stop {
                 self.halt();
-                return;
+                return None;
             }
         }
+        Some(used)
     }
 
     /// Remembers what later records depend on: versions offered or chosen, cipher.

@@ -369,3 +369,101 @@ fn random_and_mutated_streams_never_panic() {
         assert!(parser.buffered_bytes() <= MAX_RECORD_PAYLOAD + MAX_HANDSHAKE_MESSAGE + 4);
     }
 }
+
+#[test]
+fn a_parser_between_records_holds_no_buffer() {
+    let hello = record(22, &greasy_client_hello());
+    // Whole records (read where they lie), records split over chunks, and a
+    // handshake message split over two records (buffered, then let go).
+    let message = handshake(14, &[]);
+    let mut split_message = record(22, &message[..2]);
+    split_message.extend(record(22, &message[2..]));
+    for (stream, chunk) in [
+        (hello.clone(), hello.len()),
+        (hello.clone(), 7),
+        (hello.clone(), 1),
+        (split_message, 3),
+    ] {
+        let mut parser = TlsStreamParser::new();
+        let mut out = Vec::new();
+        for piece in stream.chunks(chunk) {
+            parser.feed(piece, &mut out);
+        }
+        assert_eq!(out.len(), 1, "chunk {chunk}: {out:?}");
+        assert_eq!(parser.buffer_capacity(), 0, "chunk {chunk}");
+    }
+    // Halfway through a record, the bytes so far are held.
+    let mut parser = TlsStreamParser::new();
+    parser.feed(&hello[..100], &mut Vec::new());
+    assert_eq!(parser.buffered_bytes(), 100 - 5);
+}
+
+#[test]
+fn a_stream_that_opens_with_a_client_hello_says_so_before_it_is_complete() {
+    let hello = record(22, &greasy_client_hello());
+    let opened = |bytes: &[u8]| {
+        let mut parser = TlsStreamParser::new();
+        let mut out = Vec::new();
+        parser.feed(bytes, &mut out);
+        (parser.opened_with_client_hello(), out.len())
+    };
+    assert_eq!(opened(&hello[..5]), (false, 0), "no payload byte yet");
+    assert_eq!(opened(&hello[..6]), (true, 0));
+    assert_eq!(opened(&hello[..60]), (true, 0));
+    assert_eq!(opened(&hello), (true, 1));
+    let server_hello = record(22, &handshake(2, &[3, 3]));
+    assert_eq!(opened(&server_hello[..7]), (false, 0));
+    assert_eq!(opened(&record(23, &[1, 2, 3])), (false, 1));
+    // An SSLv2-compatible ClientHello, known from its 5-byte header.
+    assert_eq!(opened(&[0x80, 0x2e, 1, 3, 1]), (true, 0));
+    // A ClientHello that turns out malformed still opened the stream.
+    let broken = record(22, &handshake(1, &[3, 3, 0]));
+    let mut parser = TlsStreamParser::new();
+    let mut out = Vec::new();
+    parser.feed(&broken, &mut out);
+    assert!(matches!(
+        out[..],
+        [ParsedMessage {
+            message: TlsMessage::Malformed { .. },
+            ..
+        }]
+    ));
+    assert!(parser.opened_with_client_hello());
+}
+
+#[test]
+fn the_compact_client_hello_reports_what_the_full_one_holds() {
+    let stream = record(22, &greasy_client_hello());
+    let out = parse_all(&stream, stream.len());
+    let hello = only_client_hello(&out);
+    let offered = OfferedHello::of(hello);
+    assert_eq!(offered.legacy_version(), 0x0303);
+    assert_eq!(offered.message_len(), hello.message_len);
+    assert_eq!(
+        offered.supported_versions().collect::<Vec<_>>(),
+        [0x0304, 0x0303]
+    );
+    assert_eq!(
+        offered.cipher_suites().collect::<Vec<_>>(),
+        [0x1301, 0x1302, 0xc02f]
+    );
+    assert_eq!(
+        offered.supported_groups().collect::<Vec<_>>(),
+        [0x11ec, 29, 23]
+    );
+    assert_eq!(offered.alpn().collect::<Vec<_>>(), ["h2", "http/1.1"]);
+    assert_eq!(offered.sni(), Some("example.com"));
+    assert_eq!(offered.ja3().as_deref(), Some(hello.ja3.as_str()));
+    assert_eq!(offered.ja4(), hello.ja4);
+    // Nothing offered, nothing reported (and no SNI is not an empty SNI).
+    let empty = OfferedHello::of(&ClientHello::default());
+    assert_eq!(empty.sni(), None);
+    assert_eq!(empty.alpn().count(), 0);
+    assert_eq!(empty.cipher_suites().len(), 0);
+    assert_eq!(empty.ja3(), None);
+    let blank_sni = ClientHello {
+        sni: Some(String::new()),
+        ..ClientHello::default()
+    };
+    assert_eq!(OfferedHello::of(&blank_sni).sni(), Some(""));
+}

@@ -7,6 +7,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registr
 
 use super::{registered, set_gauge, MetricsError};
 use crate::capture::KernelCounters;
+use crate::flows::FlowStats;
 
 /// Capture-health metrics, registered in the [`super::Metrics`] registry.
 pub struct CaptureHealth {
@@ -25,6 +26,7 @@ pub struct CaptureHealth {
     kernel_update: Mutex<()>,
     flows_tracked: IntGauge,
     reassembly_evictions: IntCounter,
+    flows_dropped: IntCounterVec,
     parse_errors: IntCounterVec,
     events_file_errors: IntCounter,
     interface_attached: IntGaugeVec,
@@ -85,6 +87,16 @@ impl CaptureHealth {
             reassembly_evictions: counter(
                 "tlsmon_reassembly_evictions_total",
                 "Connections the daemon stopped following before their handshake ended because a memory bound was reached.",
+            )?,
+            flows_dropped: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tlsmon_flows_dropped_total",
+                        "Connections the daemon stopped following, or never followed, to stay within its flow bound, by cause: evicted_opening (no ClientHello yet), evicted_unanswered (a ClientHello the server had not answered), refused (the table was full of answered handshakes).",
+                    ),
+                    &["cause"],
+                ),
             )?,
             parse_errors: registered(
                 registry,
@@ -147,6 +159,21 @@ impl CaptureHealth {
     /// Counts `n` connections evicted by a reassembly bound.
     pub fn add_reassembly_evictions(&self, n: u64) {
         self.reassembly_evictions.inc_by(n);
+    }
+
+    /// Moves the flow table's drop counters (evictions by class, refusals) to the
+    /// table's totals, as [`Self::set_kernel_counters`] does for the kernel's.
+    pub fn set_flows_dropped(&self, flows: &FlowStats) {
+        for (cause, total) in [
+            ("evicted_opening", flows.evicted_opening),
+            ("evicted_unanswered", flows.evicted_unanswered),
+            ("refused", flows.flows_refused),
+        ] {
+            match self.flows_dropped.get_metric_with_label_values(&[cause]) {
+                Ok(counter) => set_absolute(&counter, total),
+                Err(e) => tracing::error!("metric label mismatch: {e}"),
+            }
+        }
     }
 
     /// Counts `n` inputs that failed to decode at `stage` (a fixed name chosen by

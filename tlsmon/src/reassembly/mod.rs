@@ -222,11 +222,16 @@ impl StreamReassembler {
         }
         self.start = StreamStart::Fixed;
         let start_pos = self.start_pos;
-        out.extend(self.ready.drain(..).map(|(pos, held)| ReadyChunk {
-            stream_offset: pos - start_pos,
-            ts: held.ts,
-            bytes: held.bytes,
-        }));
+        // The list goes with its bytes: a stream that waits for more holds no buffer.
+        out.extend(
+            std::mem::take(&mut self.ready)
+                .into_iter()
+                .map(|(pos, held)| ReadyChunk {
+                    stream_offset: pos - start_pos,
+                    ts: held.ts,
+                    bytes: held.bytes,
+                }),
+        );
         true
     }
 
@@ -382,6 +387,10 @@ impl StreamReassembler {
             let pos = *entry.key();
             let held = entry.remove();
             self.waiting_bytes -= held.bytes.len();
+            if self.waiting.is_empty() {
+                // An emptied BTreeMap keeps its root node; let it go.
+                self.waiting = BTreeMap::new();
+            }
             // Entries never start before next_pos except after a start was moved back;
             // cut any stale head defensively.
             let skip = (self.next_pos - pos) as usize;
