@@ -21,3 +21,4 @@ pub mod pcap;
 pub mod reassembly;
 pub mod record;
 pub mod segment;
+pub mod web_config;
