@@ -30,8 +30,9 @@
 //! Submodules: `loader` (object, maps, load errors), `attach` (TCX/clsact),
 //! `events` (RingBuf reading), `decode` (records to segments), `follow` and
 //! `hotplug` (interfaces that come and go), `interfaces` (listing and
-//! `--interface` globs), `flow_control`, `privileges`, `clock`, `devices`
-//! (ifindex to name), `rtnl` (netlink requests).
+//! `--interface` globs), `interface_lock` (one daemon per interface),
+//! `flow_control`, `privileges`, `clock`, `devices` (ifindex to name), `rtnl`
+//! (netlink requests).
 
 mod attach;
 mod clock;
@@ -42,6 +43,7 @@ mod events;
 mod flow_control;
 mod follow;
 mod hotplug;
+mod interface_lock;
 mod interfaces;
 mod kernel_log;
 mod loader;
@@ -62,6 +64,7 @@ pub use decode::DecodeError;
 pub use error::CaptureError;
 pub use flow_control::HintHealing;
 pub use follow::InterfaceChange;
+pub use interface_lock::{InterfaceLocking, LockError, LOCK_DIR};
 pub use interfaces::{list_interfaces, Interface, InterfaceSelector};
 pub use kernel_log::{wanted as kernel_log_wanted, KernelLog, TARGET as KERNEL_LOG_TARGET};
 
@@ -81,6 +84,9 @@ pub struct CaptureOptions {
     /// Load the programs with their reports of rare events on (default off; see
     /// [`KernelLog`] and [`Capture::take_kernel_log`]).
     pub kernel_diagnostics: bool,
+    /// Whether attaching takes the interface's lock against a second daemon
+    /// (default: only look at it).
+    pub interface_lock: InterfaceLocking,
 }
 
 impl Default for CaptureOptions {
@@ -89,6 +95,7 @@ impl Default for CaptureOptions {
             byte_budget: DEFAULT_BYTE_BUDGET,
             attach_mode: AttachMode::Auto,
             kernel_diagnostics: false,
+            interface_lock: InterfaceLocking::Observe,
         }
     }
 }
@@ -212,7 +219,7 @@ impl Capture {
     }
 
     fn attach_interface(&mut self, interface: &Interface) -> Result<(), CaptureError> {
-        let attachment = attach::attach(&mut self.ebpf, interface, self.options.attach_mode)?;
+        let attachment = attach::attach(&mut self.ebpf, interface, &self.options)?;
         self.devices.insert(interface.index, &interface.name);
         tracing::info!(interface = %interface.name, via = ?attachment.via, "attached");
         self.attachments.insert(interface.name.clone(), attachment);

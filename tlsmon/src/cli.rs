@@ -81,6 +81,10 @@ pub struct RunArgs {
     /// Log filter (tracing EnvFilter syntax, e.g. "info" or "tlsmon=debug") [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Attach to interfaces another tlsmon daemon already watches instead of
+    /// refusing to start (each daemon then counts every handshake there).
+    #[arg(long)]
+    pub allow_shared_interface: bool,
 }
 
 /// `tlsmon watch`.

@@ -47,13 +47,14 @@ pub const MAX_MAX_FLOWS: usize = 10_000_000;
 /// Errors loading a configuration file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    /// The file could not be read. (The OS error is in the message and not a
+    /// `source()`, so `{:#}` does not repeat it.)
+    #[error("cannot read config file {path}: {error}")]
     Read {
         /// The file asked for.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid TOML or has a bad value or unknown key.
     #[error("{path}:{location}: {message}")]
@@ -111,6 +112,8 @@ pub struct Config {
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
     #[serde(default, deserialize_with = "log_level")]
     pub log_level: Option<String>,
+    /// Attach to interfaces another tlsmon daemon already watches (default false).
+    pub allow_shared_interface: Option<bool>,
 }
 
 /// The `[labels]` table: open-ended labels, all off by default.
@@ -149,15 +152,17 @@ pub struct Settings {
     pub labels: LabelOptions,
     /// Log filter.
     pub log_level: String,
+    /// Attach next to another daemon instead of refusing.
+    pub allow_shared_interface: bool,
 }
 
 impl Config {
     /// Reads and validates a TOML file.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let path = path.as_ref();
-        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Config::parse(&text, path)
     }
@@ -190,6 +195,9 @@ impl Config {
                 (base, over) => over.or(base),
             },
             log_level: overrides.log_level.or(self.log_level),
+            allow_shared_interface: overrides
+                .allow_shared_interface
+                .or(self.allow_shared_interface),
         }
     }
 
@@ -219,6 +227,7 @@ impl Config {
             log_level: self
                 .log_level
                 .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned()),
+            allow_shared_interface: self.allow_shared_interface.unwrap_or(false),
         }
     }
 }

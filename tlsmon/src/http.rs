@@ -3,8 +3,16 @@
 //!
 //! [`bind`] claims the address before anything is spawned, so a daemon whose
 //! listen address is taken can refuse to start with a clear message.
+//!
+//! The endpoint stays answerable while hostile clients hold connections open:
+//! accepting never waits; a client has [`HEADER_READ_TIMEOUT`] to send each
+//! request head (hyper's `header_read_timeout`, which also bounds the wait
+//! between keep-alive requests); and at [`MAX_CONNECTIONS`] a new connection
+//! makes an idle one close (see `connections`) instead of waiting behind it.
 
-use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+mod connections;
+
+use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use http_body_util::Full;
 use hyper::{
@@ -14,43 +22,108 @@ use hyper::{
     service::service_fn,
     Method, Request, Response, StatusCode,
 };
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+};
 use tokio::{
-    net::TcpListener,
-    sync::{watch, Semaphore},
+    net::{TcpListener, TcpSocket, TcpStream},
+    sync::watch,
     task::{JoinHandle, JoinSet},
 };
 
 use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
+use connections::{Activity, ConnectionTable, TrackedBody};
 
-/// Connections served at once; further ones wait in the kernel's accept queue.
-pub const MAX_CONNECTIONS: usize = 64;
-/// A client must send its request headers within this time.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections open at once; at the limit a new one makes the longest-silent
+/// (then the longest-idle, then the oldest) connection close.
+pub const MAX_CONNECTIONS: usize = 128;
+/// A client must send each request head within this time after connecting (or
+/// after its previous response); then the connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections the kernel queues for `accept` (the listen(2) backlog): room for
+/// bursts, so that a scraper's SYN is not dropped while an attack churns.
+pub const LISTEN_BACKLOG: u32 = 1024;
+/// Bytes hyper buffers per connection while reading a request (its minimum; a
+/// request for `/metrics` is a few hundred bytes). Bounds what slow or silent
+/// clients can make the endpoint hold: [`MAX_CONNECTIONS`] times this.
+pub const MAX_REQUEST_BUFFER: usize = 8192;
 /// How long shutdown waits for in-flight requests before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Says whether capture is healthy: `Ok(())`, or why not.
-pub type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+/// What `/healthz` says about capture.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Capturing, nothing lost recently: `200 ok`.
+    Ok,
+    /// Capturing, but the kernel dropped events recently (handshakes were seen
+    /// incompletely): `200 degraded: N events dropped in the last W s`.
+    Degraded {
+        /// Events dropped within `window`.
+        dropped: u64,
+        /// How far back `dropped` counts.
+        window: Duration,
+    },
+    /// Not capturing at all: `503 unhealthy: why`.
+    Down(String),
+}
 
-/// Errors of the HTTP endpoint.
+impl Health {
+    /// The daemon's verdict from the interfaces attached now and the events the
+    /// kernel dropped (RingBuf full) within the last `window`.
+    pub fn of_capture(
+        attached_interfaces: usize,
+        recently_dropped: u64,
+        window: Duration,
+    ) -> Health {
+        match (attached_interfaces, recently_dropped) {
+            (0, _) => Health::Down("no interface attached".to_owned()),
+            (_, 0) => Health::Ok,
+            (_, dropped) => Health::Degraded { dropped, window },
+        }
+    }
+
+    /// Status code and body of `/healthz`.
+    pub fn response(&self) -> (StatusCode, String) {
+        match self {
+            Health::Ok => (StatusCode::OK, "ok\n".to_owned()),
+            Health::Degraded { dropped, window } => (
+                StatusCode::OK,
+                format!(
+                    "degraded: {dropped} events dropped in the last {} s\n",
+                    window.as_secs()
+                ),
+            ),
+            Health::Down(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("unhealthy: {why}\n"),
+            ),
+        }
+    }
+}
+
+/// Tells `/healthz` how capture is doing.
+pub type HealthCheck = Arc<dyn Fn() -> Health + Send + Sync>;
+
+/// Errors of the HTTP endpoint. Each message carries its OS error once (they
+/// have no `source()`, so `{:#}` does not repeat it).
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}{hint}", hint = bind_hint(source))]
+    #[error("cannot listen on {addr}: {error}{hint}", hint = bind_hint(error))]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
         /// What the OS said.
-        source: io::Error,
+        error: io::Error,
     },
     /// Accepting connections failed for good.
-    #[error("accepting connections on {addr}: {source}")]
+    #[error("accepting connections on {addr}: {error}")]
     Accept {
         /// The address being served.
         addr: SocketAddr,
         /// What the OS said.
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -68,7 +141,7 @@ fn bind_hint(e: &io::Error) -> &'static str {
 /// What the endpoint serves.
 #[derive(Clone)]
 pub struct Endpoints {
-    /// Rendered on `/metrics`.
+    /// Rendered on `/metrics`; also counts the connections the endpoint closes.
     pub metrics: Arc<Metrics>,
     /// Consulted on `/healthz`.
     pub health: HealthCheck,
@@ -84,12 +157,18 @@ pub struct MetricsServer {
 /// Binds `addr`. Fails at once (with a message saying what to do) when the
 /// address is taken, so the caller can refuse to start.
 pub async fn bind(addr: SocketAddr) -> Result<MetricsServer, HttpError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| HttpError::Bind { addr, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| HttpError::Bind { addr, source })?;
+    let bind_error = |error| HttpError::Bind { addr, error };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(bind_error)?;
+    // As std and tokio's own bind do: a restart need not wait out TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(bind_error)?;
+    socket.bind(addr).map_err(bind_error)?;
+    let listener = socket.listen(LISTEN_BACKLOG).map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
     Ok(MetricsServer { listener, addr })
 }
 
@@ -121,7 +200,7 @@ impl RunningServer {
             Ok(result) => result,
             Err(e) => Err(HttpError::Accept {
                 addr: self.addr,
-                source: io::Error::other(format!("server task ended abnormally: {e}")),
+                error: io::Error::other(format!("server task ended abnormally: {e}")),
             }),
         }
     }
@@ -153,20 +232,11 @@ impl MetricsServer {
         endpoints: Endpoints,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), HttpError> {
-        let (drain_tx, drain_rx) = watch::channel(false);
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let graceful = GracefulShutdown::new();
+        let table = ConnectionTable::new(MAX_CONNECTIONS);
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         let result = loop {
-            // Wait for a free slot first, so excess clients queue in the kernel.
-            let permit = tokio::select! {
-                _ = &mut shutdown => break Ok(()),
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    // The semaphore is never closed; this arm only satisfies the type.
-                    Err(_) => break Ok(()),
-                },
-            };
             let stream = tokio::select! {
                 _ = &mut shutdown => break Ok(()),
                 accepted = self.listener.accept() => match accepted {
@@ -177,58 +247,82 @@ impl MetricsServer {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
-                    Err(source) => break Err(HttpError::Accept { addr: self.addr, source }),
+                    Err(error) => break Err(HttpError::Accept { addr: self.addr, error }),
                 },
             };
             // Reap finished connection tasks so the set stays small.
             while connections.try_join_next().is_some() {}
-            let endpoints = endpoints.clone();
-            let mut drain = drain_rx.clone();
-            connections.spawn(async move {
-                let _permit = permit;
-                let service = service_fn(move |req| {
-                    let endpoints = endpoints.clone();
-                    async move { Ok::<_, Infallible>(respond(&endpoints, &req)) }
-                });
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                let draining = async move {
-                    // Only the wake-up matters, not the watch value (whose guard
-                    // must not be held across the await below).
-                    let _ = drain.wait_for(|d| *d).await;
-                };
-                tokio::select! {
-                    res = conn.as_mut() => log_connection_end(res),
-                    () = draining => {
-                        conn.as_mut().graceful_shutdown();
-                        log_connection_end(conn.await);
-                    }
-                }
-            });
+            connections.spawn(serve_connection(
+                stream,
+                &table,
+                endpoints.clone(),
+                &graceful,
+            ));
+            // Let the new connection read its request before the next accept
+            // (which may shed the oldest fresh connection) runs.
+            tokio::task::yield_now().await;
         };
         drop(self.listener);
-        let _ = drain_tx.send(true);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 "metrics endpoint: dropping connections still open after {SHUTDOWN_GRACE:?}"
             );
-            connections.shutdown().await;
         }
+        connections.shutdown().await;
         result
     }
 }
 
-fn log_connection_end(res: Result<(), hyper::Error>) {
-    if let Err(e) = res {
-        tracing::debug!("metrics endpoint: connection ended: {e}");
+/// Admits `stream` into `table` (shedding another connection at the limit) and
+/// returns the task that serves it until it ends, is shed, or shutdown drains it.
+fn serve_connection(
+    stream: TcpStream,
+    table: &Arc<ConnectionTable>,
+    endpoints: Endpoints,
+    graceful: &GracefulShutdown,
+) -> impl Future<Output = ()> + Send + 'static {
+    let admission = table.admit();
+    if admission.shed_other.is_some() {
+        endpoints.metrics.health().add_http_connection_shed();
     }
+    let watcher = graceful.watcher();
+    async move {
+        let slot = Arc::new(admission.slot);
+        let service_slot = slot.clone();
+        let service_endpoints = endpoints.clone();
+        let service = service_fn(move |req| {
+            let busy = service_slot.busy();
+            let response =
+                respond(&service_endpoints, &req).map(|body| TrackedBody::new(body, busy));
+            async move { Ok::<_, std::convert::Infallible>(response) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_REQUEST_BUFFER)
+            .serve_connection(TokioIo::new(stream), service);
+        tokio::select! {
+            res = watcher.watch(conn) => {
+                if let Err(e) = res {
+                    // A deadline missed before any request is a silent or slow
+                    // client; between keep-alive requests it is an idle close.
+                    if e.is_timeout() && slot.activity() == Some(Activity::Fresh) {
+                        endpoints.metrics.health().add_http_header_timeout();
+                    }
+                    log_connection_end(e);
+                }
+            }
+            // Shed: dropping the connection closes it.
+            _ = admission.shed => {}
+        }
+    }
+}
+
+fn log_connection_end(e: hyper::Error) {
+    tracing::debug!("metrics endpoint: connection ended: {e}");
 }
 
 /// Accept errors that concern one connection or a passing resource shortage.
@@ -261,13 +355,8 @@ fn respond(endpoints: &Endpoints, req: &Request<Incoming>) -> Response<Full<Byte
         return resp;
     }
     if path == "/healthz" {
-        return match (endpoints.health)() {
-            Ok(()) => plain(StatusCode::OK, "ok\n"),
-            Err(why) => plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("unhealthy: {why}\n"),
-            ),
-        };
+        let (status, body) = (endpoints.health)().response();
+        return plain(status, body);
     }
     match endpoints.metrics.encode_text() {
         Ok(text) => with_type(StatusCode::OK, TEXT_CONTENT_TYPE, text),

@@ -6,6 +6,10 @@
 //! process, so stale filters named like ours are removed before attaching (no
 //! double attach after a crash), and a clsact qdisc is deleted on detach only if
 //! tlsmon created it and no other filter uses it.
+//!
+//! Before anything is attached, the interface's lock is taken (see
+//! `interface_lock`): a daemon refuses an interface another daemon watches, and
+//! filters named like ours count as stale only when no live tlsmon holds the lock.
 
 use aya::{
     programs::{
@@ -21,7 +25,13 @@ use netlink_packet_route::{
 };
 use tlsmon_common::{EGRESS_PROGRAM, INGRESS_PROGRAM};
 
-use super::{error_chain, interfaces::Interface, rtnl::Rtnl, CaptureError};
+use super::{
+    error_chain,
+    interface_lock::{self, InterfaceLock, LOCK_DIR},
+    interfaces::Interface,
+    rtnl::Rtnl,
+    CaptureError, CaptureOptions,
+};
 
 /// How the classifier is attached to interfaces.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,6 +64,8 @@ pub(crate) struct Attachment {
     pub(crate) via: AttachedVia,
     ingress: SchedClassifierLinkId,
     egress: SchedClassifierLinkId,
+    /// Held until the attachment is detached (dropped after the programs are off).
+    _lock: Option<InterfaceLock>,
 }
 
 const HOOKS: [(TcAttachType, &str); 2] = [
@@ -89,15 +101,23 @@ fn attach_error(interface: &str, e: &dyn std::error::Error) -> CaptureError {
     }
 }
 
-/// Attaches both programs to `interface`.
+/// Takes the interface's lock as `options` say, then attaches both programs to
+/// `interface`.
 pub(crate) fn attach(
     ebpf: &mut Ebpf,
     interface: &Interface,
-    mode: AttachMode,
+    options: &CaptureOptions,
 ) -> Result<Attachment, CaptureError> {
-    // Filters of an earlier tlsmon that died without detaching, in either mode.
-    let removed_stale = remove_stale_filters(&interface.name);
-    match mode {
+    let claim = interface_lock::claim(LOCK_DIR.as_ref(), interface, options.interface_lock)?;
+    // Filters of an earlier tlsmon that died without detaching, in either mode;
+    // while another tlsmon is attached they may be its own.
+    let removed_stale = if claim.others_attached {
+        tracing::debug!(interface = %interface.name, "another tlsmon is attached; its filters stay");
+        false
+    } else {
+        remove_stale_filters(&interface.name)
+    };
+    let attached = match options.attach_mode {
         AttachMode::Tcx => attach_tcx(ebpf, interface),
         AttachMode::Clsact => attach_clsact(ebpf, interface, removed_stale),
         AttachMode::Auto => match attach_tcx(ebpf, interface) {
@@ -106,7 +126,11 @@ pub(crate) fn attach(
             }
             other => other,
         },
-    }
+    };
+    attached.map(|attachment| Attachment {
+        _lock: claim.lock,
+        ..attachment
+    })
 }
 
 /// What a kernel without TCX answers to a TCX link request.
@@ -149,6 +173,7 @@ fn attach_tcx(ebpf: &mut Ebpf, interface: &Interface) -> Result<Attachment, Capt
         via: AttachedVia::Tcx,
         ingress,
         egress,
+        _lock: None,
     })
 }
 
@@ -185,6 +210,7 @@ fn attach_clsact(
         via: AttachedVia::Clsact { created_qdisc },
         ingress,
         egress,
+        _lock: None,
     })
 }
 

@@ -63,6 +63,9 @@ pub enum CaptureError {
     /// A netlink request failed.
     #[error("netlink: {0}")]
     Netlink(String),
+    /// The interface's lock: another daemon watches it, or it cannot be taken.
+    #[error(transparent)]
+    InterfaceLock(#[from] super::interface_lock::LockError),
     /// Any other system call failure.
     #[error("{context}: {source}")]
     Io {

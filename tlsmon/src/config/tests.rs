@@ -19,6 +19,7 @@ events_file = "/var/log/tlsmon/events.jsonl"
 handshake_timeout_secs = 5
 max_flows = 1000
 log_level = "tlsmon=debug,info"
+allow_shared_interface = true
 
 [labels]
 sni = true
@@ -41,6 +42,7 @@ top_k = 20
                 ..LabelsConfig::default()
             }),
             log_level: Some("tlsmon=debug,info".into()),
+            allow_shared_interface: Some(true),
         }
     );
 }
@@ -59,6 +61,7 @@ fn empty_file_resolves_to_defaults() {
             max_flows: 65_536,
             labels: LabelOptions::default(),
             log_level: "info".into(),
+            allow_shared_interface: false,
         }
     );
 }
@@ -102,7 +105,7 @@ top_k = 20
 fn unknown_keys_are_rejected_with_file_and_line() {
     assert_eq!(
         error("listen = \"127.0.0.1:1\"\nlisten_addr = \"x\"\n"),
-        "/etc/tlsmon/tlsmon.toml:2:1: unknown field `listen_addr`, expected one of `listen`, `interfaces`, `byte_budget`, `events_file`, `handshake_timeout_secs`, `max_flows`, `labels`, `log_level`"
+        "/etc/tlsmon/tlsmon.toml:2:1: unknown field `listen_addr`, expected one of `listen`, `interfaces`, `byte_budget`, `events_file`, `handshake_timeout_secs`, `max_flows`, `labels`, `log_level`, `allow_shared_interface`"
     );
     assert_eq!(
         error("[labels]\nsni = true\nja5 = true\n"),
@@ -157,8 +160,9 @@ fn bad_values_are_rejected_where_they_are() {
 #[test]
 fn unreadable_file_names_the_path() {
     let err = Config::load("/nonexistent/tlsmon.toml").unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "cannot read config file /nonexistent/tlsmon.toml: No such file or directory (os error 2)"
-    );
+    let said =
+        "cannot read config file /nonexistent/tlsmon.toml: No such file or directory (os error 2)";
+    assert_eq!(err.to_string(), said);
+    // As the binary prints it, with its causes: the OS error once.
+    assert_eq!(format!("{:#}", anyhow::Error::from(err)), said);
 }

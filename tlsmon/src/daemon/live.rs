@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::capture::{Capture, InterfaceChange, KernelCounters, HINT_HEALING_INTERVAL};
 use crate::flows::{Decided, FlowStats, FlowTable};
@@ -26,17 +26,40 @@ pub trait LiveObserver {
     fn tick(&mut self, _kernel: Option<&KernelCounters>, _flows: &FlowStats, _tracked: usize) {}
 }
 
+/// The signals the live loop answers: SIGINT and SIGTERM stop it, SIGHUP reopens
+/// output files. Installed before anything is attached, so that a signal that
+/// arrives during start-up is answered by a clean detach instead of killing the
+/// process with its programs still attached.
+pub struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers (needs a tokio runtime).
+    pub fn install() -> anyhow::Result<Self> {
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            hangup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+}
+
 /// Runs until SIGINT or SIGTERM, then detaches everything it attached. SIGHUP
 /// reopens output files.
 pub async fn run_until_signal(
     mut capture: Capture,
     mut table: FlowTable,
+    signals: StopSignals,
     observer: &mut dyn LiveObserver,
 ) -> anyhow::Result<()> {
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let StopSignals {
+        mut interrupt,
+        mut terminate,
+        mut hangup,
+    } = signals;
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut healing = tokio::time::interval(HINT_HEALING_INTERVAL);

@@ -1,6 +1,7 @@
 //! `tlsmon run` (the daemon) and `tlsmon watch` (the live view): settings, start-up
 //! checks, and what each does with a decided handshake.
 
+mod events_sink;
 mod live;
 
 use std::io::{self, Write};
@@ -10,16 +11,18 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::capture::{
-    list_interfaces, Capture, CaptureOptions, InterfaceChange, InterfaceSelector, KernelCounters,
+    list_interfaces, Capture, CaptureOptions, InterfaceChange, InterfaceLocking, InterfaceSelector,
+    KernelCounters,
 };
 use crate::cli::{CaptureArgs, RunArgs, WatchArgs};
 use crate::config::{Config, LabelsConfig, Settings};
 use crate::flows::{FlowStats, FlowTable, FlowTableOptions};
-use crate::http::{self, Endpoints};
-use crate::metrics::Metrics;
+use crate::http::{self, Endpoints, Health};
+use crate::metrics::{CaptureHealth, Metrics};
 use crate::output::{self, EventsFile};
 use crate::record::{HandshakeRecord, Outcome};
 
+use events_sink::EventsSink;
 use live::LiveObserver;
 
 /// Runs the daemon until SIGINT/SIGTERM.
@@ -30,10 +33,16 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     let server = http::bind(settings.listen).await?;
     let metrics = Arc::new(Metrics::new(&settings.labels)?);
     let events_file = match &settings.events_file {
-        Some(path) => Some(EventsFile::open(path)?),
+        Some(path) => Some(EventsSink::new(EventsFile::open(path)?)),
         None => None,
     };
-    let (mut capture, attached) = start_capture(&settings.interfaces, settings.byte_budget)?;
+    let locking = if settings.allow_shared_interface {
+        InterfaceLocking::Shared
+    } else {
+        InterfaceLocking::Exclusive
+    };
+    let signals = live::StopSignals::install()?;
+    let (mut capture, attached) = start_capture(&settings, locking)?;
     let attached_count = Arc::new(AtomicUsize::new(0));
     let mut observer = DaemonObserver {
         metrics: metrics.clone(),
@@ -43,11 +52,15 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     observer.interfaces_changed(&capture.take_interface_changes());
     let health_count = attached_count.clone();
+    let health_metrics = metrics.clone();
     let running = server.spawn(Endpoints {
         metrics: metrics.clone(),
-        health: Arc::new(move || match health_count.load(Ordering::Relaxed) {
-            0 => Err("no interface attached".to_string()),
-            _ => Ok(()),
+        health: Arc::new(move || {
+            Health::of_capture(
+                health_count.load(Ordering::Relaxed),
+                health_metrics.health().recent_ringbuf_drops(),
+                CaptureHealth::LOSS_WINDOW,
+            )
         }),
     });
     tracing::info!(
@@ -56,7 +69,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         "tlsmon running: /metrics and /healthz"
     );
     let table = FlowTable::new(flow_options(&settings));
-    let result = live::run_until_signal(capture, table, &mut observer).await;
+    let result = live::run_until_signal(capture, table, signals, &mut observer).await;
     let served = running.shutdown().await.context("metrics endpoint");
     result.and(served)
 }
@@ -65,7 +78,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
 pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
     init_logging("warn")?;
     let settings = capture_flags(&args.capture).resolve();
-    let (mut capture, attached) = start_capture(&settings.interfaces, settings.byte_budget)?;
+    // watch holds no interface lock: it runs next to the daemon, and only looks
+    // whether one is attached (so that its clsact filters are not removed as stale).
+    let signals = live::StopSignals::install()?;
+    let (mut capture, attached) = start_capture(&settings, InterfaceLocking::Observe)?;
     // The initial attachments are announced here, later ones as they happen.
     let _ = capture.take_interface_changes();
     eprintln!("watching {} (Ctrl-C to stop)", attached.join(", "));
@@ -76,7 +92,7 @@ pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
         failures_only: args.failures_only,
         color,
     };
-    live::run_until_signal(capture, table, &mut observer).await
+    live::run_until_signal(capture, table, signals, &mut observer).await
 }
 
 /// The capture flags as a config layer (`None` where not given).
@@ -108,6 +124,7 @@ fn run_settings(args: &RunArgs) -> anyhow::Result<Settings> {
             top_k: args.top_k,
         }),
         log_level: args.log_level.clone(),
+        allow_shared_interface: flag(args.allow_shared_interface),
         ..capture_flags(&args.capture)
     };
     Ok(file.merge(flags).resolve())
@@ -121,8 +138,13 @@ fn flow_options(settings: &Settings) -> FlowTableOptions {
     }
 }
 
-/// Loads the kernel program and attaches it where the patterns say.
-fn start_capture(patterns: &[String], byte_budget: u32) -> anyhow::Result<(Capture, Vec<String>)> {
+/// Loads the kernel program and attaches it where the settings' patterns say,
+/// taking each interface's lock as `locking` says.
+fn start_capture(
+    settings: &Settings,
+    locking: InterfaceLocking,
+) -> anyhow::Result<(Capture, Vec<String>)> {
+    let patterns = &settings.interfaces;
     let selector = InterfaceSelector::new(patterns)?;
     // Checked before loading anything, so a typo fails fast, without root, and
     // before the kernel is touched.
@@ -137,7 +159,8 @@ fn start_capture(patterns: &[String], byte_budget: u32) -> anyhow::Result<(Captu
         );
     }
     let mut capture = Capture::load(CaptureOptions {
-        byte_budget,
+        byte_budget: settings.byte_budget,
+        interface_lock: locking,
         kernel_diagnostics: crate::capture::kernel_log_wanted(),
         ..CaptureOptions::default()
     })?;
@@ -163,7 +186,7 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 /// The daemon's handling of records: metrics and the optional events file.
 struct DaemonObserver {
     metrics: Arc<Metrics>,
-    events_file: Option<EventsFile>,
+    events_file: Option<EventsSink>,
     last_flow_stats: FlowStats,
     /// Interfaces attached now, for /healthz.
     attached_count: Arc<AtomicUsize>,
@@ -196,23 +219,14 @@ impl LiveObserver for DaemonObserver {
 
     fn record(&mut self, record: &HandshakeRecord) {
         self.metrics.observe(record);
-        if let Some(file) = &mut self.events_file {
-            if let Err(err) = file.write(record) {
-                self.metrics.health().add_events_file_error();
-                tracing::warn!("{err}");
-            }
+        if let Some(sink) = &mut self.events_file {
+            sink.write(record, &self.metrics);
         }
     }
 
     fn reopen(&mut self) {
-        if let Some(file) = &mut self.events_file {
-            match file.reopen() {
-                Ok(()) => tracing::info!(path = %file.path().display(), "events file reopened"),
-                Err(err) => {
-                    self.metrics.health().add_events_file_error();
-                    tracing::warn!("{err}");
-                }
-            }
+        if let Some(sink) = &mut self.events_file {
+            sink.reopen(&self.metrics);
         }
     }
 

@@ -10,9 +10,9 @@ fn endpoints(healthy: Arc<AtomicBool>) -> Endpoints {
         metrics: Arc::new(Metrics::new(&LabelOptions::default()).unwrap()),
         health: Arc::new(move || {
             if healthy.load(Ordering::SeqCst) {
-                Ok(())
+                Health::Ok
             } else {
-                Err("no interface attached".into())
+                Health::Down("no interface attached".into())
             }
         }),
     }
@@ -96,14 +96,14 @@ async fn taken_address_fails_with_a_clear_message() {
     let addr = first.local_addr();
     let err = bind(addr).await.unwrap_err();
     assert!(
-        matches!(&err, HttpError::Bind { source, .. } if source.kind() == io::ErrorKind::AddrInUse)
+        matches!(&err, HttpError::Bind { error, .. } if error.kind() == io::ErrorKind::AddrInUse)
     );
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "cannot listen on {addr}: Address already in use (os error 98) (another process already listens there; stop it or choose another --listen address)"
-        )
+    let said = format!(
+        "cannot listen on {addr}: Address already in use (os error 98) (another process already listens there; stop it or choose another --listen address)"
     );
+    assert_eq!(err.to_string(), said);
+    // As the binary prints it (`tlsmon: {err:#}`, the cause chain): the cause once.
+    assert_eq!(format!("{:#}", anyhow::Error::from(err)), said);
 }
 
 #[tokio::test]
@@ -132,4 +132,174 @@ async fn shutdown_closes_idle_keep_alive_connections() {
         .unwrap()
         .unwrap();
     assert_eq!(n, 0, "the server closes the idle connection");
+}
+
+#[test]
+fn health_contract() {
+    let window = Duration::from_secs(10);
+    let cases = [
+        (Health::of_capture(2, 0, window), 200, "ok\n"),
+        (
+            Health::of_capture(1, 37, window),
+            200,
+            "degraded: 37 events dropped in the last 10 s\n",
+        ),
+        (
+            Health::of_capture(0, 0, window),
+            503,
+            "unhealthy: no interface attached\n",
+        ),
+        // Not capturing at all outranks losing some of it.
+        (
+            Health::of_capture(0, 5, window),
+            503,
+            "unhealthy: no interface attached\n",
+        ),
+    ];
+    for (health, status, body) in cases {
+        let (got_status, got_body) = health.response();
+        assert_eq!((got_status.as_u16(), got_body.as_str()), (status, body));
+    }
+}
+
+#[tokio::test]
+async fn healthz_serves_degraded_as_200_with_the_drop_count() {
+    let ep = Endpoints {
+        metrics: Arc::new(Metrics::new(&LabelOptions::default()).unwrap()),
+        health: Arc::new(|| Health::of_capture(1, 3, Duration::from_secs(10))),
+    };
+    let server = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = server.local_addr();
+    let running = server.spawn(ep);
+    let (status, _, body) = request(addr, "GET", "/healthz").await;
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        (
+            "HTTP/1.1 200 OK",
+            "degraded: 3 events dropped in the last 10 s\n"
+        )
+    );
+    running.shutdown().await.unwrap();
+}
+
+/// `tlsmon_http_connections_closed_total{reason}` as the endpoint counts it.
+fn closed(ep: &Endpoints, reason: &str) -> String {
+    let text = ep.metrics.encode_text().unwrap();
+    let prefix = format!("tlsmon_http_connections_closed_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or("absent")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn at_the_connection_limit_a_new_client_is_served_and_a_silent_one_shed() {
+    let ep = endpoints(Arc::new(AtomicBool::new(true)));
+    let server = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = server.local_addr();
+    let running = server.spawn(ep.clone());
+    assert_eq!(closed(&ep, "shed"), "0", "both reasons show from the start");
+    assert_eq!(closed(&ep, "header_timeout"), "0");
+
+    // Fill every slot with connections that never send a byte.
+    let mut silent = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // One more client is answered at once; the oldest silent one made room.
+    let started = std::time::Instant::now();
+    let (status, _, body) = request(addr, "GET", "/healthz").await;
+    let took = started.elapsed();
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", "ok\n")
+    );
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(1), silent[0].read(&mut buf))
+        .await
+        .expect("the oldest silent connection is closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert_eq!(closed(&ep, "shed"), "1");
+    drop(silent);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_sends_no_request_head_in_time_is_closed_and_counted() {
+    let ep = endpoints(Arc::new(AtomicBool::new(true)));
+    let server = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = server.local_addr();
+    let running = server.spawn(ep.clone());
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    // hyper answers a header timeout by closing (no response), after the deadline.
+    let n = tokio::time::timeout(HEADER_READ_TIMEOUT * 3, async {
+        loop {
+            // Keep trickling header lines: the deadline covers the whole head.
+            tokio::select! {
+                read = slow.read(&mut buf) => break read.unwrap_or(0),
+                () = tokio::time::sleep(Duration::from_millis(100)) => {
+                    let _ = slow.write_all(b"X-Slow: 1\r\n").await;
+                }
+            }
+        }
+    })
+    .await
+    .expect("closed within three deadlines");
+    let took = started.elapsed();
+    assert_eq!(n, 0, "closed without a response");
+    assert!(
+        took >= HEADER_READ_TIMEOUT - Duration::from_millis(100),
+        "closed after {took:?}"
+    );
+    assert_eq!(closed(&ep, "header_timeout"), "1");
+    assert_eq!(closed(&ep, "shed"), "0");
+
+    // A keep-alive client that idles after its request is closed after the same
+    // deadline, without counting as a header timeout.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = vec![0u8; 4096];
+    let n = idle.read(&mut response).await.unwrap();
+    assert!(response[..n].starts_with(b"HTTP/1.1 200 OK"));
+    let started = std::time::Instant::now();
+    let n = tokio::time::timeout(HEADER_READ_TIMEOUT * 3, idle.read(&mut response))
+        .await
+        .expect("an idle keep-alive connection is closed within three deadlines")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() >= HEADER_READ_TIMEOUT - Duration::from_millis(100));
+    assert_eq!(closed(&ep, "header_timeout"), "1");
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_oversized_request_head_is_refused_not_buffered() {
+    let ep = endpoints(Arc::new(AtomicBool::new(true)));
+    let server = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = server.local_addr();
+    let running = server.spawn(ep);
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = b"GET /metrics HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
+    head.resize(head.len() + 4 * MAX_REQUEST_BUFFER, b'a');
+    // The server may close before everything is written; that is the point.
+    let _ = stream.write_all(&head).await;
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("the server ends the connection");
+    assert!(
+        raw.starts_with(b"HTTP/1.1 431 Request Header Fields Too Large"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    running.shutdown().await.unwrap();
 }

@@ -1,7 +1,12 @@
 //! Capture-health metrics: the kernel's counters, the daemon's own bounds and
-//! errors, and which interfaces are attached.
+//! errors, and which interfaces are attached; and the recent capture loss that
+//! `/healthz` reports.
 
-use std::sync::{Mutex, PoisonError};
+use std::{
+    collections::VecDeque,
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
@@ -21,21 +26,31 @@ pub struct CaptureHealth {
     other_host_ignored: IntCounter,
     flows_replaced: IntCounter,
     flows_released: IntCounter,
-    /// Serialises [`Self::set_kernel_counters`]: it reads then adds, and two
-    /// concurrent callers would otherwise both add the same difference.
-    kernel_update: Mutex<()>,
+    /// Serialises [`Self::set_kernel_counters`] (it reads then adds, and two
+    /// concurrent callers would otherwise both add the same difference), and
+    /// keeps the recent history of RingBuf drops.
+    kernel_update: Mutex<DropWindow>,
     flows_tracked: IntGauge,
     reassembly_evictions: IntCounter,
     flows_dropped: IntCounterVec,
     parse_errors: IntCounterVec,
     events_file_errors: IntCounter,
+    events_file_records_lost: IntCounter,
+    http_connections_closed: IntCounterVec,
     interface_attached: IntGaugeVec,
 }
+
+/// `reason` of `tlsmon_http_connections_closed_total`: the connection limit was
+/// reached and this idle (or oldest) connection made room.
+const CLOSED_SHED: &str = "shed";
+/// `reason` of `tlsmon_http_connections_closed_total`: no complete request head
+/// arrived within the header-read deadline.
+const CLOSED_HEADER_TIMEOUT: &str = "header_timeout";
 
 impl CaptureHealth {
     pub(super) fn register(registry: &Registry) -> Result<Self, MetricsError> {
         let counter = |name: &str, help: &str| registered(registry, IntCounter::new(name, help));
-        Ok(CaptureHealth {
+        let health = CaptureHealth {
             packets_seen: counter(
                 "tlsmon_capture_packets_seen_total",
                 "Packets the tlsmon kernel program inspected, on all attached interfaces and both directions.",
@@ -76,7 +91,7 @@ impl CaptureHealth {
                 "tlsmon_capture_flows_released_total",
                 "Tracked flows the daemon released in the kernel once it had decided their handshake.",
             )?,
-            kernel_update: Mutex::new(()),
+            kernel_update: Mutex::new(DropWindow::default()),
             flows_tracked: registered(
                 registry,
                 IntGauge::new(
@@ -110,7 +125,21 @@ impl CaptureHealth {
             )?,
             events_file_errors: counter(
                 "tlsmon_events_file_write_errors_total",
-                "JSON events that could not be written to the events file.",
+                "Failed writes to the events file (a record, or reopening it on SIGHUP).",
+            )?,
+            events_file_records_lost: counter(
+                "tlsmon_events_file_records_lost_total",
+                "Handshake records that are not in the events file because writing them failed.",
+            )?,
+            http_connections_closed: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tlsmon_http_connections_closed_total",
+                        "Connections the /metrics endpoint closed itself: shed at the connection limit, or no request head within the deadline.",
+                    ),
+                    &["reason"],
+                ),
             )?,
             interface_attached: registered(
                 registry,
@@ -122,7 +151,12 @@ impl CaptureHealth {
                     &["device"],
                 ),
             )?,
-        })
+        };
+        // Both reasons show from the start, at 0, so that rate() sees the first one.
+        for reason in [CLOSED_SHED, CLOSED_HEADER_TIMEOUT] {
+            health.count_closed(reason, 0);
+        }
+        Ok(health)
     }
 
     /// Exports a new snapshot of the kernel counters ([`crate::capture::Capture::counters`]).
@@ -131,11 +165,13 @@ impl CaptureHealth {
     /// program was reloaded and its counters restarted) restarts the counter,
     /// which Prometheus's `rate()` treats as a counter reset.
     pub fn set_kernel_counters(&self, snapshot: &KernelCounters) {
-        // The guarded data is `()`: a poisoned lock carries no broken state.
-        let _guard = self
+        // A poisoned lock carries no broken state: the window is valid after
+        // every single step.
+        let mut drops = self
             .kernel_update
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        drops.record(Instant::now(), snapshot.events_dropped);
         set_absolute(&self.packets_seen, snapshot.packets_seen);
         set_absolute(&self.flows_started, snapshot.flows_started);
         set_absolute(&self.events, snapshot.events_sent);
@@ -185,14 +221,103 @@ impl CaptureHealth {
         }
     }
 
-    /// Counts one JSON event that could not be written to the events file.
+    /// Counts one failed write to the events file.
     pub fn add_events_file_error(&self) {
         self.events_file_errors.inc();
+    }
+
+    /// Counts `n` handshake records that did not make it into the events file.
+    pub fn add_events_file_records_lost(&self, n: u64) {
+        self.events_file_records_lost.inc_by(n);
+    }
+
+    /// Counts one connection the HTTP endpoint closed to stay within its
+    /// connection limit.
+    pub fn add_http_connection_shed(&self) {
+        self.count_closed(CLOSED_SHED, 1);
+    }
+
+    /// Counts one connection the HTTP endpoint closed because no request head
+    /// came in time.
+    pub fn add_http_header_timeout(&self) {
+        self.count_closed(CLOSED_HEADER_TIMEOUT, 1);
+    }
+
+    fn count_closed(&self, reason: &'static str, n: u64) {
+        match self
+            .http_connections_closed
+            .get_metric_with_label_values(&[reason])
+        {
+            Ok(counter) => counter.inc_by(n),
+            Err(e) => tracing::error!("metric label mismatch: {e}"),
+        }
+    }
+
+    /// How long back [`Self::recent_ringbuf_drops`] looks.
+    pub const LOSS_WINDOW: Duration = Duration::from_secs(10);
+
+    /// Events the kernel dropped because the RingBuf was full in the last
+    /// [`Self::LOSS_WINDOW`], as far as the snapshots given to
+    /// [`Self::set_kernel_counters`] (one per second in the daemon) tell.
+    pub fn recent_ringbuf_drops(&self) -> u64 {
+        self.kernel_update
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .dropped_since(Instant::now(), Self::LOSS_WINDOW)
     }
 
     /// Marks `device` as attached (1) or detached (0).
     pub(super) fn set_attached(&self, device: &str, attached: bool) {
         set_gauge(&self.interface_attached, &[device], i64::from(attached));
+    }
+}
+
+/// Snapshots of the kernel's absolute RingBuf drop counter, enough of them to
+/// tell how many drops happened within the last [`CaptureHealth::LOSS_WINDOW`].
+#[derive(Debug, Default)]
+struct DropWindow {
+    /// (when, counter value), oldest first; the first one is the newest sample
+    /// at least a window old, when there is one.
+    samples: VecDeque<(Instant, u64)>,
+    /// The counter value before the oldest kept sample (0: since the program
+    /// was loaded, or since its counters restarted).
+    floor: u64,
+}
+
+/// Samples kept at most (the daemon takes one per second; 64 covers the window
+/// even if ticks come faster for a while).
+const MAX_DROP_SAMPLES: usize = 64;
+
+impl DropWindow {
+    fn record(&mut self, now: Instant, total: u64) {
+        if self.samples.back().is_some_and(|&(_, last)| total < last) {
+            // The kernel program was reloaded and its counters restarted.
+            self.samples.clear();
+            self.floor = 0;
+        }
+        self.samples.push_back((now, total));
+        let window_start = now.checked_sub(CaptureHealth::LOSS_WINDOW);
+        while self.samples.len() > MAX_DROP_SAMPLES
+            || (self.samples.len() >= 2
+                && window_start.is_some_and(|start| self.samples[1].0 <= start))
+        {
+            if let Some((_, value)) = self.samples.pop_front() {
+                self.floor = value;
+            }
+        }
+    }
+
+    /// Drops counted after the newest sample taken at least `window` before
+    /// `now` (or after the floor when every sample is younger).
+    fn dropped_since(&self, now: Instant, window: Duration) -> u64 {
+        let Some(&(_, latest)) = self.samples.back() else {
+            return 0;
+        };
+        let baseline = now
+            .checked_sub(window)
+            .and_then(|start| self.samples.iter().rev().find(|(t, _)| *t <= start))
+            .map_or(self.floor, |&(_, value)| value);
+        latest.saturating_sub(baseline)
     }
 }
 
@@ -209,4 +334,68 @@ fn set_absolute(counter: &IntCounter, value: u64) {
 
 fn saturating_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: Duration = CaptureHealth::LOSS_WINDOW;
+
+    #[test]
+    fn drops_count_within_the_window_only() {
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut w = DropWindow::default();
+        assert_eq!(w.dropped_since(t0, WINDOW), 0, "no sample yet");
+        // Young daemon: everything since the program was loaded is recent.
+        w.record(at(0), 5);
+        assert_eq!(w.dropped_since(at(0), WINDOW), 5);
+        for s in 1..=10 {
+            w.record(at(s), 5);
+        }
+        // At 10 s the sample of 0 s is a window old: the 5 drops are older.
+        assert_eq!(w.dropped_since(at(10), WINDOW), 0);
+        w.record(at(11), 8);
+        w.record(at(12), 9);
+        assert_eq!(w.dropped_since(at(12), WINDOW), 4);
+        for s in 13..=21 {
+            w.record(at(s), 9);
+        }
+        // The window is (11 s, 21 s]: the 3 drops seen at 11 s are older.
+        assert_eq!(w.dropped_since(at(21), WINDOW), 1);
+        w.record(at(22), 9);
+        assert_eq!(w.dropped_since(at(22), WINDOW), 0);
+        // Without new samples the drops age out too.
+        w.record(at(24), 12);
+        assert_eq!(w.dropped_since(at(24), WINDOW), 3);
+        assert_eq!(w.dropped_since(at(34), WINDOW), 0);
+        assert!(w.samples.len() <= 12, "only about a window is kept");
+    }
+
+    #[test]
+    fn a_counter_restart_starts_over_from_zero() {
+        let t0 = Instant::now();
+        let mut w = DropWindow::default();
+        for s in 0..20 {
+            w.record(t0 + Duration::from_secs(s), 100);
+        }
+        w.record(t0 + Duration::from_secs(20), 2);
+        assert_eq!(w.dropped_since(t0 + Duration::from_secs(20), WINDOW), 2);
+    }
+
+    #[test]
+    fn samples_are_bounded() {
+        let t0 = Instant::now();
+        let mut w = DropWindow::default();
+        for i in 0..1000u64 {
+            w.record(t0 + Duration::from_millis(i), i);
+        }
+        assert_eq!(w.samples.len(), MAX_DROP_SAMPLES);
+        // The window is then shorter than asked, never longer.
+        assert_eq!(
+            w.dropped_since(t0 + Duration::from_millis(999), WINDOW),
+            999 - 935
+        );
+    }
 }
