@@ -276,13 +276,24 @@ fn the_daemonset_is_confined() -> Result<()> {
         assert_eq!(c[probe]["httpGet"]["path"], "/healthz", "{probe}");
         assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{probe}");
     }
-    // Every mount read-only; nothing mounted from the host.
+    // From the host only the interface lock directory, the one writable mount.
+    let mut writable = Vec::new();
     for m in c["volumeMounts"].as_array().context("no mounts")? {
-        assert_eq!(m["readOnly"], true, "{m}");
+        if m["readOnly"] != true {
+            writable.push(m["mountPath"].as_str().unwrap_or_default().to_owned());
+        }
     }
-    for v in pod["volumes"].as_array().context("no volumes")? {
-        assert_eq!(v["hostPath"], Value::Null, "{v}");
-    }
+    assert_eq!(writable, [tlsmon::capture::LOCK_DIR]);
+    let host_paths: Vec<&Value> = pod["volumes"]
+        .as_array()
+        .context("no volumes")?
+        .iter()
+        .filter_map(|v| v.get("hostPath"))
+        .collect();
+    assert_eq!(
+        host_paths,
+        [&serde_json::json!({"path": tlsmon::capture::LOCK_DIR, "type": "DirectoryOrCreate"})]
+    );
     Ok(())
 }
 
