@@ -3,6 +3,7 @@
 
 mod events_sink;
 mod live;
+mod logging;
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,11 +25,17 @@ use crate::record::{HandshakeRecord, Outcome};
 
 use events_sink::EventsSink;
 use live::LiveObserver;
+use logging::DropLog;
 
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     let settings = run_settings(args)?;
-    init_logging(&settings.log_level)?;
+    logging::init(&settings.log_level, settings.log_format)?;
+    // A bad web config stops the daemon before it listens or touches the kernel.
+    let access = match &settings.web_config_file {
+        Some(path) => web_access(path)?,
+        None => http::Access::default(),
+    };
     // Refuse to start before touching the kernel if the port is taken.
     let server = http::bind(settings.listen).await?;
     let metrics = Arc::new(Metrics::new(&settings.labels)?);
@@ -49,10 +56,12 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         events_file,
         last_flow_stats: FlowStats::default(),
         attached_count: attached_count.clone(),
+        drops: DropLog::default(),
     };
     observer.interfaces_changed(&capture.take_interface_changes());
     let health_count = attached_count.clone();
     let health_metrics = metrics.clone();
+    let (tls_on, auth_on) = (access.tls.is_some(), access.basic_auth.is_some());
     let running = server.spawn(Endpoints {
         metrics: metrics.clone(),
         health: Arc::new(move || {
@@ -62,10 +71,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
                 CaptureHealth::LOSS_WINDOW,
             )
         }),
+        access,
     });
     tracing::info!(
         listen = %running.local_addr(),
         interfaces = ?attached,
+        tls = tls_on,
+        basic_auth = auth_on,
         "tlsmon running: /metrics and /healthz"
     );
     let table = FlowTable::new(flow_options(&settings));
@@ -76,7 +88,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
 
 /// Prints handshakes as they complete until SIGINT/SIGTERM.
 pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
-    init_logging("warn")?;
+    logging::init("warn", crate::config::LogFormat::Text)?;
     let settings = capture_flags(&args.capture).resolve();
     // watch holds no interface lock: it runs next to the daemon, and only looks
     // whether one is attached (so that its clsact filters are not removed as stale).
@@ -93,6 +105,16 @@ pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
         color,
     };
     live::run_until_signal(capture, table, signals, &mut observer).await
+}
+
+/// The endpoint's TLS and authentication from the web config file at `path`
+/// (certificates read and checked now, so a bad one stops the start).
+fn web_access(path: &std::path::Path) -> anyhow::Result<http::Access> {
+    let config = crate::web_config::WebConfig::load(path)?;
+    Ok(http::Access {
+        tls: config.tls_server_config()?,
+        basic_auth: config.basic_auth(),
+    })
 }
 
 /// The capture flags as a config layer (`None` where not given).
@@ -125,6 +147,8 @@ fn run_settings(args: &RunArgs) -> anyhow::Result<Settings> {
         }),
         log_level: args.log_level.clone(),
         allow_shared_interface: flag(args.allow_shared_interface),
+        log_format: args.log_format,
+        web_config_file: args.web_config_file.clone(),
         ..capture_flags(&args.capture)
     };
     Ok(file.merge(flags).resolve())
@@ -172,17 +196,6 @@ fn start_capture(
     Ok((capture, attached))
 }
 
-fn init_logging(filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("invalid log level {filter:?}"))?;
-    // A second initialisation (tests running several daemons in one process) is harmless.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .try_init();
-    Ok(())
-}
-
 /// The daemon's handling of records: metrics and the optional events file.
 struct DaemonObserver {
     metrics: Arc<Metrics>,
@@ -190,6 +203,8 @@ struct DaemonObserver {
     last_flow_stats: FlowStats,
     /// Interfaces attached now, for /healthz.
     attached_count: Arc<AtomicUsize>,
+    /// When the kernel started and stopped dropping events, for the log.
+    drops: DropLog,
 }
 
 impl LiveObserver for DaemonObserver {
@@ -234,6 +249,12 @@ impl LiveObserver for DaemonObserver {
         let health = self.metrics.health();
         if let Some(counters) = kernel {
             health.set_kernel_counters(counters);
+            let change = self.drops.update(
+                std::time::Instant::now(),
+                health.recent_ringbuf_drops(),
+                counters.events_dropped,
+            );
+            DropLog::log(&change, CaptureHealth::LOSS_WINDOW);
         }
         health.set_flows_tracked(tracked as u64);
         health.add_reassembly_evictions(flows.flows_evicted - self.last_flow_stats.flows_evicted);
