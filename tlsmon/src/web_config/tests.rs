@@ -213,3 +213,14 @@ async fn only_the_right_user_and_password_are_allowed() {
     assert!(auth.allows(Some(&basic("prometheus:s3cret"))).await);
     assert!(!auth.allows(Some(&basic("prometheus:s3cret "))).await);
 }
+
+#[tokio::test]
+async fn htpasswd_style_2y_hashes_are_accepted() {
+    // htpasswd -B writes $2y$; the algorithm is the same as $2b$.
+    let h = hash("s3cret").replacen("$2b$", "$2y$", 1);
+    assert!(h.starts_with("$2y$"), "{h}");
+    let config = parse(&format!("basic_auth_users:\n  prometheus: '{h}'\n")).unwrap();
+    let auth = config.basic_auth().unwrap();
+    assert!(auth.allows(Some(&basic("prometheus:s3cret"))).await);
+    assert!(!auth.allows(Some(&basic("prometheus:wrong"))).await);
+}
