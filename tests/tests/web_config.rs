@@ -39,12 +39,18 @@ fn is_root() -> bool {
 /// curl's exit code and what it printed (see [`status_of`]).
 fn curl(ns: &Netns, ca: &Path, url_path: &str, extra: &[&str]) -> Result<(i32, String)> {
     let mut cmd = ns.command("curl");
-    cmd.args(["-sS", "--max-time", "10", "-w", "\nHTTP_STATUS=%{http_code}\n"])
-        .arg("--cacert")
-        .arg(ca)
-        .args(["--resolve", &format!("{SERVER_NAME}:{PORT}:127.0.0.1")])
-        .args(extra)
-        .arg(format!("https://{SERVER_NAME}:{PORT}{url_path}"));
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "-w",
+        "\nHTTP_STATUS=%{http_code}\n",
+    ])
+    .arg("--cacert")
+    .arg(ca)
+    .args(["--resolve", &format!("{SERVER_NAME}:{PORT}:127.0.0.1")])
+    .args(extra)
+    .arg(format!("https://{SERVER_NAME}:{PORT}{url_path}"));
     let (status, output) = run_bounded(cmd, Duration::from_secs(20))?;
     Ok((status.code().unwrap_or(-1), output))
 }
