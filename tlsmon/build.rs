@@ -25,6 +25,7 @@ fn main() {
     for watched in [
         "tlsmon-ebpf/src",
         "tlsmon-ebpf/Cargo.toml",
+        "tlsmon-ebpf/rustc-wrapper.sh",
         "tlsmon-common/src",
     ] {
         println!(
@@ -78,9 +79,13 @@ fn build_bitcode(workspace: &Path, target_dir: &Path) {
         ])
         .arg(target_dir)
         // Flags of the outer build (and clippy's wrapper) must not leak into the
-        // kernel crate: it needs exactly these.
+        // kernel crate: it needs exactly these, plus the one cfg aya-log-ebpf
+        // needs on this route, which the wrapper adds for that crate alone.
         .env_remove("RUSTFLAGS")
-        .env_remove("RUSTC_WRAPPER")
+        .env(
+            "RUSTC_WRAPPER",
+            workspace.join("tlsmon-ebpf").join("rustc-wrapper.sh"),
+        )
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .env_remove("CARGO_BUILD_TARGET")
         .env(
@@ -113,6 +118,15 @@ fn link_object(linker: &Path, archive: &Path, object: &Path) {
         common::SCRATCH_MAP,
         common::HINTS_MAP,
         common::OPENINGS_MAP,
+        // aya-log's ring buffer, and its level, which the daemon sets at load.
+        "AYA_LOGS",
+        "AYA_LOG_LEVEL",
+        // The reports of rare events (tlsmon-ebpf/src/diag.rs): exported to stay
+        // global functions, which the verifier checks once each.
+        "tlsmon_diag_ringbuf_full",
+        "tlsmon_diag_flow_table_full",
+        "tlsmon_diag_parse_bound",
+        "tlsmon_diag_cut",
     ];
     // bpf-linker internalises every symbol not exported: programs and maps too.
     for symbol in exported {

@@ -20,3 +20,4 @@ pub mod process;
 pub mod reset_server;
 pub mod topology;
 pub mod tshark;
+pub mod two_path_scenario;

@@ -6,6 +6,7 @@ use tlsmon_common::{
 };
 
 use crate::{
+    diag,
     maps::{count, EventRecord, EVENTS, HEADER_LEN, SCRATCH},
     packet::Packet,
 };
@@ -52,6 +53,7 @@ fn output(record: &EventRecord, len: u32) -> bool {
         true
     } else {
         count(Counter::EventsDropped, 1);
+        diag::ringbuf_full();
         false
     }
 }
@@ -132,6 +134,11 @@ pub fn send_payload(
     let beyond = pkt.payload_len - sent;
     if beyond != 0 {
         count(Counter::BytesCut, beyond as u64);
+        // Copied something and still cut: the budget ran out in this packet
+        // (later packets of the direction copy nothing), or the chunk limit.
+        if diag::enabled() && sent != 0 {
+            diag::cut(beyond);
+        }
     }
     sent
 }

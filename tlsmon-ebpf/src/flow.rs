@@ -18,6 +18,7 @@ use tlsmon_common::{
 };
 
 use crate::{
+    diag,
     emit::{send_control, send_payload, Sighting},
     hint,
     maps::{byte_budget, count, FLOWS},
@@ -225,6 +226,7 @@ fn start(
     if FLOWS.insert(&key, &state, BPF_ANY as u64).is_err() {
         let mut held = 1u32;
         hint::release(slot, &mut held);
+        diag::flow_table_full(ifindex, pkt.src_port, pkt.dst_port);
         return None;
     }
     count(Counter::FlowsStarted, 1);

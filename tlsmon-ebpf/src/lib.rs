@@ -3,12 +3,14 @@
 //!
 //! Two entry points (ingress, egress) share one body; parsing lives in `packet`,
 //! ClientHello recognition in `tls`, connections being set up in `opening`, flow
-//! tracking in `flow` (with the fast-path `hint` table), event output in `emit`.
+//! tracking in `flow` (with the fast-path `hint` table), event output in `emit`,
+//! reports of rare events through aya-log in `diag` (off unless the daemon asks).
 //! A third program, never attached, lets userspace release flows and heal hint
 //! counts atomically (`control`).
 #![no_std]
 
 mod control;
+mod diag;
 mod emit;
 mod flow;
 mod hint;

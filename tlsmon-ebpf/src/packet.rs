@@ -6,6 +6,8 @@
 use aya_ebpf::programs::TcContext;
 use tlsmon_common::{FAMILY_IPV4, FAMILY_IPV6, TCP_FIN, TCP_RST, TCP_SYN};
 
+use crate::diag;
+
 const ETH_HLEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -123,6 +125,10 @@ fn network(ctx: &TcContext) -> Option<Network> {
     match ethertype {
         ETH_P_IPV4 => ipv4(ctx, l3),
         ETH_P_IPV6 => ipv6(ctx, l3),
+        ETH_P_8021Q | ETH_P_8021AD => {
+            diag::too_many_vlan_tags();
+            None
+        }
         _ => None,
     }
 }
@@ -182,6 +188,8 @@ fn ipv6(ctx: &TcContext, l3: usize) -> Option<Network> {
         }
     }
     if next != IPPROTO_TCP {
+        // The loop only ends without TCP after skipping its maximum.
+        diag::too_many_ipv6_extension_headers();
         return None;
     }
     // Zero payload length: jumbogram / BIG TCP; the skb length is the truth.

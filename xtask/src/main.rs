@@ -26,14 +26,14 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up if needed (bpf-linker, and the apt packages the tests drive), then run the
+    /// Set up if needed (bpf-linker, and the apt and pip packages the tests drive), then run the
     /// whole test suite as root (`cargo test --workspace`).
     Test {
         /// Extra arguments for cargo test (e.g. `-- --nocapture`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Install only the apt packages the test suite needs (what `test` does first).
+    /// Install only the apt and pip packages the test suite needs (what `test` does first).
     TestDeps,
     /// Run each cargo-fuzz target for a bounded time (nightly; installs cargo-fuzz if missing).
     Fuzz(fuzz::FuzzArgs),
@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => setup::run(),
         Task::Run { args } => run::run(&workspace_root(), args),
         Task::Test { args } => run::test(&workspace_root(), args),
-        Task::TestDeps => packages::ensure_test_packages(),
+        Task::TestDeps => packages::ensure_test_packages(&workspace_root()),
         Task::Fuzz(args) => fuzz::run(args),
     }
 }

@@ -1,15 +1,21 @@
 //! The Debian packages the test suite drives (real TLS stacks, a proxy, capture
-//! tools, Prometheus), installed with apt when missing so that `cargo xtask test`
-//! works on a fresh machine by itself. `.ci/run` relies on this list too.
+//! tools, Prometheus), installed with apt when missing, and the Python packages it
+//! runs (the Kubernetes schema validator), installed with pip into a virtual
+//! environment of the project's own, so that `cargo xtask test` works on a fresh
+//! machine by itself. `.ci/run` relies on these lists too.
 
-use std::process::{Command, Stdio};
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
 
 use anyhow::{bail, Context, Result};
 
 /// Packages the tests need: openssl and gnutls-bin (TLS peers), haproxy and socat
 /// (the proxy path), tshark (cross-checks), tcpdump, bpftool, iproute2 (namespaces,
-/// veth, tc), prometheus (the scrape test), tcpreplay (the flood memory test), procps
-/// (sysctl, for the namespaces' settings).
+/// veth, tc), prometheus (the scrape test, promtool for the alert rules),
+/// tcpreplay (the flood memory test), procps (sysctl, for the namespaces'
+/// settings), python3-venv (the environment for [`PIP_PACKAGES`]).
 pub const TEST_PACKAGES: &[&str] = &[
     "openssl",
     "gnutls-bin",
@@ -21,8 +27,19 @@ pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "tcpdump",
     "tcpreplay",
+    "python3-venv",
     "procps",
 ];
+
+/// PyPI packages the tests run: kubernetes-validate checks the manifests of
+/// deploy/kubernetes/ against the Kubernetes schema (tests/tests/deploy.rs).
+pub const PIP_PACKAGES: &[&str] = &["kubernetes-validate"];
+
+/// Where the tests find the virtual environment with [`PIP_PACKAGES`]
+/// (tests/tests/deploy.rs looks for `bin/` here).
+pub fn test_venv(root: &Path) -> PathBuf {
+    root.join("target").join("test-tools").join("venv")
+}
 
 fn installed(package: &str) -> bool {
     Command::new("dpkg-query")
@@ -44,8 +61,14 @@ fn apt_get(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Installs whichever of [`TEST_PACKAGES`] is missing (nothing to do when all are).
-pub fn ensure_test_packages() -> Result<()> {
+/// Installs whichever of [`TEST_PACKAGES`] is missing (nothing to do when all
+/// are), then [`PIP_PACKAGES`] into [`test_venv`].
+pub fn ensure_test_packages(root: &Path) -> Result<()> {
+    ensure_apt_packages()?;
+    ensure_pip_packages(root)
+}
+
+fn ensure_apt_packages() -> Result<()> {
     let missing: Vec<&str> = TEST_PACKAGES
         .iter()
         .copied()
@@ -69,4 +92,44 @@ pub fn ensure_test_packages() -> Result<()> {
     let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
     install.extend(&missing);
     apt_get(&install)
+}
+
+/// Creates [`test_venv`] if needed and installs [`PIP_PACKAGES`] into it when
+/// one of their commands is missing there.
+fn ensure_pip_packages(root: &Path) -> Result<()> {
+    let venv = test_venv(root);
+    let bin = venv.join("bin");
+    if PIP_PACKAGES.iter().all(|p| bin.join(p).is_file()) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing {} with pip into {}",
+        PIP_PACKAGES.join(" "),
+        venv.display()
+    );
+    if !bin.join("python3").is_file() {
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .context("running python3 -m venv")?;
+        if !status.success() {
+            bail!("python3 -m venv {} failed ({status})", venv.display());
+        }
+    }
+    let status = Command::new(bin.join("python3"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(PIP_PACKAGES)
+        .status()
+        .context("running pip")?;
+    if !status.success() {
+        bail!("pip install {} failed ({status})", PIP_PACKAGES.join(" "));
+    }
+    Ok(())
 }

@@ -78,7 +78,7 @@ pub fn run(root: &Path, args: Vec<String>) -> Result<()> {
 /// serialise their own tests; cargo runs the binaries one after another.
 pub fn test(root: &Path, extra: Vec<String>) -> Result<()> {
     ensure_setup()?;
-    crate::packages::ensure_test_packages()?;
+    crate::packages::ensure_test_packages(root)?;
     let mut command = cargo();
     command
         .current_dir(root)

@@ -85,6 +85,13 @@ pub struct RunArgs {
     /// refusing to start (each daemon then counts every handshake there).
     #[arg(long)]
     pub allow_shared_interface: bool,
+    /// Log lines as text or as one JSON object per line [default: text].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<crate::config::LogFormat>,
+    /// Serve the endpoint with TLS and/or basic authentication as this file says
+    /// (the Prometheus exporter-toolkit web config format, as node_exporter's).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// `tlsmon watch`.

@@ -4,8 +4,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use std::io;
-
 use anyhow::Context;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -182,20 +180,13 @@ pub(super) fn start_capture(
     let mut capture = Capture::load(CaptureOptions {
         byte_budget: settings.byte_budget,
         interface_lock: locking,
+        kernel_diagnostics: crate::source::live::kernel_log_wanted(),
         ..CaptureOptions::default()
     })?;
     // Following: interfaces that appear or come up later and match are attached too.
+    if let Some(kernel_log) = capture.take_kernel_log() {
+        tokio::spawn(kernel_log.run());
+    }
     let attached = capture.follow_interfaces(selector)?;
     Ok((capture, attached))
-}
-
-pub(super) fn init_logging(filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("invalid log level {filter:?}"))?;
-    // A second initialisation (tests running several daemons in one process) is harmless.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .try_init();
-    Ok(())
 }

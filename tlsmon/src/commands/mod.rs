@@ -6,6 +6,7 @@ pub mod capture_files;
 pub mod compare;
 mod events_sink;
 mod live;
+mod logging;
 pub mod run;
 pub mod watch;
 

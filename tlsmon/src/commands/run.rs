@@ -16,13 +16,19 @@ use crate::sinks::metrics::{CaptureHealth, Metrics};
 use crate::source::live::{InterfaceChange, InterfaceLocking, KernelCounters};
 
 use super::events_sink::EventsSink;
-use super::live::{self, capture_flags, flow_options, init_logging, start_capture, LiveObserver};
+use super::live::{self, capture_flags, flow_options, start_capture, LiveObserver};
+use super::logging::{self, DropLog};
 use crate::pipeline::drive::Pipeline;
 
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     let settings = run_settings(args)?;
-    init_logging(&settings.log_level)?;
+    logging::init(&settings.log_level, settings.log_format)?;
+    // A bad web config stops the daemon before it listens or touches the kernel.
+    let access = match &settings.web_config_file {
+        Some(path) => web_access(path)?,
+        None => http::Access::default(),
+    };
     // Refuse to start before touching the kernel if the port is taken.
     let server = http::bind(settings.listen).await?;
     let metrics = Arc::new(Metrics::new(&settings.labels)?);
@@ -43,10 +49,12 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         events_file,
         last_flow_stats: FlowStats::default(),
         attached_count: attached_count.clone(),
+        drops: DropLog::default(),
     };
     observer.interfaces_changed(&capture.take_interface_changes());
     let health_count = attached_count.clone();
     let health_metrics = metrics.clone();
+    let (tls_on, auth_on) = (access.tls.is_some(), access.basic_auth.is_some());
     let running = server.spawn(Endpoints {
         metrics: metrics.clone(),
         health: Arc::new(move || {
@@ -56,16 +64,29 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
                 CaptureHealth::LOSS_WINDOW,
             )
         }),
+        access,
     });
     tracing::info!(
         listen = %running.local_addr(),
         interfaces = ?attached,
+        tls = tls_on,
+        basic_auth = auth_on,
         "tlsmon running: /metrics and /healthz"
     );
     let table = Pipeline::new(flow_options(&settings));
     let result = live::run_until_signal(capture, table, signals, &mut observer).await;
     let served = running.shutdown().await.context("metrics endpoint");
     result.and(served)
+}
+
+/// The endpoint's TLS and authentication from the web config file at `path`
+/// (certificates read and checked now, so a bad one stops the start).
+fn web_access(path: &std::path::Path) -> anyhow::Result<http::Access> {
+    let config = crate::sinks::http::web_config::WebConfig::load(path)?;
+    Ok(http::Access {
+        tls: config.tls_server_config()?,
+        basic_auth: config.basic_auth(),
+    })
 }
 
 /// The config file (if any) with the command-line flags on top.
@@ -87,6 +108,8 @@ fn run_settings(args: &RunArgs) -> anyhow::Result<Settings> {
         }),
         log_level: args.log_level.clone(),
         allow_shared_interface: flag(args.allow_shared_interface),
+        log_format: args.log_format,
+        web_config_file: args.web_config_file.clone(),
         ..capture_flags(&args.capture)
     };
     Ok(file.merge(flags).resolve())
@@ -99,6 +122,8 @@ struct DaemonObserver {
     last_flow_stats: FlowStats,
     /// Interfaces attached now, for /healthz.
     attached_count: Arc<AtomicUsize>,
+    /// When the kernel started and stopped dropping events, for the log.
+    drops: DropLog,
 }
 
 impl LiveObserver for DaemonObserver {
@@ -143,6 +168,12 @@ impl LiveObserver for DaemonObserver {
         let health = self.metrics.health();
         if let Some(counters) = kernel {
             health.set_kernel_counters(counters);
+            let change = self.drops.update(
+                std::time::Instant::now(),
+                health.recent_ringbuf_drops(),
+                counters.events_dropped,
+            );
+            DropLog::log(&change, CaptureHealth::LOSS_WINDOW);
         }
         health.set_flows_tracked(tracked as u64);
         health.add_reassembly_evictions(flows.flows_evicted - self.last_flow_stats.flows_evicted);

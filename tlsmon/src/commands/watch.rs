@@ -8,12 +8,13 @@ use crate::event::{HandshakeEvent, Outcome};
 use crate::sinks::lines::{self};
 use crate::source::live::{InterfaceChange, InterfaceLocking};
 
-use super::live::{self, capture_flags, flow_options, init_logging, start_capture, LiveObserver};
+use super::live::{self, capture_flags, flow_options, start_capture, LiveObserver};
+use super::logging;
 use crate::pipeline::drive::Pipeline;
 
 /// Prints handshakes as they complete until SIGINT/SIGTERM.
 pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
-    init_logging("warn")?;
+    logging::init("warn", crate::config::LogFormat::Text)?;
     let settings = capture_flags(&args.capture).resolve();
     // watch holds no interface lock: it runs next to the daemon, and only looks
     // whether one is attached (so that its clsact filters are not removed as stale).

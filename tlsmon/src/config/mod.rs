@@ -114,6 +114,22 @@ pub struct Config {
     pub log_level: Option<String>,
     /// Attach to interfaces another tlsmon daemon already watches (default false).
     pub allow_shared_interface: Option<bool>,
+    /// Log lines as text (default) or JSON objects.
+    pub log_format: Option<LogFormat>,
+    /// TLS and basic authentication for the endpoint (exporter-toolkit web
+    /// config, see `crate::sinks::http::web_config`).
+    pub web_config_file: Option<PathBuf>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (colours only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
 }
 
 /// The `[labels]` table: open-ended labels, all off by default.
@@ -154,6 +170,10 @@ pub struct Settings {
     pub log_level: String,
     /// Attach next to another daemon instead of refusing.
     pub allow_shared_interface: bool,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Web config file of the endpoint, if any.
+    pub web_config_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -198,6 +218,8 @@ impl Config {
             allow_shared_interface: overrides
                 .allow_shared_interface
                 .or(self.allow_shared_interface),
+            log_format: overrides.log_format.or(self.log_format),
+            web_config_file: overrides.web_config_file.or(self.web_config_file),
         }
     }
 
@@ -228,6 +250,8 @@ impl Config {
                 .log_level
                 .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned()),
             allow_shared_interface: self.allow_shared_interface.unwrap_or(false),
+            log_format: self.log_format.unwrap_or_default(),
+            web_config_file: self.web_config_file,
         }
     }
 }

@@ -20,6 +20,8 @@ handshake_timeout_secs = 5
 max_flows = 1000
 log_level = "tlsmon=debug,info"
 allow_shared_interface = true
+log_format = "json"
+web_config_file = "/etc/tlsmon/web.yml"
 
 [labels]
 sni = true
@@ -43,6 +45,8 @@ top_k = 20
             }),
             log_level: Some("tlsmon=debug,info".into()),
             allow_shared_interface: Some(true),
+            log_format: Some(LogFormat::Json),
+            web_config_file: Some("/etc/tlsmon/web.yml".into()),
         }
     );
 }
@@ -62,6 +66,8 @@ fn empty_file_resolves_to_defaults() {
             labels: LabelOptions::default(),
             log_level: "info".into(),
             allow_shared_interface: false,
+            log_format: LogFormat::Text,
+            web_config_file: None,
         }
     );
 }
@@ -105,7 +111,7 @@ top_k = 20
 fn unknown_keys_are_rejected_with_file_and_line() {
     assert_eq!(
         error("listen = \"127.0.0.1:1\"\nlisten_addr = \"x\"\n"),
-        "/etc/tlsmon/tlsmon.toml:2:1: unknown field `listen_addr`, expected one of `listen`, `interfaces`, `byte_budget`, `events_file`, `handshake_timeout_secs`, `max_flows`, `labels`, `log_level`, `allow_shared_interface`"
+        "/etc/tlsmon/tlsmon.toml:2:1: unknown field `listen_addr`, expected one of `listen`, `interfaces`, `byte_budget`, `events_file`, `handshake_timeout_secs`, `max_flows`, `labels`, `log_level`, `allow_shared_interface`, `log_format`, `web_config_file`"
     );
     assert_eq!(
         error("[labels]\nsni = true\nja5 = true\n"),

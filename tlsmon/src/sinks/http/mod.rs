@@ -9,15 +9,22 @@
 //! request head (hyper's `header_read_timeout`, which also bounds the wait
 //! between keep-alive requests); and at [`MAX_CONNECTIONS`] a new connection
 //! makes an idle one close (see `connections`) instead of waiting behind it.
+//!
+//! With a web config ([`Access`], from `--web.config.file`) the endpoint speaks
+//! TLS (the handshake must also finish within [`HEADER_READ_TIMEOUT`]; plain
+//! HTTP sent to it gets the connection closed) and asks for basic
+//! authentication on every path but `/healthz` (`401` with
+//! `WWW-Authenticate: Basic`).
 
 mod connections;
+pub mod web_config;
 
 use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use http_body_util::Full;
 use hyper::{
     body::{Bytes, Incoming},
-    header::{HeaderValue, ALLOW, CONTENT_TYPE},
+    header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE},
     server::conn::http1,
     service::service_fn,
     Method, Request, Response, StatusCode,
@@ -32,6 +39,7 @@ use tokio::{
     task::{JoinHandle, JoinSet},
 };
 
+use crate::sinks::http::web_config::BasicAuth;
 use crate::sinks::metrics::{Metrics, TEXT_CONTENT_TYPE};
 use connections::{Activity, ConnectionTable, TrackedBody};
 
@@ -145,6 +153,17 @@ pub struct Endpoints {
     pub metrics: Arc<Metrics>,
     /// Consulted on `/healthz`.
     pub health: HealthCheck,
+    /// TLS and authentication (default: plain HTTP, open).
+    pub access: Access,
+}
+
+/// TLS and basic authentication of the endpoint, from a web config file.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// Serve HTTPS with this configuration (plain HTTP when `None`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Require a user and password on every path but `/healthz`.
+    pub basic_auth: Option<BasicAuth>,
 }
 
 /// A bound, not yet serving, metrics listener.
@@ -291,34 +310,106 @@ fn serve_connection(
     let watcher = graceful.watcher();
     async move {
         let slot = Arc::new(admission.slot);
-        let service_slot = slot.clone();
-        let service_endpoints = endpoints.clone();
-        let service = service_fn(move |req| {
-            let busy = service_slot.busy();
-            let response =
-                respond(&service_endpoints, &req).map(|body| TrackedBody::new(body, busy));
-            async move { Ok::<_, std::convert::Infallible>(response) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_REQUEST_BUFFER)
-            .serve_connection(TokioIo::new(stream), service);
-        tokio::select! {
-            res = watcher.watch(conn) => {
-                if let Err(e) = res {
-                    // A deadline missed before any request is a silent or slow
-                    // client; between keep-alive requests it is an idle close.
-                    if e.is_timeout() && slot.activity() == Some(Activity::Fresh) {
-                        endpoints.metrics.health().add_http_header_timeout();
-                    }
-                    log_connection_end(e);
-                }
+        let shed = admission.shed;
+        tokio::pin!(shed);
+        match endpoints.access.tls.clone() {
+            None => serve_http(stream, slot, endpoints, watcher, shed).await,
+            Some(tls) => {
+                // The handshake counts as the request head's time: a client that
+                // stays silent, or speaks plain HTTP, is closed like one that
+                // sends no request.
+                let handshake = tokio::time::timeout(
+                    HEADER_READ_TIMEOUT,
+                    tokio_rustls::TlsAcceptor::from(tls).accept(stream),
+                );
+                let tls_stream = tokio::select! {
+                    done = handshake => match done {
+                        Ok(Ok(tls_stream)) => tls_stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!("metrics endpoint: TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            endpoints.metrics.health().add_http_header_timeout();
+                            tracing::debug!("metrics endpoint: TLS handshake timed out");
+                            return;
+                        }
+                    },
+                    _ = &mut shed => return,
+                };
+                serve_http(tls_stream, slot, endpoints, watcher, shed).await
             }
-            // Shed: dropping the connection closes it.
-            _ = admission.shed => {}
         }
     }
+}
+
+/// Serves HTTP/1.1 on `io` (a TCP or TLS stream) until the connection ends, is
+/// shed, or shutdown drains it.
+async fn serve_http<I, S>(
+    io: I,
+    slot: Arc<connections::Slot>,
+    endpoints: Endpoints,
+    watcher: hyper_util::server::graceful::Watcher,
+    shed: std::pin::Pin<&mut S>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Future,
+{
+    let service_slot = slot.clone();
+    let service_endpoints = endpoints.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        let busy = service_slot.busy();
+        let endpoints = service_endpoints.clone();
+        async move {
+            let response = if authorized(&endpoints.access, &req).await {
+                respond(&endpoints, &req)
+            } else {
+                unauthorized()
+            };
+            Ok::<_, std::convert::Infallible>(response.map(|body| TrackedBody::new(body, busy)))
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_BUFFER)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::select! {
+        res = watcher.watch(conn) => {
+            if let Err(e) = res {
+                // A deadline missed before any request is a silent or slow
+                // client; between keep-alive requests it is an idle close.
+                if e.is_timeout() && slot.activity() == Some(Activity::Fresh) {
+                    endpoints.metrics.health().add_http_header_timeout();
+                }
+                log_connection_end(e);
+            }
+        }
+        // Shed: dropping the connection closes it.
+        _ = shed => {}
+    }
+}
+
+/// Whether `req` may be answered: always for `/healthz` and without users;
+/// otherwise with a user and password of the web config.
+async fn authorized(access: &Access, req: &Request<Incoming>) -> bool {
+    let Some(auth) = &access.basic_auth else {
+        return true;
+    };
+    if req.uri().path() == "/healthz" {
+        return true;
+    }
+    auth.allows(req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes))
+        .await
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut resp = plain(StatusCode::UNAUTHORIZED, "401 Unauthorized\n");
+    resp.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"tlsmon\""),
+    );
+    resp
 }
 
 fn log_connection_end(e: hyper::Error) {

@@ -15,6 +15,7 @@ fn endpoints(healthy: Arc<AtomicBool>) -> Endpoints {
                 Health::Down("no interface attached".into())
             }
         }),
+        access: Access::default(),
     }
 }
 
@@ -168,6 +169,7 @@ async fn healthz_serves_degraded_as_200_with_the_drop_count() {
     let ep = Endpoints {
         metrics: Arc::new(Metrics::new(&LabelOptions::default()).unwrap()),
         health: Arc::new(|| Health::of_capture(1, 3, Duration::from_secs(10))),
+        access: Access::default(),
     };
     let server = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = server.local_addr();

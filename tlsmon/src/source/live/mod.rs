@@ -46,6 +46,7 @@ mod follow;
 mod hotplug;
 mod interface_lock;
 mod interfaces;
+mod kernel_log;
 mod loader;
 mod privileges;
 mod rtnl;
@@ -66,6 +67,7 @@ pub use flow_control::HintHealing;
 pub use follow::InterfaceChange;
 pub use interface_lock::{InterfaceLocking, LockError, LOCK_DIR};
 pub use interfaces::{list_interfaces, Interface, InterfaceSelector};
+pub use kernel_log::{wanted as kernel_log_wanted, KernelLog, TARGET as KERNEL_LOG_TARGET};
 pub use test_run::ClassifierTestRun;
 
 use crate::source::segment::{ConnectionKey, Segment};
@@ -81,6 +83,9 @@ pub struct CaptureOptions {
     pub byte_budget: u32,
     /// TCX, clsact, or whichever the kernel supports (default).
     pub attach_mode: AttachMode,
+    /// Load the programs with their reports of rare events on (default off; see
+    /// [`KernelLog`] and [`Capture::take_kernel_log`]).
+    pub kernel_diagnostics: bool,
     /// Whether attaching takes the interface's lock against a second daemon
     /// (default: only look at it).
     pub interface_lock: InterfaceLocking,
@@ -91,6 +96,7 @@ impl Default for CaptureOptions {
         CaptureOptions {
             byte_budget: DEFAULT_BYTE_BUDGET,
             attach_mode: AttachMode::Auto,
+            kernel_diagnostics: false,
             interface_lock: InterfaceLocking::Observe,
         }
     }
@@ -166,6 +172,8 @@ pub struct Capture {
     /// Set by [`Capture::follow_interfaces`].
     following: Option<follow::Following>,
     changes: follow::Changes,
+    /// With `kernel_diagnostics`, until taken.
+    kernel_log: Option<KernelLog>,
 }
 
 impl Capture {
@@ -173,7 +181,7 @@ impl Capture {
     /// limit, creates the maps, writes the configuration and verifies both
     /// programs. Nothing is attached yet.
     pub fn load(options: CaptureOptions) -> Result<Capture, CaptureError> {
-        let loaded = loader::load(options.byte_budget)?;
+        let loaded = loader::load(options.byte_budget, options.kernel_diagnostics)?;
         let devices = devices::DeviceTable::default();
         Ok(Capture {
             ebpf: loaded.ebpf,
@@ -186,7 +194,16 @@ impl Capture {
             undecodable: 0,
             following: None,
             changes: follow::Changes::default(),
+            kernel_log: loaded.kernel_log,
         })
+    }
+
+    /// The reader of the kernel's diagnostics, when loaded with
+    /// `kernel_diagnostics` (once: later calls return `None`). Spawn its
+    /// [`KernelLog::run`] on the runtime; records not read stay in aya-log's own
+    /// ring buffer, and the kernel drops new ones when it is full.
+    pub fn take_kernel_log(&mut self) -> Option<KernelLog> {
+        self.kernel_log.take()
     }
 
     /// Attaches the classifier to ingress and egress of `interface`. Returns

@@ -11,7 +11,7 @@ use tlsmon_common::{
     EVENTS_MAP, FLOWS_MAP, HINTS_MAP, INGRESS_PROGRAM,
 };
 
-use super::{attach, error, error_chain, privileges, CaptureError};
+use super::{attach, error, error_chain, kernel_log, privileges, CaptureError};
 
 /// The kernel object built by build.rs, embedded so the binary is self-contained.
 static KERNEL_OBJECT: &[u8] =
@@ -24,6 +24,7 @@ pub(crate) struct Loaded {
     pub(crate) counters: PerCpuArray<MapData, u64>,
     pub(crate) flows: HashMap<MapData, FlowKey, FlowState>,
     pub(crate) hints: Array<MapData, u64>,
+    pub(crate) kernel_log: Option<kernel_log::KernelLog>,
 }
 
 pub(crate) fn map_error(map: &'static str, e: &dyn std::error::Error) -> CaptureError {
@@ -34,11 +35,15 @@ pub(crate) fn map_error(map: &'static str, e: &dyn std::error::Error) -> Capture
 }
 
 /// Checks privileges, lifts memlock, creates the maps, writes the configuration
-/// and verifies the programs (both classifiers and the control program).
-pub(crate) fn load(byte_budget: u32) -> Result<Loaded, CaptureError> {
+/// and verifies the programs (both classifiers and the control program). With
+/// `diagnostics`, the programs report rare events through aya-log; without, the
+/// verifier removes those reports (aya-log's level is a frozen `.rodata` global).
+pub(crate) fn load(byte_budget: u32, diagnostics: bool) -> Result<Loaded, CaptureError> {
     privileges::check()?;
     let memlock_unlimited = privileges::raise_memlock();
+    let level = kernel_log::level(diagnostics);
     let mut ebpf = EbpfLoader::new()
+        .override_global(kernel_log::LEVEL_GLOBAL, &level, true)
         .load(KERNEL_OBJECT)
         .map_err(|e| load_error(e, memlock_unlimited))?;
 
@@ -70,7 +75,13 @@ pub(crate) fn load(byte_budget: u32) -> Result<Loaded, CaptureError> {
         PerCpuArray::try_from(take(COUNTERS_MAP)?).map_err(|e| map_error(COUNTERS_MAP, &e))?;
     let flows = HashMap::try_from(take(FLOWS_MAP)?).map_err(|e| map_error(FLOWS_MAP, &e))?;
     let hints = Array::try_from(take(HINTS_MAP)?).map_err(|e| map_error(HINTS_MAP, &e))?;
+    let kernel_log = if diagnostics {
+        Some(kernel_log::KernelLog::new(&mut ebpf).map_err(|e| map_error("AYA_LOGS", &e))?)
+    } else {
+        None
+    };
     Ok(Loaded {
+        kernel_log,
         ebpf,
         ring,
         counters,
