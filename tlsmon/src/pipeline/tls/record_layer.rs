@@ -2,6 +2,7 @@
 //! into handshake messages, whatever the chunking of the input.
 
 use tls_parser::{parse_tls_record_header, TlsHandshakeType, TlsRecordType, TlsVersion};
+use tlsmon_common::client_hello::{is_ssl3_or_tls, sslv2_record_len, MIN_SSLV2_HELLO_LEN};
 
 use super::cert::{leaf_certificate, server_key_exchange_group};
 use super::hello::{parse_client_hello, parse_server_hello, parse_sslv2_client_hello};
@@ -18,9 +19,6 @@ pub const MAX_HANDSHAKE_MESSAGE: usize = 64 * 1024;
 
 const RECORD_HEADER_LEN: usize = 5;
 const HANDSHAKE_HEADER_LEN: usize = 4;
-
-/// Smallest SSLv2 ClientHello: 2-byte header, msg_type, version and three lengths.
-const SSLV2_MIN_CLIENT_HELLO: usize = 11;
 
 /// A record whose payload is not looked at, only counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,9 +235,9 @@ impl TlsStreamParser {
         let [h0, h1, ..] = self.pending[..] else {
             return;
         };
-        let total = 2 + usize::from(u16::from_be_bytes([h0 & 0x7f, h1]));
-        // Header, msg_type, version and four 2-byte lengths: 11 bytes at least.
-        if total < SSLV2_MIN_CLIENT_HELLO {
+        let len = sslv2_record_len(h0, h1);
+        let total = 2 + usize::from(len);
+        if len < MIN_SSLV2_HELLO_LEN {
             let reason = format!("SSLv2 ClientHello of {total} bytes is too short");
             return self.stop(0, TlsMessage::Malformed { reason }, out);
         }
@@ -538,7 +536,9 @@ fn classify_first_bytes(prefix: &[u8]) -> Option<FirstBytes> {
         let [_, _, msg_type, major, minor] = *prefix.get(..5)? else {
             return None;
         };
-        let version_ok = (major == 3 && minor <= 4) || (major == 0 && minor == 2);
+        // Wider than the kernel's check (tlsmon-common's is_client_hello_start), which
+        // does not track SSL 2.0 (0x0002) hellos.
+        let version_ok = is_ssl3_or_tls(major, minor) || (major, minor) == (0, 2);
         return Some(if msg_type == 1 && version_ok {
             FirstBytes::SslV2ClientHello
         } else {
