@@ -5,6 +5,8 @@
 //! than `bool`: the verifier and the `Pod` contract both require every byte defined.
 #![no_std]
 
+pub mod client_hello;
+
 /// Name of the classifier attached to tc ingress. Two entry points share one body
 /// because a program cannot otherwise tell which hook runs it.
 pub const INGRESS_PROGRAM: &str = "tlsmon_ingress";

@@ -36,15 +36,39 @@ pub struct CaptureArgs {
     /// interface that is up, except loopback.
     #[arg(short, long = "interface", value_name = "NAME")]
     pub interfaces: Vec<String>,
-    /// Bytes copied per connection direction in the kernel before it stops [default: 16384].
-    #[arg(long, value_name = "BYTES", value_parser = parse_byte_budget)]
+    /// `--byte-budget`; `None` leaves the configuration's value.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        value_parser = parse_byte_budget,
+        help = with_default(
+            "Bytes copied per connection direction in the kernel before it stops",
+            config::DEFAULT_BYTE_BUDGET,
+        )
+    )]
     pub byte_budget: Option<u32>,
-    /// Seconds without progress after which a handshake fails with `timeout` [default: 10].
-    #[arg(long, value_name = "SECONDS", value_parser = parse_handshake_timeout)]
+    /// `--handshake-timeout` in seconds; `None` leaves the configuration's value.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = parse_handshake_timeout,
+        help = with_default(
+            "Seconds without progress after which a handshake fails with `timeout`",
+            config::DEFAULT_HANDSHAKE_TIMEOUT_SECS,
+        )
+    )]
     pub handshake_timeout: Option<f64>,
-    /// Most handshakes tracked at once; beyond, the least recently active is dropped
-    /// and counted [default: 65536].
-    #[arg(long, value_name = "N", value_parser = parse_max_flows)]
+    /// `--max-flows`; `None` leaves the configuration's value.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_max_flows,
+        help = with_default(
+            "Most handshakes tracked at once; beyond, the least recently active is dropped \
+             and counted",
+            config::DEFAULT_MAX_FLOWS,
+        )
+    )]
     pub max_flows: Option<usize>,
 }
 
@@ -54,8 +78,12 @@ pub struct RunArgs {
     /// Interfaces and capture bounds.
     #[command(flatten)]
     pub capture: CaptureArgs,
-    /// Address for /metrics and /healthz [default: 0.0.0.0:9808].
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// `--listen`; `None` leaves the configuration's value.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        help = with_default("Address for /metrics and /healthz", config::DEFAULT_LISTEN)
+    )]
     pub listen: Option<SocketAddr>,
     /// TOML configuration file; command-line flags override its values.
     #[arg(long, value_name = "FILE")]
@@ -75,11 +103,26 @@ pub struct RunArgs {
     /// Add a client-address-labelled metric (capped at --top-k values plus "other").
     #[arg(long)]
     pub label_client_ip: bool,
-    /// Distinct values kept per open-ended label before folding into "other" [default: 50].
-    #[arg(long, value_name = "N", value_parser = parse_top_k)]
+    /// `--top-k`; `None` leaves the configuration's value.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_top_k,
+        help = with_default(
+            "Distinct values kept per open-ended label before folding into \"other\"",
+            crate::sinks::metrics::DEFAULT_TOP_K,
+        )
+    )]
     pub top_k: Option<usize>,
-    /// Log filter (tracing EnvFilter syntax, e.g. "info" or "tlsmon=debug") [default: info].
-    #[arg(long, value_name = "FILTER")]
+    /// `--log-level`; `None` leaves the configuration's value.
+    #[arg(
+        long,
+        value_name = "FILTER",
+        help = with_default(
+            "Log filter (tracing EnvFilter syntax, e.g. \"info\" or \"tlsmon=debug\")",
+            config::DEFAULT_LOG_LEVEL,
+        )
+    )]
     pub log_level: Option<String>,
     /// Attach to interfaces another tlsmon daemon already watches instead of
     /// refusing to start (each daemon then counts every handshake there).
@@ -145,7 +188,11 @@ pub struct AnalyzeArgs {
     #[arg(long, value_enum, default_value_t = AnalyzeFormat::Text)]
     pub format: AnalyzeFormat,
     /// Seconds without progress (in capture time) after which a handshake fails with `timeout`.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = config::DEFAULT_HANDSHAKE_TIMEOUT_SECS
+    )]
     pub handshake_timeout: f64,
     /// Extra server port where non-TLS first bytes count as a `not_tls` failure
     /// (443, 8443 and other well-known TLS ports are always included); repeatable.
@@ -167,11 +214,22 @@ pub struct CompareArgs {
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Seconds without progress after which a handshake in a capture fails with `timeout`.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = config::DEFAULT_HANDSHAKE_TIMEOUT_SECS
+    )]
     pub handshake_timeout: f64,
     /// Colour differences: auto, always, never.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+}
+
+/// Help text of a flag whose default comes from the configuration (an `Option` flag,
+/// so that an absent flag does not override the file): clap's own "[default: ...]"
+/// suffix, written from the same constant the configuration uses.
+fn with_default(help: &str, default: impl std::fmt::Display) -> String {
+    format!("{help} [default: {default}]")
 }
 
 // The flags accept exactly what the config file accepts (same bounds, same words).

@@ -15,6 +15,8 @@ use std::{
 
 use serde::{de::Error as _, Deserialize, Deserializer};
 
+use crate::pipeline::flow_table::DEFAULT_HANDSHAKE_TIMEOUT;
+pub use crate::pipeline::flow_table::DEFAULT_MAX_FLOWS;
 use crate::sinks::metrics::{LabelOptions, DEFAULT_TOP_K};
 
 /// Default listen address of `/metrics` and `/healthz`.
@@ -22,10 +24,9 @@ pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9808);
 /// Default per-direction byte budget of a tracked flow (kernel copy limit).
 pub const DEFAULT_BYTE_BUDGET: u32 = tlsmon_common::DEFAULT_BYTE_BUDGET;
-/// Default seconds without progress before a handshake counts as a timeout.
-pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: f64 = 10.0;
-/// Default number of handshakes followed at once.
-pub const DEFAULT_MAX_FLOWS: usize = 65_536;
+/// Default seconds without progress before a handshake counts as a timeout (the flow
+/// table's default, in the unit of the file and the flags).
+pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: f64 = DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64();
 /// Default log filter.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -237,7 +238,7 @@ impl Config {
                 self.handshake_timeout_secs
                     .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
             )
-            .unwrap_or(Duration::from_secs_f64(DEFAULT_HANDSHAKE_TIMEOUT_SECS)),
+            .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
             max_flows: self.max_flows.unwrap_or(DEFAULT_MAX_FLOWS),
             labels: LabelOptions {
                 sni: labels.sni.unwrap_or(false),

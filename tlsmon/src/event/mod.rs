@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::{format_description::well_known::Rfc3339, OffsetDateTime, UtcDateTime};
 
 use crate::source::segment::Timestamp;
 
@@ -200,77 +201,36 @@ fn deserialize_ts<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error
     parse_rfc3339(&text).ok_or_else(|| serde::de::Error::custom(format!("bad timestamp {text:?}")))
 }
 
-/// Parses what [`format_rfc3339`] writes (UTC, "Z", optional fraction).
+/// Parses an RFC 3339 timestamp, such as [`format_rfc3339`] writes, into time since
+/// the Unix epoch; `None` when it does not parse or is before 1970.
 pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
-    let text = text.strip_suffix('Z')?;
-    let (date, time) = text.split_once('T')?;
-    let mut date_parts = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (year, month, day) = (
-        date_parts.next()??,
-        date_parts.next()??,
-        date_parts.next()??,
-    );
-    let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
-    let mut clock_parts = clock.splitn(3, ':').map(|p| p.parse::<u64>().ok());
-    let (h, m, s) = (
-        clock_parts.next()??,
-        clock_parts.next()??,
-        clock_parts.next()??,
-    );
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    let nanos = if fraction.is_empty() {
-        0
-    } else {
-        let digits: String = fraction.chars().take(9).collect();
-        let value: u32 = digits.parse().ok()?;
-        value * 10u32.pow(9 - digits.len() as u32)
-    };
-    let days = days_from_civil(year, month as u32, day as u32);
-    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + s;
-    Some(Timestamp::new(secs, nanos))
+    let at = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    Timestamp::try_from(at - OffsetDateTime::UNIX_EPOCH).ok()
 }
 
-/// (year, month, day) to days since 1970-01-01: the inverse of [`civil_from_days`].
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((month + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Formats a Unix timestamp as RFC 3339 UTC with microseconds.
+/// Formats a Unix timestamp as RFC 3339 UTC with microseconds (truncated) and "Z".
+/// RFC 3339 years have four digits: a timestamp past the end of year 9999 (only a
+/// corrupt capture file can carry one) is written as the last instant of that year.
 pub fn format_rfc3339(ts: Timestamp) -> String {
-    let secs = ts.as_secs();
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ts.subsec_micros()
-    )
+    let at = time::Duration::try_from(ts)
+        .ok()
+        .and_then(|since_epoch| UtcDateTime::UNIX_EPOCH.checked_add(since_epoch))
+        .unwrap_or(UtcDateTime::MAX);
+    format!("{}.{:06}Z", rfc3339_seconds(at), at.microsecond())
 }
 
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's algorithm): a dependency for one date would be heavier than this.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// `at` as RFC 3339 date and time to the second, without fraction or offset. The
+/// certificate's `not_after` uses it too, so both are written one way.
+pub(crate) fn rfc3339_seconds(at: UtcDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
 }
 
 #[cfg(test)]

@@ -29,3 +29,29 @@ fn parses_what_it_formats() {
     assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
     assert_eq!(parse_rfc3339("garbage"), None);
 }
+
+#[test]
+fn saturates_past_year_9999_instead_of_overflowing() {
+    assert_eq!(
+        format_rfc3339(Duration::new(253_402_300_800, 0)),
+        "9999-12-31T23:59:59.999999Z"
+    );
+    assert_eq!(format_rfc3339(Duration::MAX), "9999-12-31T23:59:59.999999Z");
+    assert_eq!(
+        format_rfc3339(Duration::new(253_402_300_799, 999_999_999)),
+        "9999-12-31T23:59:59.999999Z"
+    );
+}
+
+#[test]
+fn truncates_to_microseconds_and_parses_any_fraction() {
+    assert_eq!(
+        format_rfc3339(Duration::new(0, 999_999)),
+        "1970-01-01T00:00:00.000999Z"
+    );
+    assert_eq!(
+        parse_rfc3339("1970-01-01T00:00:01.5Z"),
+        Some(Duration::new(1, 500_000_000))
+    );
+    assert_eq!(parse_rfc3339("1969-12-31T23:59:59Z"), None);
+}

@@ -71,6 +71,14 @@ const TRIM_AFTER_FREED_FLOWS: u64 = 1024;
 /// would only make them grow again).
 const SHRINK_ABOVE_CAPACITY: usize = 4096;
 
+/// Default time a handshake may go without new bytes before it fails with `timeout`;
+/// the configuration file and the command line take their default from here.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default number of connections tracked at once; the configuration file and the
+/// command line take their default from here.
+pub const DEFAULT_MAX_FLOWS: usize = 65_536;
+
 /// Limits and timing of the flow table.
 #[derive(Clone, Debug)]
 pub struct FlowTableOptions {
@@ -87,8 +95,8 @@ pub struct FlowTableOptions {
 impl Default for FlowTableOptions {
     fn default() -> Self {
         FlowTableOptions {
-            handshake_timeout: Duration::from_secs(10),
-            max_flows: 65_536,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_flows: DEFAULT_MAX_FLOWS,
             reassembly: ReassemblyLimits::default(),
             tls_ports: DEFAULT_TLS_PORTS.to_vec(),
         }

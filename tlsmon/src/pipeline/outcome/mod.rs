@@ -25,6 +25,8 @@
 
 use std::time::Duration;
 
+use tls_parser::{TlsAlertDescription, TlsAlertSeverity, TlsVersion};
+
 use crate::event::{FailureReason, ServerCert, Side};
 use crate::pipeline::tls::{ClientHello, OfferedHello, ServerHello, TlsMessage};
 use crate::source::segment::Timestamp;
@@ -36,13 +38,6 @@ pub const MAX_ENCRYPTED_ALERT_LEN: usize = 24;
 /// How long a TLS 1.3 handshake whose client Finished was seen waits for the server
 /// to object before it counts as established.
 pub const CONFIRM_WINDOW: Duration = Duration::from_secs(1);
-
-const TLS13: u16 = 0x0304;
-const ALERT_LEVEL_FATAL: u8 = 2;
-const ALERT_CLOSE_NOTIFY: u8 = 0;
-const ALERT_USER_CANCELED: u8 = 90;
-const ALERT_NO_RENEGOTIATION: u8 = 100;
-const ALERT_UNRECOGNIZED_NAME: u8 = 112;
 
 /// How a TCP connection was closed by one side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,7 +214,7 @@ impl HandshakeTracker {
     }
 
     fn is_tls13(&self) -> bool {
-        self.negotiated_version() == Some(TLS13)
+        self.negotiated_version() == Some(TlsVersion::Tls13.0)
     }
 
     fn progress(&mut self, side: Side) -> &mut SideProgress {
@@ -347,13 +342,16 @@ impl HandshakeTracker {
         ts: Timestamp,
     ) -> Option<Verdict> {
         let closure_or_benign = matches!(
-            description,
-            ALERT_CLOSE_NOTIFY
-                | ALERT_USER_CANCELED
-                | ALERT_NO_RENEGOTIATION
-                | ALERT_UNRECOGNIZED_NAME
+            TlsAlertDescription(description),
+            TlsAlertDescription::CloseNotify
+                | TlsAlertDescription::UserCancelled
+                | TlsAlertDescription::NoRenegotiation
+                | TlsAlertDescription::UnrecognizedName
         );
-        if level == ALERT_LEVEL_FATAL || !closure_or_benign || description == ALERT_CLOSE_NOTIFY {
+        if level == TlsAlertSeverity::Fatal.0
+            || !closure_or_benign
+            || description == TlsAlertDescription::CloseNotify.0
+        {
             let mut failure = Failure::new(FailureReason::Alert, ts);
             failure.alert = Some(description);
             failure.alert_sender = Some(side);

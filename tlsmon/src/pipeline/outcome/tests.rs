@@ -16,14 +16,14 @@ fn server_hello(version: u16) -> TlsMessage {
     TlsMessage::ServerHello(ServerHello {
         selected_version: version,
         cipher_suite: 0x1301,
-        key_share_group: (version == TLS13).then_some(0x001d),
+        key_share_group: (version == TlsVersion::Tls13.0).then_some(0x001d),
         ..ServerHello::default()
     })
 }
 
 fn hrr() -> TlsMessage {
     TlsMessage::ServerHello(ServerHello {
-        selected_version: TLS13,
+        selected_version: TlsVersion::Tls13.0,
         is_hello_retry_request: true,
         key_share_group: Some(0x0017),
         ..ServerHello::default()
@@ -156,7 +156,7 @@ fn reset_before_any_reply_names_the_server() {
 fn tls13_established_once_server_confirms_after_client_finished() {
     let mut t = tracker();
     let steps = vec![
-        (Side::Server, server_hello(TLS13)),
+        (Side::Server, server_hello(TlsVersion::Tls13.0)),
         (Side::Server, TlsMessage::ChangeCipherSpec),
         (Side::Server, app(2000)),
         (Side::Client, TlsMessage::ChangeCipherSpec),
@@ -171,7 +171,7 @@ fn tls13_established_once_server_confirms_after_client_finished() {
 fn tls13_client_short_record_then_close_is_client_encrypted_alert() {
     let mut t = tracker();
     let steps = vec![
-        (Side::Server, server_hello(TLS13)),
+        (Side::Server, server_hello(TlsVersion::Tls13.0)),
         (Side::Server, app(2000)),
         (Side::Client, TlsMessage::ChangeCipherSpec),
         (Side::Client, app(19)),
@@ -187,7 +187,7 @@ fn tls13_client_short_record_then_close_is_client_encrypted_alert() {
 fn tls13_server_rejecting_after_client_finished_is_server_encrypted_alert() {
     let mut t = tracker();
     let steps = vec![
-        (Side::Server, server_hello(TLS13)),
+        (Side::Server, server_hello(TlsVersion::Tls13.0)),
         (Side::Server, app(2000)),
         (Side::Client, app(60)),
         (Side::Server, app(19)),
@@ -204,7 +204,7 @@ fn tls13_server_rejecting_after_client_finished_is_server_encrypted_alert() {
 fn tls13_unconfirmed_finish_is_established_after_the_window_or_at_end() {
     let mut t = tracker();
     let steps = vec![
-        (Side::Server, server_hello(TLS13)),
+        (Side::Server, server_hello(TlsVersion::Tls13.0)),
         (Side::Server, app(2000)),
         (Side::Client, app(60)),
     ];
@@ -234,7 +234,7 @@ fn hello_retry_is_flagged_and_final_group_wins() {
             Side::Client,
             TlsMessage::ClientHello(ClientHello::default()),
         ),
-        (Side::Server, server_hello(TLS13)),
+        (Side::Server, server_hello(TlsVersion::Tls13.0)),
     ];
     assert_eq!(feed(&mut t, steps), None);
     assert!(t.hello_retry());
@@ -283,7 +283,7 @@ fn malformed_and_not_tls_from_the_server_are_failures() {
 fn tls13_client_refusal_is_found_whoever_closes_first() {
     let mut t = tracker();
     let steps = vec![
-        (Side::Server, server_hello(TLS13)),
+        (Side::Server, server_hello(TlsVersion::Tls13.0)),
         (Side::Server, app(2000)),
         (Side::Client, app(19)),
     ];

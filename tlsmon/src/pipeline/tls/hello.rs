@@ -3,7 +3,7 @@
 use tls_parser::{
     parse_tls_client_hello_extension, parse_tls_extension_unknown,
     parse_tls_handshake_client_hello, parse_tls_handshake_server_hello,
-    parse_tls_server_hello_extension, TlsExtension,
+    parse_tls_server_hello_extension, TlsExtension, TlsExtensionType,
 };
 
 use super::fingerprint::{self, ClientHelloFields};
@@ -15,9 +15,6 @@ const HELLO_RETRY_REQUEST_RANDOM: [u8; 32] = [
     0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
     0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
 ];
-
-/// Extension type codes used below.
-const EXT_PRE_SHARED_KEY: u16 = 41;
 
 /// One extension: its type (as on the wire) and tls-parser's reading of its content,
 /// `None` when tls-parser rejected the content.
@@ -78,7 +75,7 @@ pub(super) fn parse_client_hello(body: &[u8], message_len: u32) -> Result<Client
     let mut raw_sigalgs = Vec::new();
     let mut first_alpn: Option<&[u8]> = None;
     for (ext_type, ext) in &extensions {
-        if *ext_type == EXT_PRE_SHARED_KEY {
+        if *ext_type == TlsExtensionType::PreSharedKey.0 {
             hello.psk_offered = true;
         }
         let Some(ext) = ext else { continue };
@@ -180,7 +177,7 @@ pub(super) fn parse_server_hello(body: &[u8]) -> Result<ServerHello, String> {
     };
     let raw_extensions: Vec<u16> = extensions.iter().map(|(t, _)| *t).collect();
     for (ext_type, ext) in &extensions {
-        if *ext_type == EXT_PRE_SHARED_KEY {
+        if *ext_type == TlsExtensionType::PreSharedKey.0 {
             hello.psk_selected = true;
         }
         match ext {

@@ -1,7 +1,8 @@
 //! The record layer: one direction's byte stream into records, and handshake records
 //! into handshake messages, whatever the chunking of the input.
 
-use tls_parser::parse_tls_record_header;
+use tls_parser::{parse_tls_record_header, TlsHandshakeType, TlsRecordType, TlsVersion};
+use tlsmon_common::client_hello::{is_ssl3_or_tls, sslv2_record_len, MIN_SSLV2_HELLO_LEN};
 
 use super::cert::{leaf_certificate, server_key_exchange_group};
 use super::hello::{parse_client_hello, parse_server_hello, parse_sslv2_client_hello};
@@ -18,22 +19,6 @@ pub const MAX_HANDSHAKE_MESSAGE: usize = 64 * 1024;
 
 const RECORD_HEADER_LEN: usize = 5;
 const HANDSHAKE_HEADER_LEN: usize = 4;
-
-const CONTENT_CHANGE_CIPHER_SPEC: u8 = 20;
-const CONTENT_ALERT: u8 = 21;
-const CONTENT_HANDSHAKE: u8 = 22;
-const CONTENT_APPLICATION_DATA: u8 = 23;
-const CONTENT_HEARTBEAT: u8 = 24;
-
-const HANDSHAKE_CLIENT_HELLO: u8 = 1;
-const HANDSHAKE_SERVER_HELLO: u8 = 2;
-const HANDSHAKE_CERTIFICATE: u8 = 11;
-const HANDSHAKE_SERVER_KEY_EXCHANGE: u8 = 12;
-
-const TLS13: u16 = 0x0304;
-
-/// Smallest SSLv2 ClientHello: 2-byte header, msg_type, version and three lengths.
-const SSLV2_MIN_CLIENT_HELLO: usize = 11;
 
 /// A record whose payload is not looked at, only counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,8 +160,8 @@ impl TlsStreamParser {
         if let State::Payload { content_type, .. } = self.state {
             // The first payload byte of the stream's first record.
             if self.record_start == 0 && self.pending.is_empty() {
-                self.opened_with_client_hello = content_type == CONTENT_HANDSHAKE
-                    && bytes.first() == Some(&HANDSHAKE_CLIENT_HELLO);
+                self.opened_with_client_hello = content_type == TlsRecordType::Handshake.0
+                    && bytes.first() == Some(&TlsHandshakeType::ClientHello.0);
             }
         }
         match self.state {
@@ -250,9 +235,9 @@ impl TlsStreamParser {
         let [h0, h1, ..] = self.pending[..] else {
             return;
         };
-        let total = 2 + usize::from(u16::from_be_bytes([h0 & 0x7f, h1]));
-        // Header, msg_type, version and four 2-byte lengths: 11 bytes at least.
-        if total < SSLV2_MIN_CLIENT_HELLO {
+        let len = sslv2_record_len(h0, h1);
+        let total = 2 + usize::from(len);
+        if len < MIN_SSLV2_HELLO_LEN {
             let reason = format!("SSLv2 ClientHello of {total} bytes is too short");
             return self.stop(0, TlsMessage::Malformed { reason }, out);
         }
@@ -320,15 +305,17 @@ impl TlsStreamParser {
                 format!("record length {len} exceeds the TLS maximum {MAX_RECORD_PAYLOAD}");
             return self.stop(self.record_start, TlsMessage::Malformed { reason }, out);
         }
-        let opaque = match content_type {
-            CONTENT_APPLICATION_DATA => Some(Opaque::ApplicationData),
-            CONTENT_HEARTBEAT => Some(Opaque::Heartbeat),
-            CONTENT_ALERT if len != 2 => Some(Opaque::EncryptedAlert),
-            CONTENT_HANDSHAKE if self.ccs_seen && !self.plaintext_handshake_possible() => {
+        let opaque = match TlsRecordType(content_type) {
+            TlsRecordType::ApplicationData => Some(Opaque::ApplicationData),
+            TlsRecordType::Heartbeat => Some(Opaque::Heartbeat),
+            TlsRecordType::Alert if len != 2 => Some(Opaque::EncryptedAlert),
+            TlsRecordType::Handshake if self.ccs_seen && !self.plaintext_handshake_possible() => {
                 Some(Opaque::EncryptedHandshake)
             }
-            CONTENT_ALERT | CONTENT_CHANGE_CIPHER_SPEC | CONTENT_HANDSHAKE => None,
-            other => {
+            TlsRecordType::Alert | TlsRecordType::ChangeCipherSpec | TlsRecordType::Handshake => {
+                None
+            }
+            TlsRecordType(other) => {
                 let reason = format!("unknown record content type {other}");
                 return self.stop(self.record_start, TlsMessage::Malformed { reason }, out);
             }
@@ -370,8 +357,8 @@ impl TlsStreamParser {
     }
 
     fn on_payload(&mut self, content_type: u8, payload: &[u8], out: &mut Vec<ParsedMessage>) {
-        match content_type {
-            CONTENT_CHANGE_CIPHER_SPEC => {
+        match TlsRecordType(content_type) {
+            TlsRecordType::ChangeCipherSpec => {
                 if !self.handshake.is_empty() {
                     let reason = "handshake message cut by a ChangeCipherSpec".to_string();
                     return self.stop(self.handshake_start, TlsMessage::Malformed { reason }, out);
@@ -383,7 +370,7 @@ impl TlsStreamParser {
                 self.ccs_seen = true;
                 self.emit(self.record_start, TlsMessage::ChangeCipherSpec, out);
             }
-            CONTENT_ALERT => match payload {
+            TlsRecordType::Alert => match payload {
                 [level, description] => {
                     let message = TlsMessage::Alert {
                         level: *level,
@@ -490,11 +477,11 @@ impl TlsStreamParser {
     fn observe(&mut self, message: &TlsMessage) {
         match message {
             TlsMessage::ClientHello(hello) => {
-                self.offered_tls13 |= hello.supported_versions.contains(&TLS13);
+                self.offered_tls13 |= hello.supported_versions.contains(&TlsVersion::Tls13.0);
             }
             TlsMessage::ServerHello(hello) => {
                 self.cipher = Some(hello.cipher_suite);
-                self.chose_tls13 |= hello.selected_version == TLS13;
+                self.chose_tls13 |= hello.selected_version == TlsVersion::Tls13.0;
             }
             _ => {}
         }
@@ -534,7 +521,7 @@ impl TlsStreamParser {
 /// Classifies a stream by its first bytes; `None` while more bytes are needed.
 fn classify_first_bytes(prefix: &[u8]) -> Option<FirstBytes> {
     let first = *prefix.first()?;
-    if (CONTENT_CHANGE_CIPHER_SPEC..=CONTENT_HEARTBEAT).contains(&first) {
+    if (TlsRecordType::ChangeCipherSpec.0..=TlsRecordType::Heartbeat.0).contains(&first) {
         // A TLS record: content type, then a version whose major byte is 3.
         let major = *prefix.get(1)?;
         return Some(if major == 3 {
@@ -549,7 +536,9 @@ fn classify_first_bytes(prefix: &[u8]) -> Option<FirstBytes> {
         let [_, _, msg_type, major, minor] = *prefix.get(..5)? else {
             return None;
         };
-        let version_ok = (major == 3 && minor <= 4) || (major == 0 && minor == 2);
+        // Wider than the kernel's check (tlsmon-common's is_client_hello_start), which
+        // does not track SSL 2.0 (0x0002) hellos.
+        let version_ok = is_ssl3_or_tls(major, minor) || (major, minor) == (0, 2);
         return Some(if msg_type == 1 && version_ok {
             FirstBytes::SslV2ClientHello
         } else {
@@ -569,7 +558,7 @@ fn looks_like_plaintext_client_hello(payload: &[u8]) -> bool {
         return false;
     };
     let body_len = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
-    msg_type == HANDSHAKE_CLIENT_HELLO
+    msg_type == TlsHandshakeType::ClientHello.0
         && (major, minor) == (3, 3)
         && body_len + HANDSHAKE_HEADER_LEN >= payload.len()
         && body_len <= MAX_HANDSHAKE_MESSAGE
@@ -582,19 +571,19 @@ fn decode_handshake(message: &[u8], cipher: Option<u16>) -> TlsMessage {
         let reason = "handshake message shorter than its header".to_string();
         return TlsMessage::Malformed { reason };
     };
-    match msg_type {
-        HANDSHAKE_CLIENT_HELLO => match parse_client_hello(body, message.len() as u32) {
+    match TlsHandshakeType(msg_type) {
+        TlsHandshakeType::ClientHello => match parse_client_hello(body, message.len() as u32) {
             Ok(hello) => TlsMessage::ClientHello(hello),
             Err(reason) => TlsMessage::Malformed { reason },
         },
-        HANDSHAKE_SERVER_HELLO => match parse_server_hello(body) {
+        TlsHandshakeType::ServerHello => match parse_server_hello(body) {
             Ok(hello) => TlsMessage::ServerHello(hello),
             Err(reason) => TlsMessage::Malformed { reason },
         },
-        HANDSHAKE_CERTIFICATE => TlsMessage::Certificate(leaf_certificate(body)),
-        HANDSHAKE_SERVER_KEY_EXCHANGE => TlsMessage::ServerKeyExchange {
+        TlsHandshakeType::Certificate => TlsMessage::Certificate(leaf_certificate(body)),
+        TlsHandshakeType::ServerKeyExchange => TlsMessage::ServerKeyExchange {
             group: server_key_exchange_group(body, cipher),
         },
-        msg_type => TlsMessage::OtherHandshake { msg_type },
+        TlsHandshakeType(msg_type) => TlsMessage::OtherHandshake { msg_type },
     }
 }

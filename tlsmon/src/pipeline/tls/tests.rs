@@ -877,3 +877,34 @@ mod captured {
         assert_eq!(server_hellos(&server)[0].session_id.len(), 32);
     }
 }
+
+/// Every connection the kernel starts tracking (tlsmon-common's check on its first 6
+/// bytes) is one userspace also sees as opening with a ClientHello: otherwise its
+/// bytes would be copied up and then not counted as a handshake.
+#[test]
+fn every_kernel_recognised_start_opens_with_a_client_hello_here() {
+    use tlsmon_common::client_hello::{is_client_hello_start, PEEK_LEN};
+    let mut recognised = 0;
+    for b0 in [0u8, 20, 21, 22, 23, 24, 0x47, 0x80, 0x81, 0xff] {
+        for b1 in [0u8, 2, 3, 0x2e, 0x7f] {
+            for b2 in [0u8, 1, 2, 3, 4, 5] {
+                for b3 in [0u8, 1, 3, 0x40, 0x48, 0xff] {
+                    for b4 in [0u8, 2, 3, 4, 5, 9, 0xff] {
+                        for b5 in [0u8, 1, 2] {
+                            let head: [u8; PEEK_LEN] = [b0, b1, b2, b3, b4, b5];
+                            if !is_client_hello_start(&head) {
+                                continue;
+                            }
+                            recognised += 1;
+                            let mut parser = TlsStreamParser::new();
+                            parser.feed(&head, &mut Vec::new());
+                            assert!(parser.opened_with_client_hello(), "{head:02x?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Both branches (TLS record and SSLv2) were exercised.
+    assert!(recognised > 100, "{recognised}");
+}

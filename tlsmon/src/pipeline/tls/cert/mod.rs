@@ -7,6 +7,7 @@ use tls_parser::{
 use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 
 use super::ServerCert;
+use crate::event::rfc3339_seconds;
 
 /// The leaf (first) certificate of a Certificate handshake body; `None` when the chain
 /// is empty (a client without a certificate) or the certificate does not parse.
@@ -18,19 +19,14 @@ pub(super) fn leaf_certificate(body: &[u8]) -> Option<ServerCert> {
     };
     let leaf = chain.cert_chain.first()?;
     let (_, cert) = X509Certificate::from_der(leaf.data).ok()?;
-    let not_after = cert.validity().not_after.to_datetime();
+    // A GeneralizedTime may carry an offset; the event says UTC. Past year 9999 in
+    // UTC it is written as the last instant of that year, like event timestamps.
+    let not_after = (cert.validity().not_after.to_datetime().checked_to_utc())
+        .unwrap_or(time::UtcDateTime::MAX);
     Some(ServerCert {
         subject: rfc4514(cert.subject()),
         issuer: rfc4514(cert.issuer()),
-        not_after: format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            not_after.year(),
-            u8::from(not_after.month()),
-            not_after.day(),
-            not_after.hour(),
-            not_after.minute(),
-            not_after.second()
-        ),
+        not_after: format!("{}Z", rfc3339_seconds(not_after)),
     })
 }
 
