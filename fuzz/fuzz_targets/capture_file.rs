@@ -4,7 +4,7 @@
 use std::io::Cursor;
 
 use libfuzzer_sys::fuzz_target;
-use tlsmon::pcap::{CaptureFileError, CaptureFileReader};
+use tlsmon::source::pcap::{CaptureFileError, CaptureFileReader};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(mut reader) = CaptureFileReader::from_reader("fuzz.pcap", Cursor::new(data.to_vec()))

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use tlsmon::reassembly::{ReadyChunk, ReassemblyLimits, StreamReassembler};
+use tlsmon::pipeline::reassembly::{ReadyChunk, ReassemblyLimits, StreamReassembler};
 
 /// Reads the fuzz input as a little stream of numbers.
 struct Input<'a>(&'a [u8]);

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tlsmon::handshake::{OfferedHello, TlsMessage, TlsStreamParser};
+use tlsmon::pipeline::tls::{OfferedHello, TlsMessage, TlsStreamParser};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&split, stream)) = data.split_first() else {
