@@ -1,11 +1,11 @@
 //! The commands behind the CLI, glue only: `run` and `watch` (live, sharing
-//! [`live`]), `analyze` and `compare` (offline, sharing [`capture_files`]).
+//! [`live_loop`]), `analyze` and `compare` (offline, sharing [`capture_files`]).
 
 pub mod analyze;
 pub mod capture_files;
 pub mod compare;
 mod events_sink;
-mod live;
+mod live_loop;
 mod logging;
 pub mod run;
 pub mod watch;

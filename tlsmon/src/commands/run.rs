@@ -16,7 +16,7 @@ use crate::sinks::metrics::{CaptureHealth, Metrics};
 use crate::source::live::{InterfaceChange, InterfaceLocking, KernelCounters};
 
 use super::events_sink::EventsSink;
-use super::live::{self, capture_flags, flow_options, start_capture, LiveObserver};
+use super::live_loop::{self, capture_flags, flow_options, start_capture, LiveObserver};
 use super::logging::{self, DropLog};
 use crate::pipeline::drive::Pipeline;
 
@@ -41,7 +41,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     } else {
         InterfaceLocking::Exclusive
     };
-    let signals = live::StopSignals::install()?;
+    let signals = live_loop::StopSignals::install()?;
     let (mut capture, attached) = start_capture(&settings, locking)?;
     let attached_count = Arc::new(AtomicUsize::new(0));
     let mut observer = DaemonObserver {
@@ -74,7 +74,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         "tlsmon running: /metrics and /healthz"
     );
     let table = Pipeline::new(flow_options(&settings));
-    let result = live::run_until_signal(capture, table, signals, &mut observer).await;
+    let result = live_loop::run_until_signal(capture, table, signals, &mut observer).await;
     let served = running.shutdown().await.context("metrics endpoint");
     result.and(served)
 }

@@ -8,7 +8,7 @@ use crate::event::{HandshakeEvent, Outcome};
 use crate::sinks::lines::{self};
 use crate::source::live::{InterfaceChange, InterfaceLocking};
 
-use super::live::{self, capture_flags, flow_options, start_capture, LiveObserver};
+use super::live_loop::{self, capture_flags, flow_options, start_capture, LiveObserver};
 use super::logging;
 use crate::pipeline::drive::Pipeline;
 
@@ -18,7 +18,7 @@ pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
     let settings = capture_flags(&args.capture).resolve();
     // watch holds no interface lock: it runs next to the daemon, and only looks
     // whether one is attached (so that its clsact filters are not removed as stale).
-    let signals = live::StopSignals::install()?;
+    let signals = live_loop::StopSignals::install()?;
     let (mut capture, attached) = start_capture(&settings, InterfaceLocking::Observe)?;
     // The initial attachments are announced here, later ones as they happen.
     let _ = capture.take_interface_changes();
@@ -30,7 +30,7 @@ pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
         failures_only: args.failures_only,
         color,
     };
-    live::run_until_signal(capture, table, signals, &mut observer).await
+    live_loop::run_until_signal(capture, table, signals, &mut observer).await
 }
 
 /// `watch`'s handling of records: one line each on standard output.
