@@ -27,9 +27,10 @@ use tlsmon_tests::{
     differential::{observe, port_reuse, restrict_ports, s_time, Record, Scratch},
     netns::{Netns, VethLink},
     pki::Pki,
-    process::{poll, run_bounded, run_checked, Background},
+    process::{run_bounded, Background},
     reset_server::ResetServer,
     topology::{TwoPaths, PROXY_FRONT, SERVER_B},
+    two_path_scenario::wait_listening,
 };
 
 /// The scenarios are load tests: one at a time, so they do not slow each other.
@@ -77,24 +78,6 @@ fn setup(name: &str) -> Result<Option<(PathBuf, MutexGuard<'static, ()>)>> {
     }
     let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     Ok(Some((tlsmon_binary()?, serial)))
-}
-
-/// Waits until `port` listens inside `ns` (without connecting to it, so no
-/// probe shows up in a capture).
-fn wait_listening(ns: &Netns, port: u16, who: &mut Background) -> Result<()> {
-    poll(
-        &format!("port {port} listening in {}", ns.name()),
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || {
-            who.check_running()?;
-            let out = run_checked(
-                ns.command("ss")
-                    .args(["-Hltn", &format!("sport = :{port}")]),
-            )?;
-            Ok((!out.stdout.is_empty()).then_some(()))
-        },
-    )
 }
 
 /// `openssl s_server -www` on [`TLS_PORT`] of `ns`: answers `GET /` with a page
