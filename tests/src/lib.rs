@@ -21,3 +21,9 @@ pub mod reset_server;
 pub mod topology;
 pub mod tshark;
 pub mod two_path_scenario;
+
+/// True when the tests run as root (the end-to-end tests need it: namespaces, BPF).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

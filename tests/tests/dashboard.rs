@@ -31,6 +31,7 @@ use std::{
     process::Command,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
+use tlsmon_tests::is_root;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
@@ -69,11 +70,6 @@ fn env_u32(name: &str, default: u32) -> Result<u32> {
         Ok(v) => v.parse().with_context(|| format!("{name}={v}")),
         Err(_) => Ok(default),
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// Prometheus's HTTP API inside the server namespace.

@@ -19,6 +19,7 @@ use std::{
     sync::{Arc, Barrier, Mutex, MutexGuard},
     time::Duration,
 };
+use tlsmon_tests::is_root;
 
 use anyhow::{bail, ensure, Context, Result};
 use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
@@ -59,11 +60,6 @@ fn burst_seconds() -> Result<u32> {
             .with_context(|| format!("TLSMON_DIFF_SECONDS={s:?}: want 1 to 600")),
         Err(_) => Ok(3),
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// The tlsmon binary and the serialisation guard, or `None` when the test must

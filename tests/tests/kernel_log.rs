@@ -13,6 +13,7 @@
 //! Needs root (namespaces, BPF), openssl and python3 (to send the raw frame).
 
 use std::{net::SocketAddr, process::Command, time::Duration};
+use tlsmon_tests::is_root;
 
 use anyhow::{ensure, Context, Result};
 use tlsmon_tests::{
@@ -27,11 +28,6 @@ use tlsmon_tests::{
 const LISTEN: &str = "127.0.0.1:9812";
 const CUT_REPORT: &str = "flow cut:";
 const PARSE_REPORT: &str = "packet not parsed: more than 4 IPv6 extension headers";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// A certificate of about 3 KB (60 long subjectAltName entries): the server's
 /// first flight then exceeds the smallest byte budget (2 KiB).

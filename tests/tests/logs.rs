@@ -8,6 +8,7 @@
 //! `CI` is set: then it fails.
 
 use std::{path::Path, process::Stdio, time::Duration};
+use tlsmon_tests::is_root;
 
 use anyhow::{bail, ensure, Context, Result};
 use tlsmon_tests::{
@@ -21,11 +22,6 @@ use tlsmon_tests::{
 
 const PORT: u16 = 4433;
 const HANDSHAKES: usize = 20;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Runs the daemon on `lo` and `lg*` in a fresh namespace with `extra` flags:
 /// twenty handshakes on `lo`, then a veth pair `lg0`/`lg1` appears and is

@@ -17,6 +17,7 @@
 //! and iproute2. Without root it is skipped, unless `CI` is set: then it fails.
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
+use tlsmon_tests::is_root;
 
 use anyhow::{bail, ensure, Context, Result};
 use tlsmon_tests::{
@@ -130,11 +131,6 @@ impl Drop for Scratch {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 #[test]

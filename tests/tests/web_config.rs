@@ -14,6 +14,7 @@
 //! skipped, unless `CI` is set: then it fails.
 
 use std::{net::SocketAddr, path::Path, time::Duration};
+use tlsmon_tests::is_root;
 
 use anyhow::{bail, ensure, Context, Result};
 use tlsmon_tests::{
@@ -29,11 +30,6 @@ const PORT: u16 = 9808;
 const USER: &str = "prometheus";
 const PASSWORD: &str = "correct horse";
 const PROMETHEUS_LISTEN: &str = "127.0.0.1:9090";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// curl inside `ns` against the endpoint by its certificate's name; returns
 /// curl's exit code and what it printed (see [`status_of`]).
