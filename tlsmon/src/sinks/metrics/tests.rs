@@ -42,6 +42,7 @@ pub(crate) fn record() -> HandshakeEvent {
         ja4: Some("t13d0203h2_aaaaaaaaaaaa_bbbbbbbbbbbb".into()),
         duration_ms: Some(3.0),
         server_cert: None,
+        forwarded: None,
     }
 }
 
