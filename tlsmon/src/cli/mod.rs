@@ -222,8 +222,12 @@ pub struct AnalyzeArgs {
 pub struct CompareArgs {
     /// Capture files (pcap/pcapng; one interface per file) or JSON-lines event files
     /// written by `tlsmon run --events-file` (grouped by their `device` field).
-    #[arg(required = true, value_name = "FILE")]
+    #[arg(required_unless_present = "from", value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// Also compare the devices of a running daemon, from its recent events
+    /// (`http://HOST:PORT`, optionally `http://USER:PASSWORD@HOST:PORT`).
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
     /// Seconds without progress after which a handshake in a capture fails with `timeout`.
     #[arg(
         long,
