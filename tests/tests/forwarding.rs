@@ -209,7 +209,11 @@ fn all_events(chain: &Chain, daemon: &mut Background, total: usize) -> Result<Ve
         || {
             daemon.check_running()?;
             let got = events(&chain.middle, "")?;
-            ensure!(got.len() <= total, "{} events, only {total} expected", got.len());
+            ensure!(
+                got.len() <= total,
+                "{} events, only {total} expected",
+                got.len()
+            );
             let idle = scrape(&chain.middle)?.value("tlsmon_flows_tracked", &[]) == Some(0.0);
             Ok((got.len() == total && idle).then_some(got))
         },
@@ -302,8 +306,7 @@ fn haproxy_config(chain: &Chain, dir: &Path) -> Result<std::path::PathBuf> {
 }
 
 #[test]
-fn proxied_handshakes_are_linked_and_a_meddled_client_hello_shows_what_was_removed(
-) -> Result<()> {
+fn proxied_handshakes_are_linked_and_a_meddled_client_hello_shows_what_was_removed() -> Result<()> {
     with_scratch("forwarding-proxy", |dir| {
         let pki = Pki::generate(dir, SERVER_NAME)?;
         let chain = Chain::build(82)?;
@@ -332,7 +335,7 @@ fn proxied_handshakes_are_linked_and_a_meddled_client_hello_shows_what_was_remov
         wait_listening(&chain.middle, PORT_TLS13_ONLY, &mut meddler)?;
         let mut daemon = start_tlsmon(&chain, dir)?;
 
-        let (through_haproxy, meddled) = (3u32, 2u32);
+        let (through_haproxy, meddled) = (20u32, 2u32);
         connect(&chain, &chain.front(), PORT_OK, through_haproxy, true)?;
         connect(&chain, &chain.front(), PORT_TLS13_ONLY, meddled, false)?;
         let total = 2 * (through_haproxy + meddled) as usize;
@@ -390,11 +393,17 @@ fn proxied_handshakes_are_linked_and_a_meddled_client_hello_shows_what_was_remov
         for bad in ["?limit=0", "?limit=ten", "?failed=maybe", "?device=fw-in"] {
             let resp = http(&chain.middle, &format!("/api/v1/events{bad}"))?;
             assert_eq!(resp.status, 400, "{bad}: {}", resp.body);
-            assert!(resp.body.starts_with("bad request: "), "{bad}: {}", resp.body);
+            assert!(
+                resp.body.starts_with("bad request: "),
+                "{bad}: {}",
+                resp.body
+            );
         }
 
         // compare reads the running daemon's devices.
-        let mut cmd = chain.middle.command(&tlsmon_binary()?.display().to_string());
+        let mut cmd = chain
+            .middle
+            .command(&tlsmon_binary()?.display().to_string());
         cmd.args(["compare", "--color", "never", "--from"])
             .arg(format!("http://{TLSMON_LISTEN}"));
         let (status, output) = run_bounded(cmd, Duration::from_secs(30))?;
@@ -404,11 +413,16 @@ fn proxied_handshakes_are_linked_and_a_meddled_client_hello_shows_what_was_remov
             "compare --from does not show both devices:\n{output}"
         );
         // And says why when there is no daemon.
-        let mut cmd = chain.middle.command(&tlsmon_binary()?.display().to_string());
+        let mut cmd = chain
+            .middle
+            .command(&tlsmon_binary()?.display().to_string());
         cmd.args(["compare", "--from", "http://127.0.0.1:1"]);
         let (status, output) = run_bounded(cmd, Duration::from_secs(30))?;
         assert!(!status.success());
-        assert!(output.contains("http://127.0.0.1:1: cannot connect"), "{output}");
+        assert!(
+            output.contains("http://127.0.0.1:1: cannot connect"),
+            "{output}"
+        );
         Ok(())
     })
 }

@@ -77,11 +77,18 @@ struct Rules {
 fn proxy(mut client: TcpStream, server: SocketAddr, rules: &Rules) -> Result<()> {
     client.set_read_timeout(Some(IDLE))?;
     let mut header = [0u8; 5];
-    client.read_exact(&mut header).context("reading the first record header")?;
+    client
+        .read_exact(&mut header)
+        .context("reading the first record header")?;
     let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
     let mut body = vec![0u8; len];
-    client.read_exact(&mut body).context("reading the first record")?;
-    ensure!(header[0] == 22, "the first record is not a handshake record");
+    client
+        .read_exact(&mut body)
+        .context("reading the first record")?;
+    ensure!(
+        header[0] == 22,
+        "the first record is not a handshake record"
+    );
     let hello = rewrite_client_hello(&body, rules)?;
     let mut record = Vec::with_capacity(5 + hello.len());
     record.extend_from_slice(&header[..3]);
@@ -145,7 +152,10 @@ fn rewrite_client_hello(body: &[u8], rules: &Rules) -> Result<Vec<u8>> {
         let b = r.take(3)?;
         usize::from(b[0]) << 16 | usize::from(b[1]) << 8 | usize::from(b[2])
     };
-    ensure!(r.0.len() == len, "the ClientHello does not fill its record exactly");
+    ensure!(
+        r.0.len() == len,
+        "the ClientHello does not fill its record exactly"
+    );
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(r.take(2 + 32)?); // legacy_version, random
     let session_id = r.u8_prefixed()?;

@@ -48,39 +48,40 @@ impl Offered {
 /// SNI removed, added or changed. Empty when the forwarder changed none of these.
 pub(super) fn between(arrived: &Offered, left: &Offered) -> Vec<String> {
     let mut changes = Vec::new();
-    let lists: [(&str, &str, &[u16], &[u16], fn(u16) -> String); 4] = [
-        (
-            "offered version",
-            "offered versions",
-            &arrived.versions,
-            &left.versions,
-            names::version_name,
-        ),
-        (
-            "cipher suite",
-            "cipher suites",
-            &arrived.ciphers,
-            &left.ciphers,
-            names::cipher_name,
-        ),
-        (
-            "group",
-            "groups",
-            &arrived.groups,
-            &left.groups,
-            names::group_name,
-        ),
-        (
-            "extension",
-            "extensions",
-            &arrived.extensions,
-            &left.extensions,
-            names::extension_name,
-        ),
-    ];
-    for (one, many, before, after, name) in lists {
-        list_changes(one, many, before, after, name, &mut changes);
-    }
+    let (a, l) = (arrived, left);
+    let c = &mut changes;
+    list_changes(
+        "offered version",
+        "offered versions",
+        &a.versions,
+        &l.versions,
+        names::version_name,
+        c,
+    );
+    list_changes(
+        "cipher suite",
+        "cipher suites",
+        &a.ciphers,
+        &l.ciphers,
+        names::cipher_name,
+        c,
+    );
+    list_changes(
+        "group",
+        "groups",
+        &a.groups,
+        &l.groups,
+        names::group_name,
+        c,
+    );
+    list_changes(
+        "extension",
+        "extensions",
+        &a.extensions,
+        &l.extensions,
+        names::extension_name,
+        c,
+    );
     match (&arrived.sni, &left.sni) {
         (Some(a), None) => changes.push(format!("SNI {a} removed")),
         (None, Some(b)) => changes.push(format!("SNI {b} added")),

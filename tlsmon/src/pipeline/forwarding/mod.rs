@@ -94,7 +94,9 @@ struct Waiting {
 enum Slot {
     Waiting(Box<Waiting>),
     /// Linked; kept until the window passes so that a reuse is recognised.
-    Linked { id: u64 },
+    Linked {
+        id: u64,
+    },
 }
 
 impl Slot {

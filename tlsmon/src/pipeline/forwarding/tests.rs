@@ -85,7 +85,10 @@ fn leave(
     hello: ClientHello,
 ) -> Vec<Decided> {
     let mut out = Vec::new();
-    linker.sighting(seen(device, port, PacketDirection::Egress, ms, hello), &mut out);
+    linker.sighting(
+        seen(device, port, PacketDirection::Egress, ms, hello),
+        &mut out,
+    );
     out
 }
 

@@ -325,7 +325,10 @@ async fn serves_recent_events_as_json_lines_with_filters() {
 
     let (status, headers, body) = request(addr, "GET", "/api/v1/events").await;
     assert_eq!(status, "HTTP/1.1 200 OK");
-    assert!(headers.contains("content-type: application/x-ndjson"), "{headers}");
+    assert!(
+        headers.contains("content-type: application/x-ndjson"),
+        "{headers}"
+    );
     assert_eq!(body.lines().count(), 2);
     let (_, _, body) = request(addr, "GET", "/api/v1/events?failed=true").await;
     let only: serde_json::Value = serde_json::from_str(body.trim_end()).unwrap();
@@ -334,7 +337,10 @@ async fn serves_recent_events_as_json_lines_with_filters() {
     assert_eq!(body.lines().count(), 1);
     let (status, _, body) = request(addr, "GET", "/api/v1/events?limit=x").await;
     assert_eq!(status, "HTTP/1.1 400 Bad Request");
-    assert!(body.contains("limit must be a number from 1 to 100"), "{body}");
+    assert!(
+        body.contains("limit must be a number from 1 to 100"),
+        "{body}"
+    );
     let (status, _, _) = request(addr, "POST", "/api/v1/events").await;
     assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
     running.shutdown().await.unwrap();

@@ -21,10 +21,7 @@ pub(super) struct ForwardingMetrics {
 impl ForwardingMetrics {
     pub(super) fn register(registry: &Registry) -> Result<Self, MetricsError> {
         let counters = |name: &str, help: &str, labels: &[&str]| {
-            registered(
-                registry,
-                IntCounterVec::new(Opts::new(name, help), labels),
-            )
+            registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
         };
         let metrics = ForwardingMetrics {
             forwarded: counters(

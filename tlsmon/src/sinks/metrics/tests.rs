@@ -611,7 +611,10 @@ fn a_forwarded_handshake_counts_once_and_one_that_never_left_is_counted() {
         forwarded: Some(forwarded(&[])),
         ..record()
     });
-    for changes in [&[][..], &["cipher suite TLS_AES_256_GCM_SHA384 removed"][..]] {
+    for changes in [
+        &[][..],
+        &["cipher suite TLS_AES_256_GCM_SHA384 removed"][..],
+    ] {
         m.observe(&HandshakeEvent {
             device: "eth1".into(),
             direction: Direction::Outbound,

@@ -50,17 +50,33 @@ fn the_ring_is_bounded_in_bytes_too() {
     assert!(inner.entries.len() < 40);
     assert_eq!(
         inner.bytes,
-        inner.entries.iter().map(|e| e.line.len() + 1).sum::<usize>()
+        inner
+            .entries
+            .iter()
+            .map(|e| e.line.len() + 1)
+            .sum::<usize>()
     );
 }
 
 #[test]
 fn bad_parameters_are_refused_with_the_reason() {
     let err = |q: &str| EventsQuery::parse(Some(q), 100).unwrap_err();
-    assert_eq!(err("failed=yes"), "failed must be true or false, not \"yes\"");
-    assert_eq!(err("limit=0"), "limit must be a number from 1 to 100, not \"0\"");
-    assert_eq!(err("limit=101"), "limit must be a number from 1 to 100, not \"101\"");
-    assert_eq!(err("limit=-1"), "limit must be a number from 1 to 100, not \"-1\"");
+    assert_eq!(
+        err("failed=yes"),
+        "failed must be true or false, not \"yes\""
+    );
+    assert_eq!(
+        err("limit=0"),
+        "limit must be a number from 1 to 100, not \"0\""
+    );
+    assert_eq!(
+        err("limit=101"),
+        "limit must be a number from 1 to 100, not \"101\""
+    );
+    assert_eq!(
+        err("limit=-1"),
+        "limit must be a number from 1 to 100, not \"-1\""
+    );
     assert_eq!(err("limit=1&limit=2"), "limit is given twice");
     assert_eq!(
         err("device=eth0"),

@@ -128,7 +128,9 @@ pub async fn fetch(url: &str) -> Result<Vec<HandshakeEvent>, DaemonEventsError> 
         .map_err(http)?;
     let (status, body) = body;
     if status != StatusCode::OK {
-        let text = String::from_utf8_lossy(&body[..body.len().min(300)]).trim_end().to_string();
+        let text = String::from_utf8_lossy(&body[..body.len().min(300)])
+            .trim_end()
+            .to_string();
         return Err(DaemonEventsError::Status {
             url: url.to_string(),
             status,

@@ -63,8 +63,7 @@ impl EventsEndpoint {
         };
         let (body, _count) = self.ring.render(&query);
         let mut resp = with_type(StatusCode::OK, CONTENT_TYPE, body);
-        resp.extensions_mut()
-            .insert(ReadPermit(Arc::new(permit)));
+        resp.extensions_mut().insert(ReadPermit(Arc::new(permit)));
         resp
     }
 }
