@@ -15,8 +15,9 @@
 //!   refuses the rewritten ClientHello with protocol_version.
 //!
 //! Counts are exact, from connections made here with OpenSSL. Then
-//! `/api/v1/events` with its filters and limit, and `tlsmon compare --from` against
-//! the running daemon.
+//! `/api/v1/events` with its filters and limit, `tlsmon compare --from` against
+//! the running daemon, and a ClientHello that arrives on the proxy's path after its
+//! server is gone and never leaves (`out_device: null`).
 //!
 //! Needs root (namespaces, BPF), openssl and haproxy. Without root it is skipped,
 //! unless `CI` is set: then it fails.
@@ -310,7 +311,7 @@ fn proxied_handshakes_are_linked_and_a_meddled_client_hello_shows_what_was_remov
     with_scratch("forwarding-proxy", |dir| {
         let pki = Pki::generate(dir, SERVER_NAME)?;
         let chain = Chain::build(82)?;
-        let _ok = s_server(&chain, &pki, PORT_OK, &[], dir)?;
+        let mut ok_server = s_server(&chain, &pki, PORT_OK, &[], dir)?;
         let _tls13 = s_server(&chain, &pki, PORT_TLS13_ONLY, &["-tls1_3"], dir)?;
         let mut haproxy = {
             let mut cmd = chain.middle.command("haproxy");
@@ -422,6 +423,32 @@ fn proxied_handshakes_are_linked_and_a_meddled_client_hello_shows_what_was_remov
         assert!(
             output.contains("http://127.0.0.1:1: cannot connect"),
             "{output}"
+        );
+
+        // The server behind haproxy is gone: the next ClientHello arrives on a path
+        // that forwarded before and never leaves (haproxy cannot connect).
+        ok_server.stop()?;
+        connect(&chain, &chain.front(), PORT_OK, 1, false)?;
+        let got = all_events(&chain, &mut daemon, total + 1)?;
+        let last = &got[total];
+        assert_eq!(last["device"], IN_DEVICE, "{last}");
+        assert_eq!(last["outcome"], "failed", "{last}");
+        assert_eq!(
+            last["forwarded"],
+            serde_json::json!({"in_device": IN_DEVICE, "out_device": null, "changes": []}),
+            "{last}"
+        );
+        let s = scrape(&chain.middle)?;
+        assert_eq!(
+            s.value(
+                "tlsmon_handshakes_not_forwarded_total",
+                &[("device", IN_DEVICE)]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            s.sum("tlsmon_forwarded_handshakes_total", &[]),
+            f64::from(through_haproxy + meddled)
         );
         Ok(())
     })
