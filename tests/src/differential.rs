@@ -47,9 +47,11 @@ use crate::{
 };
 
 /// Event fields not compared: the time and the interface name (a capture file's
-/// name stands in for it offline), the direction (unknown in captures), and the
-/// duration (kernel timestamps live, capture timestamps offline).
-pub const NOT_COMPARED: &[&str] = &["ts", "device", "direction", "duration_ms"];
+/// name stands in for it offline), the direction (unknown in captures), the
+/// duration (kernel timestamps live, capture timestamps offline), and `forwarded`
+/// (linking a ClientHello across two interfaces needs both hooks, which only a
+/// live daemon on both has; a capture file is one interface).
+pub const NOT_COMPARED: &[&str] = &["ts", "device", "direction", "duration_ms", "forwarded"];
 
 /// Payload the kernel hands over per event (`CHUNK_SIZE` of the kernel program):
 /// a larger skb becomes several events, each counted as a segment live.

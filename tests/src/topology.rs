@@ -65,7 +65,7 @@ impl TwoPaths {
 
 /// Creates a veth pair between two namespaces, each end with its address and
 /// up. Nothing is created in the test's own namespace.
-fn veth(a: (&Netns, &str, &str), b: (&Netns, &str, &str)) -> Result<()> {
+pub fn veth(a: (&Netns, &str, &str), b: (&Netns, &str, &str)) -> Result<()> {
     run_checked(Command::new("ip").args([
         "link",
         "add",

@@ -135,6 +135,17 @@ pub struct RunArgs {
     /// (the Prometheus exporter-toolkit web config format, as node_exporter's).
     #[arg(long = "web.config.file", value_name = "FILE")]
     pub web_config_file: Option<PathBuf>,
+    /// `--recent-events`; `None` leaves the configuration's value.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_recent_events,
+        help = with_default(
+            "Recent handshake events kept in memory and served at /api/v1/events",
+            config::DEFAULT_RECENT_EVENTS,
+        )
+    )]
+    pub recent_events: Option<usize>,
 }
 
 /// `tlsmon watch`.
@@ -211,8 +222,12 @@ pub struct AnalyzeArgs {
 pub struct CompareArgs {
     /// Capture files (pcap/pcapng; one interface per file) or JSON-lines event files
     /// written by `tlsmon run --events-file` (grouped by their `device` field).
-    #[arg(required = true, value_name = "FILE")]
+    #[arg(required_unless_present = "from", value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// Also compare the devices of a running daemon, from its recent events
+    /// (`http://HOST:PORT`, optionally `http://USER:PASSWORD@HOST:PORT`).
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
     /// Seconds without progress after which a handshake in a capture fails with `timeout`.
     #[arg(
         long,
@@ -261,6 +276,10 @@ fn parse_handshake_timeout(text: &str) -> Result<f64, String> {
 
 fn parse_max_flows(text: &str) -> Result<usize, String> {
     parse_in_range(text, 1..=config::MAX_MAX_FLOWS)
+}
+
+fn parse_recent_events(text: &str) -> Result<usize, String> {
+    parse_in_range(text, 1..=config::MAX_RECENT_EVENTS)
 }
 
 fn parse_top_k(text: &str) -> Result<usize, String> {

@@ -1,4 +1,5 @@
-//! `tlsmon compare FILE...`: per-device side-by-side report from captures or event logs.
+//! `tlsmon compare FILE...`: per-device side-by-side report from captures, event logs
+//! or a running daemon's recent events (`--from URL`).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -18,6 +19,11 @@ use super::use_color;
 pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     let options = AnalyzeOptions::with_timeout(timeout_from_secs(args.handshake_timeout)?);
     let mut comparison = Comparison::new();
+    if let Some(url) = &args.from {
+        for event in fetch_daemon_events(url)? {
+            comparison.add(&event);
+        }
+    }
     for path in &args.files {
         if is_json_lines(path)? {
             read_events(path, &mut comparison)?;
@@ -27,10 +33,19 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         }
     }
     if comparison.devices().is_empty() {
-        anyhow::bail!("no handshakes found in the given files");
+        anyhow::bail!("no handshakes found in the given files or daemon");
     }
     print!("{}", comparison.render_text(use_color(args.color)));
     Ok(())
+}
+
+/// A running daemon's recent events (`--from`); compare is not async otherwise.
+fn fetch_daemon_events(url: &str) -> anyhow::Result<Vec<HandshakeEvent>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    Ok(runtime.block_on(crate::source::daemon_events::fetch(url))?)
 }
 
 /// Event logs start with `{`; captures never do (their magic numbers differ).

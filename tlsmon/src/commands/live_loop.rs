@@ -13,6 +13,7 @@ use crate::event::HandshakeEvent;
 use crate::pipeline::drive::Pipeline;
 use crate::pipeline::flow_table::FlowTableOptions;
 use crate::pipeline::flow_table::{Decided, FlowStats};
+use crate::pipeline::forwarding::ForwardingStats;
 use crate::source::live::{list_interfaces, CaptureOptions, InterfaceLocking, InterfaceSelector};
 use crate::source::live::{Capture, InterfaceChange, KernelCounters, HINT_HEALING_INTERVAL};
 use crate::source::segment::{Segment, Timestamp};
@@ -26,6 +27,8 @@ pub trait LiveObserver {
     fn record(&mut self, record: &HandshakeEvent);
     /// Interfaces were attached or dropped (hotplug, or attach failures).
     fn interfaces_changed(&mut self, changes: &[InterfaceChange]);
+    /// Periodic: the forwarding linker's counters (when linking).
+    fn forwarding(&mut self, _stats: &ForwardingStats) {}
     /// SIGHUP: reopen output files (after log rotation).
     fn reopen(&mut self) {}
     /// Periodic health: kernel counters (if readable), flow table counters, flows open.
@@ -93,6 +96,9 @@ pub async fn run_until_signal(
                     .map_err(|err| tracing::warn!("reading kernel counters: {err}"))
                     .ok();
                 observer.tick(kernel.as_ref(), pipeline.stats(), pipeline.tracked());
+                if let Some(stats) = pipeline.forwarding_stats() {
+                    observer.forwarding(stats);
+                }
             }
             _ = healing.tick() => match capture.heal_hints() {
                 Ok(h) if h.slots_too_high > 0 => tracing::debug!(

@@ -10,9 +10,11 @@ use crate::cli::RunArgs;
 use crate::config::{Config, LabelsConfig, Settings};
 use crate::event::HandshakeEvent;
 use crate::pipeline::flow_table::FlowStats;
+use crate::pipeline::forwarding::ForwardingStats;
 use crate::sinks::http::{self, Endpoints, Health};
 use crate::sinks::lines::EventsFile;
 use crate::sinks::metrics::{CaptureHealth, Metrics};
+use crate::sinks::recent_events::RecentEvents;
 use crate::source::live::{InterfaceChange, InterfaceLocking, KernelCounters};
 
 use super::events_sink::EventsSink;
@@ -44,8 +46,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     let signals = live_loop::StopSignals::install()?;
     let (mut capture, attached) = start_capture(&settings, locking)?;
     let attached_count = Arc::new(AtomicUsize::new(0));
+    let recent = Arc::new(RecentEvents::new(settings.recent_events));
     let mut observer = DaemonObserver {
         metrics: metrics.clone(),
+        recent: recent.clone(),
         events_file,
         last_flow_stats: FlowStats::default(),
         attached_count: attached_count.clone(),
@@ -65,15 +69,16 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
             )
         }),
         access,
+        events: Some(http::events::EventsEndpoint::new(recent)),
     });
     tracing::info!(
         listen = %running.local_addr(),
         interfaces = ?attached,
         tls = tls_on,
         basic_auth = auth_on,
-        "tlsmon running: /metrics and /healthz"
+        "tlsmon running: /metrics, /healthz and /api/v1/events"
     );
-    let table = Pipeline::new(flow_options(&settings));
+    let table = Pipeline::new(flow_options(&settings)).with_forwarding();
     let result = live_loop::run_until_signal(capture, table, signals, &mut observer).await;
     let served = running.shutdown().await.context("metrics endpoint");
     result.and(served)
@@ -110,6 +115,7 @@ fn run_settings(args: &RunArgs) -> anyhow::Result<Settings> {
         allow_shared_interface: flag(args.allow_shared_interface),
         log_format: args.log_format,
         web_config_file: args.web_config_file.clone(),
+        recent_events: args.recent_events,
         ..capture_flags(&args.capture)
     };
     Ok(file.merge(flags).resolve())
@@ -118,6 +124,8 @@ fn run_settings(args: &RunArgs) -> anyhow::Result<Settings> {
 /// The daemon's handling of records: metrics and the optional events file.
 struct DaemonObserver {
     metrics: Arc<Metrics>,
+    /// The newest events, for `/api/v1/events`.
+    recent: Arc<RecentEvents>,
     events_file: Option<EventsSink>,
     last_flow_stats: FlowStats,
     /// Interfaces attached now, for /healthz.
@@ -153,9 +161,14 @@ impl LiveObserver for DaemonObserver {
 
     fn record(&mut self, record: &HandshakeEvent) {
         self.metrics.observe(record);
+        self.recent.push(record);
         if let Some(sink) = &mut self.events_file {
             sink.write(record, &self.metrics);
         }
+    }
+
+    fn forwarding(&mut self, stats: &ForwardingStats) {
+        self.metrics.set_forwarding_stats(stats);
     }
 
     fn reopen(&mut self) {

@@ -44,6 +44,9 @@ pub const MAX_HANDSHAKE_TIMEOUT_SECS: f64 = 3600.0;
 pub const MIN_HANDSHAKE_TIMEOUT_SECS: f64 = 0.1;
 /// Most handshakes that may be followed at once.
 pub const MAX_MAX_FLOWS: usize = 10_000_000;
+/// Largest ring of recent events (`/api/v1/events`) accepted.
+pub const MAX_RECENT_EVENTS: usize = 1_000_000;
+pub use crate::sinks::recent_events::DEFAULT_CAPACITY as DEFAULT_RECENT_EVENTS;
 
 /// Errors loading a configuration file.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +123,9 @@ pub struct Config {
     /// TLS and basic authentication for the endpoint (exporter-toolkit web
     /// config, see `crate::sinks::http::web_config`).
     pub web_config_file: Option<PathBuf>,
+    /// Recent events kept for `/api/v1/events` (default 10,000).
+    #[serde(default, deserialize_with = "recent_events")]
+    pub recent_events: Option<usize>,
 }
 
 /// How log lines are written.
@@ -175,6 +181,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Web config file of the endpoint, if any.
     pub web_config_file: Option<PathBuf>,
+    /// Recent events kept for `/api/v1/events`.
+    pub recent_events: usize,
 }
 
 impl Config {
@@ -221,6 +229,7 @@ impl Config {
                 .or(self.allow_shared_interface),
             log_format: overrides.log_format.or(self.log_format),
             web_config_file: overrides.web_config_file.or(self.web_config_file),
+            recent_events: overrides.recent_events.or(self.recent_events),
         }
     }
 
@@ -253,6 +262,7 @@ impl Config {
             allow_shared_interface: self.allow_shared_interface.unwrap_or(false),
             log_format: self.log_format.unwrap_or_default(),
             web_config_file: self.web_config_file,
+            recent_events: self.recent_events.unwrap_or(DEFAULT_RECENT_EVENTS),
         }
     }
 }
@@ -319,6 +329,11 @@ fn handshake_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::
 fn max_flows<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
     let v = usize::deserialize(d)?;
     in_range(v, 1..=MAX_MAX_FLOWS, "max_flows").map(Some)
+}
+
+fn recent_events<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let v = usize::deserialize(d)?;
+    in_range(v, 1..=MAX_RECENT_EVENTS, "recent_events").map(Some)
 }
 
 fn top_k<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {

@@ -47,6 +47,7 @@ top_k = 20
             allow_shared_interface: Some(true),
             log_format: Some(LogFormat::Json),
             web_config_file: Some("/etc/tlsmon/web.yml".into()),
+            recent_events: None,
         }
     );
 }
@@ -68,6 +69,7 @@ fn empty_file_resolves_to_defaults() {
             allow_shared_interface: false,
             log_format: LogFormat::Text,
             web_config_file: None,
+            recent_events: 10_000,
         }
     );
 }
@@ -111,7 +113,7 @@ top_k = 20
 fn unknown_keys_are_rejected_with_file_and_line() {
     assert_eq!(
         error("listen = \"127.0.0.1:1\"\nlisten_addr = \"x\"\n"),
-        "/etc/tlsmon/tlsmon.toml:2:1: unknown field `listen_addr`, expected one of `listen`, `interfaces`, `byte_budget`, `events_file`, `handshake_timeout_secs`, `max_flows`, `labels`, `log_level`, `allow_shared_interface`, `log_format`, `web_config_file`"
+        "/etc/tlsmon/tlsmon.toml:2:1: unknown field `listen_addr`, expected one of `listen`, `interfaces`, `byte_budget`, `events_file`, `handshake_timeout_secs`, `max_flows`, `labels`, `log_level`, `allow_shared_interface`, `log_format`, `web_config_file`, `recent_events`"
     );
     assert_eq!(
         error("[labels]\nsni = true\nja5 = true\n"),

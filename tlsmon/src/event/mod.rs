@@ -122,6 +122,20 @@ pub struct ServerCert {
     pub not_after: String,
 }
 
+/// The same ClientHello (same `random`) seen arriving on one device and leaving on
+/// another: a host that routes or proxies the handshake (README, "Forwarded handshakes").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forwarded {
+    /// Where the ClientHello arrived (ingress).
+    pub in_device: String,
+    /// Where it left (egress); `null` when it arrived on a path that forwarded
+    /// before and did not leave within the linking window.
+    pub out_device: Option<String>,
+    /// What differs between the ClientHello that arrived and the one that left, in
+    /// plain words ("cipher suite TLS_AES_256_GCM_SHA384 removed"); empty if nothing.
+    pub changes: Vec<String>,
+}
+
 /// One handshake attempt and how it ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HandshakeEvent {
@@ -190,6 +204,10 @@ pub struct HandshakeEvent {
     pub duration_ms: Option<f64>,
     /// Server leaf certificate, when visible (TLS 1.2 and older).
     pub server_cert: Option<ServerCert>,
+    /// The same ClientHello on two devices (`null` when not seen twice). Absent in
+    /// event files of older versions, read as `null`.
+    #[serde(default)]
+    pub forwarded: Option<Forwarded>,
 }
 
 fn serialize_ts<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {

@@ -2,7 +2,10 @@
 //! into the flow table, and each handshake it decides goes to the caller's sink
 //! at once, so memory follows the handshakes in progress, not the input's length.
 
-use crate::pipeline::flow_table::{Decided, FlowStats, FlowTable, FlowTableOptions};
+use crate::pipeline::flow_table::{
+    ClientHelloSeen, Decided, FlowStats, FlowTable, FlowTableOptions,
+};
+use crate::pipeline::forwarding::{ForwardingLinker, ForwardingStats};
 use crate::source::segment::{Segment, Timestamp};
 
 /// Flows decided per step when the input ends: a full table's events are never
@@ -13,6 +16,15 @@ const FINISH_BATCH: usize = 256;
 pub struct Pipeline {
     table: FlowTable,
     decided: Vec<Decided>,
+    /// Links the same ClientHello on two devices (live capture only).
+    forwarding: Option<Linking>,
+}
+
+/// The linker and its scratch buffers.
+struct Linking {
+    linker: ForwardingLinker,
+    hellos: Vec<ClientHelloSeen>,
+    linked: Vec<Decided>,
 }
 
 impl Pipeline {
@@ -21,7 +33,25 @@ impl Pipeline {
         Pipeline {
             table: FlowTable::new(options),
             decided: Vec::new(),
+            forwarding: None,
         }
+    }
+
+    /// Links ClientHellos seen arriving on one device and leaving on another
+    /// ([`crate::pipeline::forwarding`]); events then carry `forwarded`.
+    pub fn with_forwarding(mut self) -> Self {
+        self.table.collect_client_hellos();
+        self.forwarding = Some(Linking {
+            linker: ForwardingLinker::new(),
+            hellos: Vec::new(),
+            linked: Vec::new(),
+        });
+        self
+    }
+
+    /// The forwarding linker's counters, when linking.
+    pub fn forwarding_stats(&self) -> Option<&ForwardingStats> {
+        self.forwarding.as_ref().map(|f| f.linker.stats())
     }
 
     /// Takes one segment; hands what it decided to `sink`.
@@ -35,6 +65,10 @@ impl Pipeline {
     pub fn advance_clock(&mut self, now: Timestamp, sink: &mut dyn FnMut(Decided)) {
         self.table.advance_clock(now, &mut self.decided);
         self.deliver(sink);
+        if let Some(linking) = &mut self.forwarding {
+            linking.linker.advance_clock(now, &mut linking.linked);
+            linking.linked.drain(..).for_each(&mut *sink);
+        }
     }
 
     /// The input ended: decides every flow still open with what was seen.
@@ -43,6 +77,10 @@ impl Pipeline {
             self.deliver(sink);
         }
         self.deliver(sink);
+        if let Some(linking) = &mut self.forwarding {
+            linking.linker.finish(&mut linking.linked);
+            linking.linked.drain(..).for_each(&mut *sink);
+        }
     }
 
     /// The flow table's counters.
@@ -56,6 +94,18 @@ impl Pipeline {
     }
 
     fn deliver(&mut self, sink: &mut dyn FnMut(Decided)) {
+        if let Some(linking) = &mut self.forwarding {
+            // ClientHellos first: a handshake decided in the same step as its
+            // ClientHello was read must find its sighting.
+            self.table.take_client_hellos(&mut linking.hellos);
+            for seen in linking.hellos.drain(..) {
+                linking.linker.sighting(seen, &mut linking.linked);
+            }
+            for decided in self.decided.drain(..) {
+                linking.linker.decided(decided, &mut linking.linked);
+            }
+            std::mem::swap(&mut self.decided, &mut linking.linked);
+        }
         for decided in self.decided.drain(..) {
             sink(decided);
         }

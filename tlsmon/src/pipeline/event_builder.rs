@@ -59,6 +59,7 @@ impl FlowContext<'_> {
             ja4: None,
             duration_ms: None,
             server_cert: None,
+            forwarded: None,
         }
     }
 }

@@ -2,12 +2,13 @@
 //! table ([`flow_table`]) keeps per-connection state, [`reassembly`] orders each
 //! direction's bytes, [`tls`] parses records and handshake messages, [`outcome`]
 //! decides how the handshake ended, and [`event_builder`] fills the public
-//! [`crate::event::HandshakeEvent`]; [`drive::Pipeline`] is the loop every
-//! command runs. Depends on [`crate::source::segment`] and [`crate::event`] only.
+//! [`crate::event::HandshakeEvent`]; [`forwarding`] links the same ClientHello seen
+//! on two devices; [`drive::Pipeline`] is the loop every command runs. Depends on [`crate::source::segment`] and [`crate::event`] only.
 
 pub mod drive;
 pub mod event_builder;
 pub mod flow_table;
+pub mod forwarding;
 pub mod outcome;
 pub mod reassembly;
 pub mod tls;

@@ -32,8 +32,8 @@ use std::time::Duration;
 use crate::event::{FailureReason, HandshakeEvent};
 use crate::pipeline::outcome::{Close, Failure, HandshakeTracker, Verdict};
 use crate::pipeline::reassembly::ReassemblyLimits;
-use crate::pipeline::tls::TlsMessage;
-use crate::source::segment::{ConnectionKey, Segment, Timestamp};
+use crate::pipeline::tls::{ClientHello, TlsMessage};
+use crate::source::segment::{ConnectionKey, PacketDirection, Segment, Timestamp};
 
 use super::event_builder::{
     handshake_record, not_tls_record, record_without_hello, side_of, FlowContext,
@@ -114,6 +114,25 @@ pub struct Decided {
     pub client_seq: Option<u32>,
     /// Its handshake event.
     pub event: HandshakeEvent,
+}
+
+/// A ClientHello the table just read, handed over when the table was asked to
+/// collect them ([`FlowTable::collect_client_hellos`]): the pipeline links the same
+/// ClientHello seen on two devices (see `pipeline::forwarding`).
+#[derive(Clone, Debug)]
+pub struct ClientHelloSeen {
+    /// The connection (as in its [`Decided`], with `client_seq`, later).
+    pub key: ConnectionKey,
+    /// Sequence number of the client's first payload byte.
+    pub client_seq: Option<u32>,
+    /// Hook direction the client's bytes crossed the device in.
+    pub direction: PacketDirection,
+    /// The server's address and port.
+    pub server: std::net::SocketAddr,
+    /// When the ClientHello was complete.
+    pub ts: Timestamp,
+    /// What it offered.
+    pub hello: ClientHello,
 }
 
 /// Counters of the flow table.
@@ -284,6 +303,9 @@ pub struct FlowTable {
     /// When maps were last shrunk and memory given back, and flows ended since.
     last_maintenance: Timestamp,
     ended_since_trim: u64,
+    /// ClientHellos read since the last [`FlowTable::take_client_hellos`], when
+    /// collected (`None`: not collected, the common case of one device).
+    client_hellos: Option<Vec<ClientHelloSeen>>,
 }
 
 impl FlowTable {
@@ -303,6 +325,20 @@ impl FlowTable {
             messages: Vec::new(),
             last_maintenance: Timestamp::ZERO,
             ended_since_trim: 0,
+            client_hellos: None,
+        }
+    }
+
+    /// Keeps every ClientHello read from now on for [`FlowTable::take_client_hellos`],
+    /// which the caller must then call after each push (they are held until then).
+    pub fn collect_client_hellos(&mut self) {
+        self.client_hellos.get_or_insert_with(Vec::new);
+    }
+
+    /// Moves the ClientHellos read since the last call into `out`, in the order read.
+    pub fn take_client_hellos(&mut self, out: &mut Vec<ClientHelloSeen>) {
+        if let Some(hellos) = &mut self.client_hellos {
+            out.append(hellos);
         }
     }
 
@@ -565,6 +601,16 @@ impl FlowTable {
                         flow.set_client(index);
                         flow.client_hello_segments = segments;
                         flow.tracker = Some(Box::new(HandshakeTracker::new(&hello, timed.ts)));
+                        if let Some(hellos) = &mut self.client_hellos {
+                            hellos.push(ClientHelloSeen {
+                                key: key.clone(),
+                                client_seq: flow.first_payload_seq[index],
+                                direction: segment.direction,
+                                server: segment.dst,
+                                ts: timed.ts,
+                                hello,
+                            });
+                        }
                     }
                     TlsMessage::NotTls if flow.client_stream.is_none() => {
                         flow.set_client(index);

@@ -64,6 +64,7 @@ pub(super) fn parse_client_hello(body: &[u8], message_len: u32) -> Result<Client
     };
     let mut hello = ClientHello {
         legacy_version: ch.version.0,
+        random: client_random(ch.random),
         session_id_len: ch.session_id.map_or(0, |s| s.len() as u8),
         message_len,
         ..ClientHello::default()
@@ -127,6 +128,15 @@ pub(super) fn parse_client_hello(body: &[u8], message_len: u32) -> Result<Client
     hello.supported_groups = without_grease(&raw_groups);
     hello.signature_algorithms = without_grease(&raw_sigalgs);
     Ok(hello)
+}
+
+/// A ClientHello's random as an array (tls-parser hands over the 32 bytes as a slice;
+/// a shorter one, which it does not produce, is right-justified like an SSLv2 challenge).
+fn client_random(random: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let take = random.len().min(32);
+    out[32 - take..].copy_from_slice(&random[random.len() - take..]);
+    out
 }
 
 /// Groups of a ClientHello key_share extension (`KeyShareEntry client_shares<0..2^16-1>`),
@@ -249,8 +259,10 @@ pub(super) fn parse_sslv2_client_hello(record: &[u8]) -> Result<ClientHello, Str
         signature_algorithms: &[],
         first_alpn: None,
     };
+    let challenge = &record[specs_end + session_id_len..];
     Ok(ClientHello {
         legacy_version: version,
+        random: client_random(challenge),
         sslv2_compat: true,
         cipher_suites: without_grease(&raw_ciphers),
         session_id_len: session_id_len as u8,

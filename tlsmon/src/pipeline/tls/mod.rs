@@ -100,6 +100,9 @@ pub enum TlsMessage {
 pub struct ClientHello {
     /// `legacy_version` field (0x0303 for TLS 1.2 and 1.3 clients).
     pub legacy_version: u16,
+    /// The client's `random`, which identifies this ClientHello wherever it is seen
+    /// (an SSLv2 challenge right-justified with leading zeros, RFC 5246 E.2).
+    pub random: [u8; 32],
     /// Sent as an SSLv2-compatible ClientHello (RFC 5246 appendix E.2).
     pub sslv2_compat: bool,
     /// supported_versions extension, in the client's order.

@@ -1,5 +1,6 @@
-//! The daemon's HTTP endpoint: `/metrics` (Prometheus text format 0.0.4) and
-//! `/healthz`, on hyper 1 over tokio.
+//! The daemon's HTTP endpoint: `/metrics` (Prometheus text format 0.0.4),
+//! `/healthz` and `/api/v1/events` (recent handshakes as JSON lines, [`events`]),
+//! on hyper 1 over tokio.
 //!
 //! [`bind`] claims the address before anything is spawned, so a daemon whose
 //! listen address is taken can refuse to start with a clear message.
@@ -17,6 +18,7 @@
 //! `WWW-Authenticate: Basic`).
 
 mod connections;
+pub mod events;
 pub mod web_config;
 
 use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
@@ -56,6 +58,8 @@ pub const LISTEN_BACKLOG: u32 = 1024;
 /// request for `/metrics` is a few hundred bytes). Bounds what slow or silent
 /// clients can make the endpoint hold: [`MAX_CONNECTIONS`] times this.
 pub const MAX_REQUEST_BUFFER: usize = 8192;
+/// Path of the recent events (see [`events`]).
+pub const EVENTS_PATH: &str = "/api/v1/events";
 /// How long shutdown waits for in-flight requests before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -155,6 +159,8 @@ pub struct Endpoints {
     pub health: HealthCheck,
     /// TLS and authentication (default: plain HTTP, open).
     pub access: Access,
+    /// Served on `/api/v1/events` (404 there when `None`).
+    pub events: Option<events::EventsEndpoint>,
 }
 
 /// TLS and basic authentication of the endpoint, from a web config file.
@@ -361,12 +367,16 @@ async fn serve_http<I, S>(
         let busy = service_slot.busy();
         let endpoints = service_endpoints.clone();
         async move {
-            let response = if authorized(&endpoints.access, &req).await {
+            let mut response = if authorized(&endpoints.access, &req).await {
                 respond(&endpoints, &req)
             } else {
                 unauthorized()
             };
-            Ok::<_, std::convert::Infallible>(response.map(|body| TrackedBody::new(body, busy)))
+            // An events response holds its read permit until its body is gone.
+            let permit = response.extensions_mut().remove::<events::ReadPermit>();
+            Ok::<_, std::convert::Infallible>(
+                response.map(|body| TrackedBody::new(body, busy).holding(permit)),
+            )
         }
     });
     let conn = http1::Builder::new()
@@ -433,7 +443,8 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
 /// Builds the response to one request.
 fn respond(endpoints: &Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    if path != "/metrics" && path != "/healthz" {
+    let events = endpoints.events.as_ref().filter(|_| path == EVENTS_PATH);
+    if path != "/metrics" && path != "/healthz" && events.is_none() {
         return plain(
             StatusCode::NOT_FOUND,
             "not found: try /metrics or /healthz\n",
@@ -448,6 +459,9 @@ fn respond(endpoints: &Endpoints, req: &Request<Incoming>) -> Response<Full<Byte
     if path == "/healthz" {
         let (status, body) = (endpoints.health)().response();
         return plain(status, body);
+    }
+    if let Some(events) = events {
+        return events.respond(req.uri().query());
     }
     match endpoints.metrics.encode_text() {
         Ok(text) => with_type(StatusCode::OK, TEXT_CONTENT_TYPE, text),

@@ -16,6 +16,7 @@ fn endpoints(healthy: Arc<AtomicBool>) -> Endpoints {
             }
         }),
         access: Access::default(),
+        events: None,
     }
 }
 
@@ -170,6 +171,7 @@ async fn healthz_serves_degraded_as_200_with_the_drop_count() {
         metrics: Arc::new(Metrics::new(&LabelOptions::default()).unwrap()),
         health: Arc::new(|| Health::of_capture(1, 3, Duration::from_secs(10))),
         access: Access::default(),
+        events: None,
     };
     let server = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = server.local_addr();
@@ -304,5 +306,42 @@ async fn an_oversized_request_head_is_refused_not_buffered() {
         "{}",
         String::from_utf8_lossy(&raw)
     );
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn serves_recent_events_as_json_lines_with_filters() {
+    use crate::sinks::recent_events::RecentEvents;
+    let ring = Arc::new(RecentEvents::new(100));
+    ring.push(&crate::sinks::metrics::tests::record());
+    ring.push(&crate::sinks::metrics::tests::alert_failure());
+    let ep = Endpoints {
+        events: Some(events::EventsEndpoint::new(ring)),
+        ..endpoints(Arc::new(AtomicBool::new(true)))
+    };
+    let server = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = server.local_addr();
+    let running = server.spawn(ep);
+
+    let (status, headers, body) = request(addr, "GET", "/api/v1/events").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        headers.contains("content-type: application/x-ndjson"),
+        "{headers}"
+    );
+    assert_eq!(body.lines().count(), 2);
+    let (_, _, body) = request(addr, "GET", "/api/v1/events?failed=true").await;
+    let only: serde_json::Value = serde_json::from_str(body.trim_end()).unwrap();
+    assert_eq!(only["outcome"], "failed");
+    let (_, _, body) = request(addr, "GET", "/api/v1/events?limit=1").await;
+    assert_eq!(body.lines().count(), 1);
+    let (status, _, body) = request(addr, "GET", "/api/v1/events?limit=x").await;
+    assert_eq!(status, "HTTP/1.1 400 Bad Request");
+    assert!(
+        body.contains("limit must be a number from 1 to 100"),
+        "{body}"
+    );
+    let (status, _, _) = request(addr, "POST", "/api/v1/events").await;
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
     running.shutdown().await.unwrap();
 }

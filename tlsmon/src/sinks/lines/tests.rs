@@ -48,6 +48,7 @@ fn json_line_uses_the_public_field_names() {
             "direction",
             "duration_ms",
             "failure_reason",
+            "forwarded",
             "group",
             "hello_retry",
             "ja3",

@@ -13,6 +13,7 @@
 //! `top_k`. Capped values are counted in `tlsmon_label_values_folded_total` when
 //! they fold, and have control characters escaped ([`crate::sinks::escape`]).
 
+mod forwarding;
 mod health;
 pub mod labels;
 
@@ -123,6 +124,7 @@ pub struct Metrics {
     folded: IntCounterVec,
     breakdowns: OptionalBreakdowns,
     health: CaptureHealth,
+    forwarding: forwarding::ForwardingMetrics,
 }
 
 impl Metrics {
@@ -248,6 +250,7 @@ impl Metrics {
                 )?,
             },
             health: CaptureHealth::register(r)?,
+            forwarding: forwarding::ForwardingMetrics::register(r)?,
             registry,
         };
         // Every capped label in use shows its fold count from the start, 0 until
@@ -344,6 +347,14 @@ impl Metrics {
         }
 
         self.count_breakdowns(record, &device, outcome);
+        self.forwarding.observe(record, &device, &|name: &str| {
+            self.capped("device", &self.caps.device, name)
+        });
+    }
+
+    /// Brings `tlsmon_forwarding_unlinked_total` up to the linker's counters.
+    pub fn set_forwarding_stats(&self, stats: &crate::pipeline::forwarding::ForwardingStats) {
+        self.forwarding.set_stats(stats);
     }
 
     /// Marks an interface attached (1) or detached (0) in `tlsmon_interface_attached`.

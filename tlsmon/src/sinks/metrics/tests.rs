@@ -42,6 +42,7 @@ pub(crate) fn record() -> HandshakeEvent {
         ja4: Some("t13d0203h2_aaaaaaaaaaaa_bbbbbbbbbbbb".into()),
         duration_ms: Some(3.0),
         server_cert: None,
+        forwarded: None,
     }
 }
 
@@ -587,7 +588,66 @@ fn every_family_follows_the_naming_rules_and_has_help() {
             .unwrap_or_else(|| panic!("{name} has no HELP"));
         assert!(help.len() > 30, "{name}: HELP too short: {help}");
     }
-    // 10 handshake families, the folded counter, 4 breakdowns, build_info and 17
-    // capture-health families (a vector without series is not rendered).
-    assert_eq!(families, 33);
+    // 10 handshake families, the folded counter, 4 breakdowns, build_info, 17
+    // capture-health families and the forwarding linker's unlinked counter (a vector
+    // without series is not rendered).
+    assert_eq!(families, 34);
+}
+
+#[test]
+fn a_forwarded_handshake_counts_once_and_one_that_never_left_is_counted() {
+    use crate::event::Forwarded;
+    use crate::pipeline::forwarding::ForwardingStats;
+    let m = Metrics::new(&LabelOptions::default()).unwrap();
+    let forwarded = |changes: &[&str]| Forwarded {
+        in_device: "eth0".into(),
+        out_device: Some("eth1".into()),
+        changes: changes.iter().map(|c| c.to_string()).collect(),
+    };
+    // Both events of a pair carry it; only the one that left counts.
+    m.observe(&HandshakeEvent {
+        device: "eth0".into(),
+        direction: Direction::Inbound,
+        forwarded: Some(forwarded(&[])),
+        ..record()
+    });
+    for changes in [
+        &[][..],
+        &["cipher suite TLS_AES_256_GCM_SHA384 removed"][..],
+    ] {
+        m.observe(&HandshakeEvent {
+            device: "eth1".into(),
+            direction: Direction::Outbound,
+            forwarded: Some(forwarded(changes)),
+            ..record()
+        });
+    }
+    m.observe(&HandshakeEvent {
+        device: "eth0".into(),
+        direction: Direction::Inbound,
+        forwarded: Some(Forwarded {
+            in_device: "eth0".into(),
+            out_device: None,
+            changes: Vec::new(),
+        }),
+        ..record()
+    });
+    m.set_forwarding_stats(&ForwardingStats {
+        random_reused: 2,
+        ..ForwardingStats::default()
+    });
+    let text = text_of(&m);
+    assert_eq!(
+        samples(&text, "tlsmon_forwarded_handshakes_total"),
+        [
+            r#"tlsmon_forwarded_handshakes_total{changed="false",in_device="eth0",out_device="eth1"} 1"#,
+            r#"tlsmon_forwarded_handshakes_total{changed="true",in_device="eth0",out_device="eth1"} 1"#,
+        ]
+    );
+    assert_eq!(
+        samples(&text, "tlsmon_handshakes_not_forwarded_total"),
+        [r#"tlsmon_handshakes_not_forwarded_total{device="eth0"} 1"#]
+    );
+    assert!(samples(&text, "tlsmon_forwarding_unlinked_total")
+        .contains(&r#"tlsmon_forwarding_unlinked_total{cause="random_reused"} 2"#.to_string()));
 }

@@ -173,6 +173,80 @@ pub fn alert_name(desc: u8) -> String {
     }
 }
 
+/// TLS extensions (IANA "TLS ExtensionType Values") by code point, plus two that are
+/// common on the wire without a registration (NPN, ALPS).
+const EXTENSIONS: &[(u16, &str)] = &[
+    (0, "server_name"),
+    (1, "max_fragment_length"),
+    (2, "client_certificate_url"),
+    (3, "trusted_ca_keys"),
+    (4, "truncated_hmac"),
+    (5, "status_request"),
+    (6, "user_mapping"),
+    (7, "client_authz"),
+    (8, "server_authz"),
+    (9, "cert_type"),
+    (10, "supported_groups"),
+    (11, "ec_point_formats"),
+    (12, "srp"),
+    (13, "signature_algorithms"),
+    (14, "use_srtp"),
+    (15, "heartbeat"),
+    (16, "application_layer_protocol_negotiation"),
+    (17, "status_request_v2"),
+    (18, "signed_certificate_timestamp"),
+    (19, "client_certificate_type"),
+    (20, "server_certificate_type"),
+    (21, "padding"),
+    (22, "encrypt_then_mac"),
+    (23, "extended_master_secret"),
+    (24, "token_binding"),
+    (25, "cached_info"),
+    (26, "tls_lts"),
+    (27, "compress_certificate"),
+    (28, "record_size_limit"),
+    (29, "pwd_protect"),
+    (30, "pwd_clear"),
+    (31, "password_salt"),
+    (32, "ticket_pinning"),
+    (33, "tls_cert_with_extern_psk"),
+    (34, "delegated_credential"),
+    (35, "session_ticket"),
+    (41, "pre_shared_key"),
+    (42, "early_data"),
+    (43, "supported_versions"),
+    (44, "cookie"),
+    (45, "psk_key_exchange_modes"),
+    (47, "certificate_authorities"),
+    (48, "oid_filters"),
+    (49, "post_handshake_auth"),
+    (50, "signature_algorithms_cert"),
+    (51, "key_share"),
+    (52, "transparency_info"),
+    (54, "connection_id"),
+    (55, "external_id_hash"),
+    (56, "external_session_id"),
+    (57, "quic_transport_parameters"),
+    (58, "ticket_request"),
+    (59, "dnssec_chain"),
+    (13172, "next_protocol_negotiation"),
+    (17513, "application_settings"),
+    (0xfe0d, "encrypted_client_hello"),
+    (0xff01, "renegotiation_info"),
+];
+
+/// IANA name of a TLS extension ("supported_versions", "key_share"); GREASE as
+/// "GREASE", unknown values as hex ("0x4469").
+pub fn extension_name(id: u16) -> String {
+    if is_grease(id) {
+        return GREASE.to_string();
+    }
+    match lookup(EXTENSIONS, id) {
+        Some(name) => name.to_string(),
+        None => format!("0x{id:04x}"),
+    }
+}
+
 /// True when `name` is what [`version_name`] returns for a registered version (not
 /// GREASE, not hex).
 pub fn is_version_name(name: &str) -> bool {

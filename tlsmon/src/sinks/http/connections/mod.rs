@@ -184,12 +184,24 @@ impl Drop for BusyGuard {
 pub(crate) struct TrackedBody {
     inner: Full<Bytes>,
     _busy: BusyGuard,
+    /// Whatever else must live as long as the body (a read permit).
+    _held: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl TrackedBody {
     /// `inner`, with the connection busy until the body is dropped.
     pub(crate) fn new(inner: Full<Bytes>, busy: BusyGuard) -> TrackedBody {
-        TrackedBody { inner, _busy: busy }
+        TrackedBody {
+            inner,
+            _busy: busy,
+            _held: None,
+        }
+    }
+
+    /// The body, keeping `held` (if any) until it is dropped.
+    pub(crate) fn holding<T: Send + Sync + 'static>(mut self, held: Option<T>) -> TrackedBody {
+        self._held = held.map(|h| Box::new(h) as Box<dyn std::any::Any + Send + Sync>);
+        self
     }
 }
 
