@@ -133,8 +133,8 @@ pub struct EventHeader {
     /// Payload bytes of this packet that follow this chunk and were not copied
     /// (budget exhausted or too many chunks). Zero when nothing was cut.
     pub cut_len: u32,
-    /// Explicit padding; always zero.
-    pub _pad2: u32,
+    /// TCP acknowledgment number of the packet (meaningful with the ACK flag).
+    pub ack_seq: u32,
 }
 
 /// [`EventHeader::event_flags`] bit: this payload is the first of a connection

@@ -36,7 +36,7 @@ fn header(sighting: &Sighting, pkt: &Packet, kind: EventKind, seq: u32, flags: u
         _pad: [0; 2],
         payload_len: 0,
         cut_len: 0,
-        _pad2: 0,
+        ack_seq: pkt.ack_seq,
     }
 }
 

@@ -30,7 +30,7 @@ fn sample(kind: EventKind, payload_len: u32) -> EventHeader {
         _pad: [0; 2],
         payload_len,
         cut_len: 3,
-        _pad2: 0,
+        ack_seq: 0,
     }
 }
 
