@@ -752,3 +752,18 @@ fn an_acknowledged_first_syn_ack_is_not_replaced_by_a_stale_one() {
     finish_tls12(&mut c);
     only_established(&c);
 }
+
+#[test]
+fn a_refused_syn_client_hello_seen_live_counts_once() {
+    // Live, the kernel reports no refusing SYN-ACK: the client's SYN, then its
+    // ClientHello again as the flow's first payload (with the SYN that stands for it).
+    let mut c = Conversation::new(FlowTableOptions::default());
+    c.send(true, &client_hello(), TcpFlags::SYN);
+    c.client_seq = CLIENT_ISN;
+    c.send(true, &[], TcpFlags::SYN);
+    c.send(true, &client_hello(), 0);
+    finish_tls12(&mut c);
+    let r = only_established(&c);
+    assert_eq!(r.client_hello_segments, Some(1));
+    assert_eq!(c.table.stats().retransmitted_bytes, 0);
+}
