@@ -31,7 +31,7 @@ use tlsmon_tests::{
     binary::tlsmon_binary,
     certificate_names::leaf_names,
     differential::{analyze, observe, Record, Scratch},
-    frames::{self, Shape, ACK, PSH, SYN},
+    frames::{self, Shape, ACK, PSH, RST, SYN},
     is_root,
     netns::{Netns, VethLink},
     pki::Pki,
@@ -413,7 +413,31 @@ fn the_kernel_tracks_a_client_hello_in_a_syn_once_a_syn_ack_accepts_it() -> Resu
         "{event:?}"
     );
     ensure!(decided[0].client_seq == Some(5000));
+
+    // Once the connection is over, a late duplicate of its SYN-ACK starts nothing.
+    let reset = frames::tcp_shaped(
+        client,
+        server,
+        data_end,
+        ACK | RST,
+        &[],
+        acks_server(90_001),
+    );
+    run(&mut c, &reset, PacketDirection::Ingress)?;
+    ensure!(c.tracked_flows() == 0);
+    drain(&mut c);
+    run(&mut c, &first, PacketDirection::Egress)?;
+    ensure!(drain(&mut c).is_empty());
+    ensure!(c.counters()?.flows_started == 1 && c.tracked_flows() == 0);
     Ok(())
+}
+
+/// A frame shape acknowledging `ack`.
+fn acks_server(ack: u32) -> Shape {
+    Shape {
+        ack_number: Some(ack),
+        ..Shape::default()
+    }
 }
 
 /// A leaf certificate and its key, signed by a CA made for it.

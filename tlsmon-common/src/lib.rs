@@ -254,7 +254,8 @@ pub struct Opening {
     /// for a SYN with data, where its data starts (the SYN's sequence number + 1).
     pub client_seq: u32,
     /// The server's next sequence number (the SYN-ACK's sequence number + 1):
-    /// what the client's first payload acknowledges. Zero for a SYN with data.
+    /// what the client's first payload acknowledges. For a SYN with data: zero
+    /// until a SYN-ACK accepted its bytes and its flow started, then non-zero.
     pub server_seq: u32,
     /// Non-zero when the server (SYN-ACK sender) is the `lo` side of the key.
     pub server_is_lo: u32,

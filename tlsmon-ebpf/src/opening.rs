@@ -19,6 +19,10 @@ use crate::{
     packet::Packet,
 };
 
+/// [`Opening::server_seq`] of a SYN with data once a SYN-ACK accepted it and its
+/// flow started (zero before).
+const SYN_DATA_STARTED: u32 = 1;
+
 /// Records the SYN-ACK `pkt`. A tracked flow on the same 4-tuple that belongs to
 /// another connection is over: forget it. A SYN-ACK that accepts the bytes of a
 /// recorded SYN (TCP Fast Open) starts tracking that connection instead.
@@ -34,7 +38,7 @@ pub fn record(pkt: &Packet, ifindex: u32, sighting: &Sighting) {
         if accepts_syn_data {
             // The SYN's opening stays: a second SYN-ACK of this connection (with
             // another ISN) is recognised and reported as well.
-            syn_data_accepted(pkt, ifindex, &key, syn.client_seq, sighting);
+            syn_data_accepted(pkt, ifindex, &key, &syn, sighting);
             return;
         }
     }
@@ -59,22 +63,21 @@ pub fn record(pkt: &Packet, ifindex: u32, sighting: &Sighting) {
     }
 }
 
-/// A SYN-ACK accepted the ClientHello bytes of the client's SYN, which start at
-/// `client_seq`: track the connection (unless this is a second SYN-ACK of it)
-/// and report the SYN-ACK.
+/// A SYN-ACK accepted the ClientHello bytes of the client's SYN `syn`: track the
+/// connection (unless this is a second SYN-ACK of it) and report the SYN-ACK.
 #[inline(always)]
 fn syn_data_accepted(
     pkt: &Packet,
     ifindex: u32,
     key: &FlowKey,
-    client_seq: u32,
+    syn: &Opening,
     sighting: &Sighting,
 ) {
     let slot = hint::slot(pkt, ifindex);
     let tracked = match FLOWS.get_ptr_mut(key) {
         // SAFETY: a live value of the flow map.
         Some(state) => unsafe {
-            if (*state).client_seq == client_seq {
+            if (*state).client_seq == syn.client_seq {
                 true
             } else {
                 forget(key, slot, &mut *state);
@@ -84,11 +87,22 @@ fn syn_data_accepted(
         },
         None => false,
     };
-    // The SYN's bytes went out as they passed; the flow needs no announcing
-    // event (userspace saw the SYN itself).
-    if tracked || track(key, slot, client_seq, 1, ifindex, pkt).is_some() {
-        send_control(sighting, pkt, EventKind::SynAck);
+    if !tracked {
+        if syn.server_seq != 0 {
+            // Its flow started and has ended: a late duplicate starts nothing.
+            return;
+        }
+        // The SYN's bytes went out as they passed; the flow needs no announcing
+        // event (userspace saw the SYN itself).
+        if track(key, slot, syn.client_seq, 1, ifindex, pkt).is_none() {
+            return;
+        }
+        if let Some(opening) = OPENINGS.get_ptr_mut(key) {
+            // SAFETY: a live value of the openings map.
+            unsafe { (*opening).server_seq = SYN_DATA_STARTED };
+        }
     }
+    send_control(sighting, pkt, EventKind::SynAck);
 }
 
 /// The client's SYN `pkt` carries the start of a ClientHello (TCP Fast Open):
@@ -103,8 +117,8 @@ pub fn record_syn_data(ctx: &TcContext, pkt: &Packet, ifindex: u32, sighting: &S
         server_is_lo: (!client_is_lo) as u32,
         syn_data_len: pkt.payload_len,
     };
+    // Not counted as an opening (that counter is of SYN-ACKs): its SYN-ACK is.
     if OPENINGS.insert(&key, &opening, BPF_ANY as u64).is_ok() {
-        count(Counter::OpeningsSeen, 1);
         send_first_chunk(ctx, sighting, pkt, byte_budget());
     }
 }

@@ -521,14 +521,14 @@ impl FlowTable {
             self.touch(key, segment.ts, out);
             return;
         }
-        self.drop_resent_syn_data(key, index, segment);
+        self.drop_resent_syn_data(key, segment);
         self.process_bytes(key, index, segment, out);
     }
 
     /// The client sends the bytes of its held SYN again, as ordinary bytes (the
     /// server refused them, which a live capture does not show): those count, and
     /// the held copy goes.
-    fn drop_resent_syn_data(&mut self, key: &ConnectionKey, index: usize, segment: &Segment) {
+    fn drop_resent_syn_data(&mut self, key: &ConnectionKey, segment: &Segment) {
         let Some(flow) = self.flows.get_mut(key) else {
             return;
         };
@@ -538,7 +538,7 @@ impl FlowTable {
                 && !segment.payload.is_empty()
                 && segment.seq == held.seq.wrapping_add(1)
         });
-        if resent && usize::from(segment.src != key.lo) == index {
+        if resent {
             flow.syn_data = None;
         }
     }

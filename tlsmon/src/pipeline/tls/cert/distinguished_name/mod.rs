@@ -60,9 +60,10 @@ fn decode_string(value: &Any<'_>) -> Option<String> {
         | Tag::Ia5String
         | Tag::NumericString
         | Tag::VisibleString => std::str::from_utf8(bytes).ok().map(str::to_string),
-        // T.61 proper is a shifting multi-byte code nobody implements; OpenSSL,
-        // GnuTLS and Wireshark all read a T61String's bytes as Latin-1, where each
-        // byte is the code point of the same number.
+        // T.61 proper is a code with non-spacing accents that certificate issuers
+        // do not follow: they put Latin-1 bytes in T61Strings, and OpenSSL reads
+        // them so, each byte the code point of the same number. (Wireshark uses
+        // the T.61 table, so beyond ASCII its reading differs.)
         Tag::TeletexString => Some(bytes.iter().map(|&b| char::from(b)).collect()),
         // UCS-2, big-endian; surrogate pairs are decoded, lone ones are invalid.
         Tag::BmpString => {
