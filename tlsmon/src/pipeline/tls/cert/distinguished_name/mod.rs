@@ -67,7 +67,7 @@ fn decode_string(value: &Any<'_>) -> Option<String> {
         Tag::TeletexString => Some(bytes.iter().map(|&b| char::from(b)).collect()),
         // UCS-2, big-endian; surrogate pairs are decoded, lone ones are invalid.
         Tag::BmpString => {
-            if bytes.len() % 2 != 0 {
+            if !bytes.len().is_multiple_of(2) {
                 return None;
             }
             let units = bytes
@@ -79,7 +79,7 @@ fn decode_string(value: &Any<'_>) -> Option<String> {
         }
         // UCS-4, big-endian.
         Tag::UniversalString => {
-            if bytes.len() % 4 != 0 {
+            if !bytes.len().is_multiple_of(4) {
                 return None;
             }
             bytes
