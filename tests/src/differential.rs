@@ -181,19 +181,16 @@ pub fn parse_lines(text: &str) -> Result<Vec<Record>> {
 /// connection being set up (it records the SYN-ACK) and the first client payload
 /// that continues it begins a ClientHello (README, "What the kernel tracks"). A
 /// capture record has no live counterpart, and is not compared, when the capture
-/// does not show its connection's SYN-ACK, when the client sent data in its SYN
-/// (TCP Fast Open), or when the client never sent a ClientHello (`not_tls` on a
-/// TLS port).
+/// does not show its connection's SYN-ACK, or when the client never sent a
+/// ClientHello (`not_tls` on a TLS port). A ClientHello in the client's SYN (TCP
+/// Fast Open) is tracked from the SYN-ACK that accepts it.
 pub fn kernel_can_see(record: &Record, openings: &Openings) -> bool {
     let no_client_hello = record
         .fields
         .get("client_hello_bytes")
         .is_none_or(Value::is_null);
     let not_tls = record.text("failure_reason") == Some("not_tls") && no_client_hello;
-    !not_tls
-        && openings
-            .of(record)
-            .is_some_and(|o| o.set_up && !o.data_in_syn)
+    !not_tls && openings.of(record).is_some_and(|o| o.set_up)
 }
 
 /// Rule: `client_hello_segments` is compared when the ClientHello record (5-byte
@@ -1406,7 +1403,7 @@ mod tests {
         assert!(openings.of(&fast_open).is_some_and(|o| o.data_in_syn));
         assert!(kernel_can_see(&first, &openings));
         assert!(!kernel_can_see(&unset, &openings), "never set up: not live");
-        assert!(!kernel_can_see(&fast_open, &openings), "TFO: not live");
+        assert!(kernel_can_see(&fast_open, &openings), "TFO: live too");
 
         // The second handshake differs, but it carried more than the budget:
         // compared on existence only. The one never set up is excluded.

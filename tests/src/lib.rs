@@ -6,6 +6,7 @@
 
 pub mod attached;
 pub mod binary;
+pub mod certificate_names;
 pub mod corpus;
 pub mod differential;
 pub mod exposition;
@@ -18,6 +19,7 @@ pub mod pki;
 pub mod poll;
 pub mod process;
 pub mod reset_server;
+pub mod syn_ack_rewrite;
 pub mod topology;
 pub mod tshark;
 pub mod two_path_scenario;

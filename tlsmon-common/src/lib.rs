@@ -62,6 +62,10 @@ pub enum EventKind {
     Fin = 2,
     /// RST seen on a tracked flow.
     Rst = 3,
+    /// A SYN-ACK that accepted the ClientHello a client's SYN carried (TCP Fast
+    /// Open), or another SYN-ACK of such a connection: no payload, its sequence
+    /// and acknowledgment numbers.
+    SynAck = 4,
 }
 
 impl EventKind {
@@ -71,6 +75,7 @@ impl EventKind {
             1 => Some(Self::Payload),
             2 => Some(Self::Fin),
             3 => Some(Self::Rst),
+            4 => Some(Self::SynAck),
             _ => None,
         }
     }
@@ -133,8 +138,8 @@ pub struct EventHeader {
     /// Payload bytes of this packet that follow this chunk and were not copied
     /// (budget exhausted or too many chunks). Zero when nothing was cut.
     pub cut_len: u32,
-    /// Explicit padding; always zero.
-    pub _pad2: u32,
+    /// TCP acknowledgment number of the packet (meaningful with the ACK flag).
+    pub ack_seq: u32,
 }
 
 /// [`EventHeader::event_flags`] bit: this payload is the first of a connection
@@ -238,18 +243,25 @@ pub struct FlowState {
 
 /// A connection seen being set up: its SYN-ACK, and so the sequence numbers its
 /// first client payload must carry. Blind spoofers cannot guess the server's.
+///
+/// Or, with TCP Fast Open, a client's SYN that carried the start of a ClientHello
+/// (`syn_data_len` non-zero): its bytes were copied to userspace, which holds them
+/// until a SYN-ACK acknowledges them; that SYN-ACK starts tracking.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Opening {
-    /// The client's next sequence number (the SYN-ACK's acknowledgment number).
+    /// The client's next sequence number (the SYN-ACK's acknowledgment number);
+    /// for a SYN with data, where its data starts (the SYN's sequence number + 1).
     pub client_seq: u32,
     /// The server's next sequence number (the SYN-ACK's sequence number + 1):
-    /// what the client's first payload acknowledges.
+    /// what the client's first payload acknowledges. For a SYN with data: zero
+    /// until a SYN-ACK accepted its bytes and its flow started, then non-zero.
     pub server_seq: u32,
     /// Non-zero when the server (SYN-ACK sender) is the `lo` side of the key.
     pub server_is_lo: u32,
-    /// Explicit padding; always zero.
-    pub _pad: u32,
+    /// Bytes a client's SYN carried (TCP Fast Open); zero for a SYN-ACK's opening.
+    /// A SYN-ACK accepts them when it acknowledges `client_seq + syn_data_len`.
+    pub syn_data_len: u32,
 }
 
 /// [`ControlCommand::op`]: forget a flow userspace has decided, if it is still

@@ -36,7 +36,7 @@ fn header(sighting: &Sighting, pkt: &Packet, kind: EventKind, seq: u32, flags: u
         _pad: [0; 2],
         payload_len: 0,
         cut_len: 0,
-        _pad2: 0,
+        ack_seq: pkt.ack_seq,
     }
 }
 
@@ -141,6 +141,55 @@ pub fn send_payload(
         }
     }
     sent
+}
+
+/// Copies the first chunk of `pkt`'s payload (at most CHUNK_SIZE bytes, and at
+/// most `allowed`) to the RingBuf in one event; the rest is counted as cut. For a
+/// packet outside any flow (a SYN carrying data): no loop, so the verifier's
+/// bill stays small on a path every SYN may take.
+#[inline(always)]
+pub fn send_first_chunk(ctx: &TcContext, sighting: &Sighting, pkt: &Packet, allowed: u32) {
+    let wanted = if pkt.payload_len < allowed {
+        pkt.payload_len
+    } else {
+        allowed
+    };
+    if wanted == 0 {
+        count(Counter::BytesCut, pkt.payload_len as u64);
+        return;
+    }
+    let Some(record) = SCRATCH.get_ptr_mut(0) else {
+        count(Counter::BytesCut, pkt.payload_len as u64);
+        return;
+    };
+    // SAFETY: this CPU's scratch slot; nothing else touches it during the run.
+    let record = unsafe { &mut *record };
+    let len = if wanted < CHUNK_SIZE as u32 {
+        wanted
+    } else {
+        CHUNK_SIZE as u32
+    };
+    // Masked to 1..=CHUNK_SIZE for the verifier; equal to `len` since len >= 1.
+    let len = ((len - 1) & (CHUNK_SIZE as u32 - 1)) + 1;
+    let flags = pkt.tcp_flags & !(TCP_FIN | TCP_RST);
+    let mut h = header(sighting, pkt, EventKind::Payload, pkt.seq, flags);
+    h.payload_len = len;
+    h.cut_len = pkt.payload_len - len;
+    record.header = h;
+    // SAFETY: the destination is the record's CHUNK_SIZE payload array and `len`
+    // is at most CHUNK_SIZE; the helper checks the packet offset itself.
+    let loaded = unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            pkt.payload_off,
+            record.payload.as_mut_ptr() as *mut _,
+            len,
+        )
+    };
+    if loaded != 0 || !output(record, HEADER_LEN + len) {
+        count(Counter::BytesCut, len as u64);
+    }
+    count(Counter::BytesCut, (pkt.payload_len - len) as u64);
 }
 
 /// Sends a FIN or RST control event. Its sequence number is the one the flag

@@ -3,7 +3,8 @@
 //!
 //! Only real connections are tracked: one whose SYN-ACK was seen on this
 //! interface (`opening`) and whose first client payload continues exactly that
-//! SYN-ACK and begins a ClientHello. A blind spoofer cannot know the server's
+//! SYN-ACK and begins a ClientHello, or (TCP Fast Open) whose client's SYN
+//! carried the start of a ClientHello that a SYN-ACK then acknowledged. A blind spoofer cannot know the server's
 //! sequence number, so single forged packets start nothing; frames the host
 //! does not accept (addressed to another host) start nothing either.
 
@@ -40,10 +41,25 @@ pub fn classify(ctx: &TcContext, direction: u8) {
     // SAFETY: the context pointer is the program's argument, valid for the run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     if pkt.tcp_flags & TCP_SYN != 0 {
-        // SYN and SYN-ACK carry no handshake bytes (TCP Fast Open data is not
-        // followed); a SYN-ACK is the evidence that a connection is being set up.
-        if pkt.tcp_flags & TCP_ACK != 0 && accepted_by_host(ctx, direction) {
-            opening::record(&pkt, ifindex);
+        // A SYN-ACK is the evidence that a connection is being set up. A client's
+        // SYN matters only when it carries a ClientHello (TCP Fast Open).
+        let is_syn_ack = pkt.tcp_flags & TCP_ACK != 0;
+        if !is_syn_ack && !starts_client_hello(ctx, &pkt) {
+            return;
+        }
+        if !accepted_by_host(ctx, direction) {
+            return;
+        }
+        let sighting = Sighting {
+            // SAFETY: helper without arguments.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            ifindex,
+            direction,
+        };
+        if is_syn_ack {
+            opening::record(&pkt, ifindex, &sighting);
+        } else {
+            opening::record_syn_data(ctx, &pkt, ifindex, &sighting);
         }
         return;
     }
@@ -212,23 +228,38 @@ fn start(
     }
     // An older connection on this 4-tuple was forgotten when this one's SYN-ACK
     // passed (`opening::record`); the insert replaces whatever raced in since.
+    track(&key, slot, pkt.seq, 0, ifindex, pkt)
+}
+
+/// Stores a new flow whose client payload starts at `client_seq`, counted in hint
+/// `slot`; `announced` 1 when its first payload event needs no
+/// [`EVENT_OPENS_CONNECTION`] (userspace saw its SYN). Returns the stored state.
+#[inline(always)]
+pub fn track(
+    key: &FlowKey,
+    slot: u32,
+    client_seq: u32,
+    announced: u32,
+    ifindex: u32,
+    pkt: &Packet,
+) -> Option<*mut FlowState> {
     let budget = byte_budget();
     let state = FlowState {
         budget_lo_to_hi: budget,
         budget_hi_to_lo: budget,
-        client_seq: pkt.seq,
-        announced: 0,
+        client_seq,
+        announced,
         fin_seen: 0,
         hint_held: 1,
     };
     // Count first, so no packet of the flow can see an empty slot once it exists.
     hint::take(slot);
-    if FLOWS.insert(&key, &state, BPF_ANY as u64).is_err() {
+    if FLOWS.insert(key, &state, BPF_ANY as u64).is_err() {
         let mut held = 1u32;
         hint::release(slot, &mut held);
         diag::flow_table_full(ifindex, pkt.src_port, pkt.dst_port);
         return None;
     }
     count(Counter::FlowsStarted, 1);
-    FLOWS.get_ptr_mut(&key)
+    FLOWS.get_ptr_mut(key)
 }

@@ -23,6 +23,7 @@
 //! gives memory back once a flood has drained ([`FlowTable::advance_clock`]).
 
 mod direction;
+mod setup;
 
 use std::collections::{BTreeMap, HashMap as StdHashMap, HashSet as StdHashSet, VecDeque};
 use std::hash::BuildHasher;
@@ -39,6 +40,7 @@ use super::event_builder::{
     handshake_record, not_tls_record, record_without_hello, side_of, FlowContext,
 };
 use direction::{DirectionStream, Scratch, TimedMessage};
+use setup::{held_syn, judge_syn_data, Numbering, SynDataVerdict};
 
 /// Connection keys are hashed several times per segment, so SipHash showed up as
 /// the top cost of `analyze` (10% of its time). foldhash with a per-process random
@@ -237,9 +239,13 @@ struct Flow {
     client_hello_segments: u32,
     first_seen: Timestamp,
     deadline: Timestamp,
-    /// Sequence number of each direction's SYN, until that direction carries bytes.
-    /// Index 0 is lo -> hi, index 1 hi -> lo, as for `streams`.
-    isn: [Option<u32>; 2],
+    /// Sequence numbering of each direction's SYN (the SYN-ACK the peer
+    /// acknowledged), until that direction carries bytes. Index 0 is lo -> hi,
+    /// index 1 hi -> lo, as for `streams`.
+    numbering: [Numbering; 2],
+    /// A client's SYN that carried bytes (TCP Fast Open), held until the server
+    /// acknowledges them: only then are they part of the connection.
+    syn_data: Option<Box<Segment>>,
     /// Per direction: sequence number of its first payload byte (which connection
     /// on a reused 4-tuple this is, for the kernel and for a new SYN).
     first_payload_seq: [Option<u32>; 2],
@@ -475,7 +481,8 @@ impl FlowTable {
                 client_hello_segments: 0,
                 first_seen: ts,
                 deadline,
-                isn: [None, None],
+                numbering: [Numbering::default(); 2],
+                syn_data: None,
                 first_payload_seq: [None, None],
                 streams: [None, None],
                 tracker: None,
@@ -537,6 +544,94 @@ impl FlowTable {
 
     fn process(&mut self, key: &ConnectionKey, segment: &Segment, out: &mut Vec<Decided>) {
         let index = usize::from(segment.src != key.lo);
+        if segment.flags.ack() {
+            if let Some(accepted) = self.acknowledge(key, index, segment.ack) {
+                // The client's SYN bytes come first: they precede this segment.
+                self.process_bytes(key, 1 - index, &accepted, out);
+                if !self.flows.contains_key(key) {
+                    return;
+                }
+            }
+        }
+        if self.hold_syn_data(key, index, segment) {
+            self.touch(key, segment.ts, out);
+            return;
+        }
+        self.drop_resent_syn_data(key, segment);
+        self.process_bytes(key, index, segment, out);
+    }
+
+    /// The client sends the bytes of its held SYN again, as ordinary bytes (the
+    /// server refused them, which a live capture does not show): those count, and
+    /// the held copy goes.
+    fn drop_resent_syn_data(&mut self, key: &ConnectionKey, segment: &Segment) {
+        let Some(flow) = self.flows.get_mut(key) else {
+            return;
+        };
+        let resent = flow.syn_data.as_ref().is_some_and(|held| {
+            held.src == segment.src
+                && !segment.flags.syn()
+                && !segment.payload.is_empty()
+                && segment.seq == held.seq.wrapping_add(1)
+        });
+        if resent {
+            flow.syn_data = None;
+        }
+    }
+
+    /// The peer of direction `1 - index` acknowledged `ack`: it may pick that
+    /// direction's numbering among its SYNs, and accept (returned) or refuse (dropped)
+    /// the bytes of a held SYN.
+    fn acknowledge(&mut self, key: &ConnectionKey, index: usize, ack: u32) -> Option<Box<Segment>> {
+        let flow = self.flows.get_mut(key)?;
+        let peer = 1 - index;
+        if flow.streams[peer].is_none() {
+            flow.numbering[peer].on_peer_ack(ack);
+        }
+        let held = flow.syn_data.as_ref()?;
+        if usize::from(held.src != key.lo) != peer {
+            return None;
+        }
+        match judge_syn_data(held, ack) {
+            SynDataVerdict::Accepted => flow.syn_data.take(),
+            SynDataVerdict::Refused => {
+                flow.syn_data = None;
+                None
+            }
+            SynDataVerdict::Undecided => None,
+        }
+    }
+
+    /// Holds the bytes of a client's SYN (TCP Fast Open) until the server
+    /// acknowledges them; true if `segment` was such a SYN.
+    fn hold_syn_data(&mut self, key: &ConnectionKey, index: usize, segment: &Segment) -> bool {
+        let opening_with_bytes = segment.flags.syn()
+            && !segment.flags.ack()
+            && (!segment.payload.is_empty() || segment.cut > 0);
+        if !opening_with_bytes {
+            return false;
+        }
+        let max_bytes = self.options.reassembly.max_buffered_bytes;
+        let Some(flow) = self.flows.get_mut(key) else {
+            return false;
+        };
+        if flow.streams[index].is_some() {
+            // The direction already carries bytes: a late SYN is ordinary input.
+            return false;
+        }
+        flow.numbering[index].on_syn(segment.seq);
+        flow.syn_data = Some(held_syn(segment, max_bytes));
+        true
+    }
+
+    /// Feeds one segment of direction `index` to its stream and the flow's tracker.
+    fn process_bytes(
+        &mut self,
+        key: &ConnectionKey,
+        index: usize,
+        segment: &Segment,
+        out: &mut Vec<Decided>,
+    ) {
         let limits = self.options.reassembly;
         let mut messages = std::mem::take(&mut self.messages);
         messages.clear();
@@ -544,16 +639,18 @@ impl FlowTable {
             return;
         };
         if flow.first_payload_seq[index].is_none() && !segment.payload.is_empty() {
-            flow.first_payload_seq[index] = Some(segment.seq);
+            // A SYN's bytes (TCP Fast Open) start one after its sequence number.
+            let syn = u32::from(segment.flags.syn());
+            flow.first_payload_seq[index] = Some(segment.seq.wrapping_add(syn));
         }
         let needs_stream = !segment.payload.is_empty() || segment.cut > 0 || segment.flags.fin();
         if flow.streams[index].is_none() && !needs_stream {
             // A SYN, SYN-ACK or bare ACK: remember where the bytes will start.
             if segment.flags.syn() {
-                flow.isn[index].get_or_insert(segment.seq);
+                flow.numbering[index].on_syn(segment.seq);
             }
         } else {
-            let isn = flow.isn[index].take();
+            let isn = flow.numbering[index].take();
             let stream = flow.streams[index].get_or_insert_with(|| {
                 Box::new(DirectionStream::new(limits, segment.direction, isn))
             });

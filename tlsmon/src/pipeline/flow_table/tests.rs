@@ -72,6 +72,12 @@ impl Conversation {
 
     fn segment(&mut self, from_client: bool, payload: &[u8], flags: u8) -> Segment {
         self.now_ms += 1;
+        // What the peer sent so far is acknowledged.
+        let ack = if from_client {
+            self.server_seq
+        } else {
+            self.client_seq
+        };
         let seq = if from_client {
             &mut self.client_seq
         } else {
@@ -91,6 +97,7 @@ impl Conversation {
             src: if from_client { client } else { server },
             dst: if from_client { server } else { client },
             seq: *seq,
+            ack,
             // Every segment acknowledges something but the client's opening SYN.
             flags: TcpFlags(if from_client && flags == TcpFlags::SYN {
                 flags
@@ -637,4 +644,126 @@ fn a_connection_pushed_out_before_its_client_hello_is_still_seen() {
         0,
     );
     assert_eq!(details(&out), [(40_000, Outcome::Failed, None)]);
+}
+
+/// The server's flight and both Finished of a full TLS 1.2 handshake, after the
+/// ClientHello: the handshake is decided as established.
+fn finish_tls12(c: &mut Conversation) {
+    let mut flight = server_hello();
+    flight.extend(handshake(14, &[]));
+    c.send(false, &flight, 0);
+    let mut finish = record(20, &[1]);
+    finish.extend(record(22, &[0xaa; 40]));
+    c.send(true, &finish, 0);
+    c.send(false, &finish, 0);
+}
+
+fn only_established(c: &Conversation) -> &HandshakeEvent {
+    assert_eq!(c.out.len(), 1, "{:?}", c.out);
+    let r = &c.out[0].event;
+    assert_eq!(r.outcome, Outcome::Established, "{r:?}");
+    assert_eq!(r.version.as_deref(), Some("TLSv1.2"));
+    r
+}
+
+#[test]
+fn a_client_hello_in_the_syn_counts_once_the_server_accepts_it() {
+    let mut c = Conversation::new(FlowTableOptions::default());
+    // TCP Fast Open: the ClientHello rides in the SYN; the SYN-ACK acknowledges it.
+    c.send(true, &client_hello(), TcpFlags::SYN);
+    assert_eq!(c.table.tracked(), 1);
+    c.send(false, &[], TcpFlags::SYN);
+    c.send(true, &[], 0);
+    finish_tls12(&mut c);
+    let r = only_established(&c);
+    assert_eq!(r.sni.as_deref(), Some("example.test"));
+    assert_eq!(r.client_hello_segments, Some(1));
+    // Its bytes start one after the SYN's sequence number.
+    assert_eq!(c.out[0].client_seq, Some(CLIENT_ISN.wrapping_add(1)));
+}
+
+#[test]
+fn a_client_hello_in_an_unanswered_syn_is_no_handshake() {
+    let mut c = Conversation::new(FlowTableOptions::default());
+    c.send(true, &client_hello(), TcpFlags::SYN);
+    c.now_ms += 60_000;
+    let later = Duration::from_millis(c.now_ms);
+    c.table.advance_clock(later, &mut c.out);
+    assert!(c.out.is_empty(), "{:?}", c.out);
+    assert_eq!(c.table.tracked(), 0);
+    // Nor when the capture ends first.
+    c.client_port += 1;
+    c.client_seq = CLIENT_ISN;
+    c.send(true, &client_hello(), TcpFlags::SYN);
+    c.table.finish(&mut c.out);
+    assert!(c.out.is_empty(), "{:?}", c.out);
+}
+
+#[test]
+fn a_refused_syn_client_hello_counts_once_when_the_client_sends_it_again() {
+    let mut c = Conversation::new(FlowTableOptions::default());
+    c.send(true, &client_hello(), TcpFlags::SYN);
+    // The server takes the SYN but not its bytes (no valid cookie) ...
+    let mut syn_ack = c.segment(false, &[], TcpFlags::SYN);
+    syn_ack.ack = CLIENT_ISN.wrapping_add(1);
+    c.table.push(syn_ack, &mut c.out);
+    // ... and a spoofer's RST-less silence would end here; this client resends.
+    c.client_seq = CLIENT_ISN.wrapping_add(1);
+    c.send(true, &client_hello(), 0);
+    finish_tls12(&mut c);
+    let r = only_established(&c);
+    assert_eq!(r.client_hello_segments, Some(1));
+    assert_eq!(c.table.stats().retransmitted_bytes, 0);
+}
+
+#[test]
+fn the_server_bytes_follow_the_syn_ack_the_client_acknowledged() {
+    for tfo in [false, true] {
+        let mut c = Conversation::new(FlowTableOptions::default());
+        if tfo {
+            c.send(true, &client_hello(), TcpFlags::SYN);
+        } else {
+            c.send(true, &[], TcpFlags::SYN);
+        }
+        // Two SYN-ACKs with different ISNs; the client acknowledges the second.
+        c.send(false, &[], TcpFlags::SYN);
+        c.server_seq = 900_000;
+        c.send(false, &[], TcpFlags::SYN);
+        c.send(true, &[], 0);
+        if !tfo {
+            c.send(true, &client_hello(), 0);
+        }
+        finish_tls12(&mut c);
+        only_established(&c);
+    }
+}
+
+#[test]
+fn an_acknowledged_first_syn_ack_is_not_replaced_by_a_stale_one() {
+    let mut c = Conversation::new(FlowTableOptions::default());
+    c.handshake_open();
+    c.send(true, &[], 0); // acknowledges SERVER_ISN + 1
+    let next_server_seq = c.server_seq;
+    let mut stale = c.segment(false, &[], TcpFlags::SYN);
+    stale.seq = 123_456;
+    c.table.push(stale, &mut c.out);
+    c.server_seq = next_server_seq;
+    c.send(true, &client_hello(), 0);
+    finish_tls12(&mut c);
+    only_established(&c);
+}
+
+#[test]
+fn a_refused_syn_client_hello_seen_live_counts_once() {
+    // Live, the kernel reports no refusing SYN-ACK: the client's SYN, then its
+    // ClientHello again as the flow's first payload (with the SYN that stands for it).
+    let mut c = Conversation::new(FlowTableOptions::default());
+    c.send(true, &client_hello(), TcpFlags::SYN);
+    c.client_seq = CLIENT_ISN;
+    c.send(true, &[], TcpFlags::SYN);
+    c.send(true, &client_hello(), 0);
+    finish_tls12(&mut c);
+    let r = only_established(&c);
+    assert_eq!(r.client_hello_segments, Some(1));
+    assert_eq!(c.table.stats().retransmitted_bytes, 0);
 }

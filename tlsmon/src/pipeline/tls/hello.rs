@@ -2,8 +2,9 @@
 
 use tls_parser::{
     parse_tls_client_hello_extension, parse_tls_extension_unknown,
-    parse_tls_handshake_client_hello, parse_tls_handshake_server_hello,
-    parse_tls_server_hello_extension, TlsExtension, TlsExtensionType,
+    parse_tls_handshake_client_hello, parse_tls_handshake_msg_server_hello,
+    parse_tls_handshake_server_hello, parse_tls_server_hello_extension, TlsExtension,
+    TlsExtensionType, TlsMessageHandshake,
 };
 
 use super::fingerprint::{self, ClientHelloFields};
@@ -163,24 +164,93 @@ fn key_share_groups(raw: &[u8]) -> Vec<u16> {
     groups
 }
 
+/// First and last `version` of the TLS 1.3 drafts (18 to 21) whose ServerHello has
+/// neither legacy_session_id nor compression_method: version(2) random(32)
+/// cipher_suite(2) extensions. From draft 22 on, a ServerHello looks like TLS 1.2's
+/// and names the draft in supported_versions.
+const DRAFT_SERVER_HELLO_VERSIONS: std::ops::RangeInclusive<u16> = 0x7f12..=0x7f15;
+
+/// Extension type of key_share before TLS 1.3 draft 23 moved it to 51.
+const DRAFT_KEY_SHARE: u16 = 40;
+
+/// The draft version tls-parser parses that layout for.
+const TLS13_DRAFT18: u16 = 0x7f12;
+
+/// The fields of a ServerHello common to every layout.
+struct ServerHelloFields<'a> {
+    version: u16,
+    random: &'a [u8],
+    session_id: Option<&'a [u8]>,
+    cipher: u16,
+    ext: Option<&'a [u8]>,
+}
+
 /// Decodes a ServerHello handshake body (after the 4-byte handshake header), including
-/// a HelloRetryRequest, which TLS 1.3 sends as a ServerHello with a special random.
+/// a HelloRetryRequest, which TLS 1.3 sends as a ServerHello with a special random,
+/// and the shorter ServerHello of TLS 1.3 drafts 18 to 21 (chosen by its version).
 pub(super) fn parse_server_hello(body: &[u8]) -> Result<ServerHello, String> {
+    let version = body
+        .get(..2)
+        .map_or(0, |v| u16::from_be_bytes([v[0], v[1]]));
+    if DRAFT_SERVER_HELLO_VERSIONS.contains(&version) {
+        return parse_draft_server_hello(body, version);
+    }
     let (_, sh) = parse_tls_handshake_server_hello(body).map_err(|e| {
-        let version = body
-            .get(..2)
-            .map_or(0, |v| u16::from_be_bytes([v[0], v[1]]));
         format!("ServerHello (legacy version 0x{version:04x}) does not parse: {e:?}")
     })?;
+    server_hello_from(ServerHelloFields {
+        version: sh.version.0,
+        random: sh.random,
+        session_id: sh.session_id,
+        cipher: sh.cipher.0,
+        ext: sh.ext,
+    })
+}
+
+/// Decodes the ServerHello of TLS 1.3 drafts 18 to 21. tls-parser knows this layout
+/// but dispatches on version 0x7f12 only, although drafts 19 to 21 kept it; so the
+/// body is handed to it as draft 18 (a copy with that version) and `version` is put
+/// back afterwards.
+fn parse_draft_server_hello(body: &[u8], version: u16) -> Result<ServerHello, String> {
+    let mut as_draft18 = body.to_vec();
+    as_draft18[..2].copy_from_slice(&TLS13_DRAFT18.to_be_bytes());
+    let parsed = parse_tls_handshake_msg_server_hello(&as_draft18).map_err(|e| {
+        format!("ServerHello (TLS 1.3 draft version 0x{version:04x}) does not parse: {e:?}")
+    })?;
+    let (rest, TlsMessageHandshake::ServerHelloV13Draft18(sh)) = parsed else {
+        return Err(format!(
+            "ServerHello (TLS 1.3 draft version 0x{version:04x}) does not parse as a draft"
+        ));
+    };
+    // tls-parser skips an extensions block whose length runs past the end; the
+    // message length says where the body ends, so leftover bytes mean a bad layout.
+    if !rest.is_empty() {
+        return Err(format!(
+            "ServerHello (TLS 1.3 draft version 0x{version:04x}) has {} bytes after its \
+             extensions",
+            rest.len()
+        ));
+    }
+    server_hello_from(ServerHelloFields {
+        version,
+        random: sh.random,
+        session_id: None,
+        cipher: sh.cipher.0,
+        ext: sh.ext,
+    })
+}
+
+/// A [`ServerHello`] from the fields of any layout.
+fn server_hello_from(sh: ServerHelloFields<'_>) -> Result<ServerHello, String> {
     let extensions = match sh.ext {
         Some(block) => split_extensions(block, parse_tls_server_hello_extension)
             .map_err(|e| format!("ServerHello: {e}"))?,
         None => Vec::new(),
     };
     let mut hello = ServerHello {
-        legacy_version: sh.version.0,
-        selected_version: sh.version.0,
-        cipher_suite: sh.cipher.0,
+        legacy_version: sh.version,
+        selected_version: sh.version,
+        cipher_suite: sh.cipher,
         session_id: sh.session_id.map(<[u8]>::to_vec).unwrap_or_default(),
         is_hello_retry_request: sh.random == HELLO_RETRY_REQUEST_RANDOM,
         ..ServerHello::default()
@@ -197,6 +267,12 @@ pub(super) fn parse_server_hello(body: &[u8]) -> Result<ServerHello, String> {
             // Both the ServerHello's KeyShareEntry and the HelloRetryRequest's
             // selected_group start with the 2-byte group; tls-parser leaves it raw.
             Some(TlsExtension::KeyShare(raw)) => {
+                hello.key_share_group = raw
+                    .split_first_chunk::<2>()
+                    .map(|(g, _)| u16::from_be_bytes(*g));
+            }
+            // Drafts before 23 numbered key_share 40, which tls-parser leaves unknown.
+            Some(TlsExtension::Unknown(kind, raw)) if kind.0 == DRAFT_KEY_SHARE => {
                 hello.key_share_group = raw
                     .split_first_chunk::<2>()
                     .map(|(g, _)| u16::from_be_bytes(*g));

@@ -908,3 +908,65 @@ fn every_kernel_recognised_start_opens_with_a_client_hello_here() {
     // Both branches (TLS record and SSLv2) were exercised.
     assert!(recognised > 100, "{recognised}");
 }
+
+/// A ServerHello of TLS 1.3 draft `version` (18 to 21): version, random, cipher
+/// suite and extensions, without legacy_session_id and compression_method.
+fn draft_server_hello(version: u16) -> Vec<u8> {
+    let mut body = version.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0x5a; 32]); // random
+    body.extend(u16s(&[0x1301]));
+    let mut share = u16s(&[29, 32]);
+    share.extend_from_slice(&[0x44; 32]);
+    // key_share under its draft number (40).
+    body.extend(vec16(&ext(40, &share)));
+    handshake(2, &body)
+}
+
+#[test]
+fn tls13_draft_server_hellos_parse_by_their_version() {
+    // JA3S: md5("<version>,4865,40"), computed with Python's hashlib.
+    let ja3s = [
+        (0x7f12, "b8a8031b301aef7618403061e9f33065"),
+        (0x7f13, "5b03bf96ef736b2933225410b648d9b9"),
+        (0x7f14, "83d1c924123cf6cdf32b6125a8af7975"),
+        (0x7f15, "83ecc100f7e6ec6d668b49afc4d7bd51"),
+    ];
+    for (version, expected_ja3s) in ja3s {
+        let stream = record(22, &draft_server_hello(version));
+        let out = parse_all(&stream, 7);
+        let [ParsedMessage {
+            message: TlsMessage::ServerHello(sh),
+            end,
+            ..
+        }] = &out[..]
+        else {
+            panic!("draft 0x{version:04x}: expected one ServerHello, got {out:?}");
+        };
+        assert_eq!(*end, stream.len() as u64);
+        assert_eq!(sh.legacy_version, version);
+        assert_eq!(sh.selected_version, version);
+        assert_eq!(sh.cipher_suite, 0x1301);
+        assert_eq!(sh.extensions, [40]);
+        assert_eq!(sh.key_share_group, Some(29));
+        assert!(sh.session_id.is_empty());
+        assert!(!sh.is_hello_retry_request);
+        assert_eq!(sh.ja3s, expected_ja3s);
+    }
+}
+
+#[test]
+fn a_tls12_layout_under_a_draft_version_is_malformed() {
+    // Session id and compression where a draft ServerHello has extensions.
+    let mut body = 0x7f12u16.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0x5a; 32]);
+    body.push(32);
+    body.extend_from_slice(&[0x11; 32]);
+    body.extend(u16s(&[0x1301]));
+    body.push(0);
+    let out = parse_all(&record(22, &handshake(2, &body)), 64);
+    assert!(
+        matches!(&out[..], [ParsedMessage { message: TlsMessage::Malformed { reason }, .. }]
+            if reason.contains("draft")),
+        "{out:?}"
+    );
+}

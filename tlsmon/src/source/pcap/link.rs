@@ -208,6 +208,7 @@ fn tcp_segment(sliced: &LaxSlicedPacket<'_>, frame: &Frame<'_>, device: &Device)
         src: SocketAddr::new(src_ip, tcp.source_port()),
         dst: SocketAddr::new(dst_ip, tcp.destination_port()),
         seq: tcp.sequence_number(),
+        ack: tcp.acknowledgment_number(),
         flags: tcp_flags(tcp),
         payload: tcp.payload().to_vec(),
         cut,

@@ -139,6 +139,7 @@ fn ethernet_ipv4_little_endian_microseconds() {
             src: addr("10.0.0.1:40000"),
             dst: addr("10.0.0.2:443"),
             seq: 1000,
+            ack: 7,
             flags: PSH_ACK,
             payload: b"hello".to_vec(),
             cut: 0,

@@ -86,8 +86,11 @@ pub struct Segment {
     pub src: SocketAddr,
     /// Receiver.
     pub dst: SocketAddr,
-    /// TCP sequence number of the first byte of `payload`.
+    /// TCP sequence number of the segment: of the first byte of `payload`, or for
+    /// a SYN (whose payload, with TCP Fast Open, starts one later) its ISN.
     pub seq: u32,
+    /// TCP acknowledgment number; meaningful only when the ACK flag is set.
+    pub ack: u32,
     /// TCP flags.
     pub flags: TcpFlags,
     /// Captured payload bytes.

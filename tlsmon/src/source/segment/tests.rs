@@ -8,6 +8,7 @@ fn seg(src: &str, dst: &str) -> Segment {
         src: src.parse().unwrap(),
         dst: dst.parse().unwrap(),
         seq: u32::MAX - 1,
+        ack: 0,
         flags: TcpFlags::default(),
         payload: vec![1, 2, 3],
         cut: 2,

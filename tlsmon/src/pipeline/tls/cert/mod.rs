@@ -4,10 +4,13 @@ use tls_parser::{
     parse_ec_parameters, parse_tls_handshake_msg_certificate, ECParametersContent, TlsCipherKx,
     TlsCipherSuite, TlsMessageHandshake,
 };
-use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::ServerCert;
 use crate::event::rfc3339_seconds;
+use distinguished_name::rfc4514;
+
+mod distinguished_name;
 
 /// The leaf (first) certificate of a Certificate handshake body; `None` when the chain
 /// is empty (a client without a certificate) or the certificate does not parse.
@@ -28,53 +31,6 @@ pub(super) fn leaf_certificate(body: &[u8]) -> Option<ServerCert> {
         issuer: rfc4514(cert.issuer()),
         not_after: format!("{}Z", rfc3339_seconds(not_after)),
     })
-}
-
-/// A distinguished name in RFC 4514 style: last RDN first, RDNs joined by ',',
-/// multi-valued RDNs by '+', special characters escaped. x509-parser's own `Display`
-/// keeps DER order and joins with ", ", which is not the LDAP string form operators
-/// compare against `openssl x509 -nameopt RFC2253` output. Values that are not
-/// strings are written as '#' and the hex of their content bytes.
-fn rfc4514(name: &X509Name<'_>) -> String {
-    let registry = x509_parser::objects::oid_registry();
-    let rdns: Vec<String> = name
-        .iter_rdn()
-        .map(|rdn| {
-            rdn.iter()
-                .map(|attr| {
-                    let key = x509_parser::objects::oid2abbrev(attr.attr_type(), registry)
-                        .map(str::to_string)
-                        .unwrap_or_else(|_| attr.attr_type().to_id_string());
-                    let value = match attr.as_str() {
-                        Ok(s) => escape_value(s),
-                        Err(_) => format!("#{}", hex::encode(attr.as_slice())),
-                    };
-                    format!("{key}={value}")
-                })
-                .collect::<Vec<_>>()
-                .join("+")
-        })
-        .collect();
-    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
-}
-
-/// RFC 4514 section 2.4 escaping of an attribute value.
-fn escape_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let last = s.chars().count().saturating_sub(1);
-    for (i, c) in s.chars().enumerate() {
-        match c {
-            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '#' if i == 0 => out.push_str("\\#"),
-            ' ' if i == 0 || i == last => out.push_str("\\ "),
-            '\0' => out.push_str("\\00"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 /// The named group of a ServerKeyExchange body, when `cipher` (the suite the same

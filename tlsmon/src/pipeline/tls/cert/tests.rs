@@ -1,14 +1,6 @@
 use super::*;
 
 #[test]
-fn escapes_rfc4514_specials() {
-    assert_eq!(escape_value("a,b+c"), "a\\,b\\+c");
-    assert_eq!(escape_value("#x "), "\\#x\\ ");
-    assert_eq!(escape_value(" lead"), "\\ lead");
-    assert_eq!(escape_value("plain.example"), "plain.example");
-}
-
-#[test]
 fn ecdhe_server_key_exchange_names_its_curve() {
     // curve_type named_curve (3), x25519 (29), then a 1-byte point.
     let body = [3, 0, 29, 1, 0x42];

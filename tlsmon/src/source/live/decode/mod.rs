@@ -8,7 +8,7 @@ use std::{
 use thiserror::Error;
 use tlsmon_common::{
     EventHeader, EventKind, DIRECTION_EGRESS, DIRECTION_INGRESS, EVENT_OPENS_CONNECTION,
-    FAMILY_IPV4, FAMILY_IPV6, TCP_FIN, TCP_RST, TCP_SYN,
+    FAMILY_IPV4, FAMILY_IPV6, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use super::clock::WallClock;
@@ -63,8 +63,8 @@ fn address(family: u8, bytes: &[u8; 16]) -> Result<IpAddr, DecodeError> {
 
 /// Decodes one record into a segment seen on `device`.
 ///
-/// Payload events become segments with their bytes; FIN and RST events become
-/// zero-payload segments whose flags carry FIN or RST.
+/// Payload events become segments with their bytes; FIN, RST and SYN-ACK events
+/// become zero-payload segments whose flags carry FIN, RST or SYN and ACK.
 pub(crate) fn segment(
     record: &[u8],
     clock: WallClock,
@@ -83,6 +83,7 @@ pub(crate) fn segment(
         EventKind::Payload => h.tcp_flags & !(TCP_FIN | TCP_RST),
         EventKind::Fin => (h.tcp_flags & !TCP_RST) | TCP_FIN,
         EventKind::Rst => h.tcp_flags | TCP_RST,
+        EventKind::SynAck => (h.tcp_flags & !(TCP_FIN | TCP_RST)) | TCP_SYN | TCP_ACK,
     };
     let direction = match h.direction {
         DIRECTION_INGRESS => PacketDirection::Ingress,
@@ -91,7 +92,7 @@ pub(crate) fn segment(
     };
     let payload = match kind {
         EventKind::Payload => record[HEADER_LEN..HEADER_LEN + h.payload_len as usize].to_vec(),
-        EventKind::Fin | EventKind::Rst => Vec::new(),
+        EventKind::Fin | EventKind::Rst | EventKind::SynAck => Vec::new(),
     };
     Ok(Segment {
         ts: clock.to_unix(h.ts_ns),
@@ -100,6 +101,7 @@ pub(crate) fn segment(
         src: SocketAddr::new(address(h.family, &h.src_addr)?, h.src_port),
         dst: SocketAddr::new(address(h.family, &h.dst_addr)?, h.dst_port),
         seq: h.seq,
+        ack: h.ack_seq,
         flags: TcpFlags(flags),
         payload,
         cut: h.cut_len,
@@ -124,6 +126,7 @@ pub(crate) fn client_syn(first_payload: &Segment) -> Segment {
         src: first_payload.src,
         dst: first_payload.dst,
         seq: first_payload.seq.wrapping_sub(1),
+        ack: 0,
         flags: TcpFlags(TCP_SYN),
         payload: Vec::new(),
         cut: 0,

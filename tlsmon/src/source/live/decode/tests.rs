@@ -30,7 +30,7 @@ fn sample(kind: EventKind, payload_len: u32) -> EventHeader {
         _pad: [0; 2],
         payload_len,
         cut_len: 3,
-        _pad2: 0,
+        ack_seq: 0,
     }
 }
 
@@ -106,4 +106,28 @@ fn malformed_records_are_errors_not_panics() {
         segment(&record(h, &[]), WallClock::now(), dev()),
         Err(DecodeError::Family(5))
     );
+}
+
+#[test]
+fn syn_ack_records_are_empty_syn_acks_with_both_numbers() {
+    let mut h = sample(EventKind::SynAck, 0);
+    h.tcp_flags = 0x12;
+    h.ack_seq = 77_001;
+    let s = segment(&record(h, &[]), WallClock::now(), Device::new("eth0")).unwrap();
+    assert!(s.flags.syn() && s.flags.ack() && !s.flags.fin() && !s.flags.rst());
+    assert!(s.payload.is_empty());
+    assert_eq!((s.seq, s.ack), (1000, 77_001));
+}
+
+#[test]
+fn a_payload_carries_its_acknowledgment_number() {
+    let mut h = sample(EventKind::Payload, 4);
+    h.ack_seq = 4_000_000_000;
+    let s = segment(
+        &record(h, &[22, 3, 1, 0]),
+        WallClock::now(),
+        Device::new("eth0"),
+    )
+    .unwrap();
+    assert_eq!(s.ack, 4_000_000_000);
 }
