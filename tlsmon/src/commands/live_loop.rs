@@ -121,6 +121,7 @@ fn deliver(decided: Decided, capture: &mut Capture, observer: &mut dyn LiveObser
         key,
         client_seq,
         event,
+        ..
     } = decided;
     if let Some(client_seq) = client_seq {
         if let Err(err) = capture.release_flow(&key, client_seq) {

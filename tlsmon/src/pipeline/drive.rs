@@ -1,7 +1,11 @@
 //! The one drive loop of `run`, `watch`, `analyze` and `compare`: segments go
-//! into the flow table, and each handshake it decides goes to the caller's sink
-//! at once, so memory follows the handshakes in progress, not the input's length.
+//! into the flow table, each handshake it decides passes the diagnosis stage
+//! (which learns server profiles and says why failures failed) and goes to the
+//! caller's sink, so memory follows the handshakes in progress, not the input's
+//! length (over capture files, failures wait for the end of the file, bounded:
+//! [`crate::pipeline::diagnosis::MAX_DEFERRED`]).
 
+use crate::pipeline::diagnosis::{Diagnoser, DiagnosisStats};
 use crate::pipeline::flow_table::{Decided, FlowStats, FlowTable, FlowTableOptions};
 use crate::source::segment::{Segment, Timestamp};
 
@@ -9,18 +13,30 @@ use crate::source::segment::{Segment, Timestamp};
 /// all held at once.
 const FINISH_BATCH: usize = 256;
 
-/// The flow table and the buffer its decisions pass through.
+/// The flow table, the buffer its decisions pass through, and the diagnosis stage.
 pub struct Pipeline {
     table: FlowTable,
     decided: Vec<Decided>,
+    diagnoser: Diagnoser,
 }
 
 impl Pipeline {
-    /// An empty pipeline.
+    /// An empty pipeline for live capture: failures are diagnosed at once, against
+    /// what was known at the time.
     pub fn new(options: FlowTableOptions) -> Self {
         Pipeline {
             table: FlowTable::new(options),
             decided: Vec::new(),
+            diagnoser: Diagnoser::live(),
+        }
+    }
+
+    /// An empty pipeline for a capture file: failures are diagnosed when the input
+    /// ends ([`finish`](Self::finish)), with what the whole file showed.
+    pub fn for_capture_file(options: FlowTableOptions) -> Self {
+        Pipeline {
+            diagnoser: Diagnoser::whole_capture(),
+            ..Self::new(options)
         }
     }
 
@@ -37,17 +53,24 @@ impl Pipeline {
         self.deliver(sink);
     }
 
-    /// The input ended: decides every flow still open with what was seen.
+    /// The input ended: decides every flow still open with what was seen, and
+    /// diagnoses the failures that waited for the end.
     pub fn finish(&mut self, sink: &mut dyn FnMut(Decided)) {
         while self.table.finish_some(FINISH_BATCH, &mut self.decided) {
             self.deliver(sink);
         }
         self.deliver(sink);
+        self.diagnoser.finish(sink);
     }
 
     /// The flow table's counters.
     pub fn stats(&self) -> &FlowStats {
         self.table.stats()
+    }
+
+    /// The diagnosis stage's counters.
+    pub fn diagnosis_stats(&self) -> DiagnosisStats {
+        self.diagnoser.stats()
     }
 
     /// Connections followed now.
@@ -57,7 +80,7 @@ impl Pipeline {
 
     fn deliver(&mut self, sink: &mut dyn FnMut(Decided)) {
         for decided in self.decided.drain(..) {
-            sink(decided);
+            self.diagnoser.take(decided, sink);
         }
     }
 }

@@ -35,8 +35,9 @@ use crate::pipeline::reassembly::ReassemblyLimits;
 use crate::pipeline::tls::TlsMessage;
 use crate::source::segment::{ConnectionKey, Segment, Timestamp};
 
+use super::diagnosis::HandshakeClues;
 use super::event_builder::{
-    handshake_record, not_tls_record, record_without_hello, side_of, FlowContext,
+    clues_of, handshake_record, not_tls_record, record_without_hello, side_of, FlowContext,
 };
 use direction::{DirectionStream, Scratch, TimedMessage};
 
@@ -114,6 +115,8 @@ pub struct Decided {
     pub client_seq: Option<u32>,
     /// Its handshake event.
     pub event: HandshakeEvent,
+    /// What the tracker saw beyond the event, for the diagnosis.
+    pub clues: HandshakeClues,
 }
 
 /// Counters of the flow table.
@@ -806,6 +809,7 @@ impl FlowTable {
                     key: key.clone(),
                     client_seq: flow.client_payload_seq(),
                     event: record,
+                    clues: HandshakeClues::default(),
                 });
             }
         }
@@ -826,6 +830,7 @@ impl FlowTable {
                     key: key.clone(),
                     client_seq: flow.client_payload_seq(),
                     event: record,
+                    clues: HandshakeClues::default(),
                 });
             }
         }
@@ -841,6 +846,7 @@ impl FlowTable {
                     key: key.clone(),
                     client_seq: flow.client_payload_seq(),
                     event: record,
+                    clues: clues_of(tracker),
                 });
             }
         }

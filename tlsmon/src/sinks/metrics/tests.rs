@@ -42,6 +42,7 @@ pub(crate) fn record() -> HandshakeEvent {
         ja4: Some("t13d0203h2_aaaaaaaaaaaa_bbbbbbbbbbbb".into()),
         duration_ms: Some(3.0),
         server_cert: None,
+        diagnosis: None,
     }
 }
 
@@ -316,7 +317,7 @@ fn hostile_offers_cannot_change_how_a_genuine_handshake_is_labelled() {
     }
     // A server that "chose" code points nobody registered.
     m.observe(&HandshakeEvent {
-        version: Some("0x7f1c".into()),
+        version: Some("0x7f1d".into()),
         cipher: Some("0xabcd".into()),
         group: Some(names::GREASE.into()),
         offered_ciphers: vec![],
@@ -587,7 +588,36 @@ fn every_family_follows_the_naming_rules_and_has_help() {
             .unwrap_or_else(|| panic!("{name} has no HELP"));
         assert!(help.len() > 30, "{name}: HELP too short: {help}");
     }
-    // 10 handshake families, the folded counter, 4 breakdowns, build_info and 17
-    // capture-health families (a vector without series is not rendered).
-    assert_eq!(families, 33);
+    // 11 handshake families (diagnoses included), the folded counter, 4
+    // breakdowns, build_info and 17 capture-health families (a vector without
+    // series is not rendered).
+    assert_eq!(families, 34);
+}
+
+#[test]
+fn diagnoses_are_counted_by_code_for_failures_only() {
+    use crate::event::{Diagnosis, DiagnosisCode};
+    let m = Metrics::new(&LabelOptions::default()).unwrap();
+    let diagnosed = |code| HandshakeEvent {
+        diagnosis: Some(Diagnosis {
+            code,
+            summary: String::new(),
+            evidence: Vec::new(),
+        }),
+        ..alert_failure()
+    };
+    m.observe(&record());
+    m.observe(&diagnosed(DiagnosisCode::NoSharedCipher));
+    m.observe(&diagnosed(DiagnosisCode::NoSharedCipher));
+    m.observe(&diagnosed(DiagnosisCode::ResetAfterClientHello));
+    // A failure read back from an old events file carries none: `unknown`.
+    m.observe(&alert_failure());
+    assert_eq!(
+        samples(&text_of(&m), "tlsmon_handshake_diagnoses_total"),
+        [
+            r#"tlsmon_handshake_diagnoses_total{device="eth1",diagnosis="no_shared_cipher",direction="inbound"} 2"#,
+            r#"tlsmon_handshake_diagnoses_total{device="eth1",diagnosis="reset_after_client_hello",direction="inbound"} 1"#,
+            r#"tlsmon_handshake_diagnoses_total{device="eth1",diagnosis="unknown",direction="inbound"} 1"#,
+        ]
+    );
 }
