@@ -1,12 +1,12 @@
 //! `tlsmon compare FILE...`: per-device side-by-side report from captures or event logs.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 
 use anyhow::Context;
 
-use crate::cli::CompareArgs;
+use crate::cli::{CompareArgs, CompareFormat};
 use crate::commands::capture_files::{analyze_file_into, AnalysisTotals, AnalyzeOptions};
 use crate::event::HandshakeEvent;
 use crate::sinks::comparison::Comparison;
@@ -29,8 +29,15 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     if comparison.devices().is_empty() {
         anyhow::bail!("no handshakes found in the given files");
     }
-    print!("{}", comparison.render_text(use_color(args.color)));
-    Ok(())
+    let report = match args.format {
+        CompareFormat::Text => comparison.render_text(use_color(args.color)),
+        CompareFormat::Json => comparison.render_json() + "\n",
+    };
+    match std::io::stdout().lock().write_all(report.as_bytes()) {
+        // A closed pipe (`| head`) is the reader's choice, not an error of ours.
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Event logs start with `{`; captures never do (their magic numbers differ).

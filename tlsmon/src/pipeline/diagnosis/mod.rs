@@ -17,7 +17,7 @@ mod tests;
 
 use std::collections::VecDeque;
 
-use crate::event::{Diagnosis, HandshakeEvent, Outcome};
+use crate::event::{Diagnosis, Outcome};
 use crate::pipeline::flow_table::Decided;
 
 pub use rules::{diagnose, LARGE_CLIENT_HELLO};
@@ -133,24 +133,5 @@ impl Diagnoser {
     fn diagnosis(&self, decided: &Decided, knowledge: Knowledge) -> Option<Diagnosis> {
         let view = self.profiles.view(&decided.event);
         diagnose(&decided.event, decided.clues, &view, knowledge)
-    }
-
-    /// Diagnoses one record against the current profiles (for event files read
-    /// back, which carry no clues: the record's own fields stand in).
-    pub fn diagnose_record(&self, record: &HandshakeEvent) -> Option<Diagnosis> {
-        let clues = HandshakeClues {
-            server_replied: record.version.is_some()
-                || !record
-                    .detail
-                    .as_deref()
-                    .is_some_and(|d| d.contains("before any reply") || d.contains("no reply")),
-            certificate_requested: false,
-        };
-        diagnose(
-            record,
-            clues,
-            &self.profiles.view(record),
-            Knowledge::WholeCapture,
-        )
     }
 }

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 
 use super::profiles::{ServerProfiles, MAX_VALUES_PER_LIST};
 use super::*;
-use crate::event::{DiagnosisCode, FailureReason, ServerCert, Side};
+use crate::event::{DiagnosisCode, FailureReason, HandshakeEvent, ServerCert, Side};
 use crate::sinks::metrics::tests::{alert_failure, record};
 use crate::source::segment::{ConnectionKey, Device};
 
