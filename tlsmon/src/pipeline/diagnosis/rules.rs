@@ -326,6 +326,9 @@ impl Facts<'_> {
 
     /// The server said handshake_failure (or insufficient_security) before choosing
     /// anything: what it has accepted before tells which part of the offer it lacked.
+    /// Versions first: a client below the server's versions often offers none of its
+    /// suites either (TLS 1.2 suites do not exist in TLS 1.1), and the version is
+    /// the cause.
     fn refused_before_server_hello(&self) -> Diagnosis {
         let r = self.record;
         let Some(profile) = self.view.exact.filter(|p| p.successes > 0) else {
@@ -361,22 +364,6 @@ impl Facts<'_> {
                 ],
             );
         };
-        let chosen = profile.ciphers.values();
-        if !chosen.is_empty() && !chosen.iter().any(|c| r.offered_ciphers.contains(c)) {
-            return self.diagnosis(
-                DiagnosisCode::NoSharedCipher,
-                format!(
-                    "The client offered none of the cipher suites this server has chosen ({}), so it refused with {}.",
-                    list(chosen),
-                    r.alert.as_deref().unwrap_or("an alert")
-                ),
-                vec![
-                    self.alert_evidence(),
-                    self.offered("cipher suites", &r.offered_ciphers),
-                    self.profile_says(profile, "chose", chosen),
-                ],
-            );
-        }
         if let (Some(offered), Some(lowest)) = (
             highest(&r.offered_versions),
             lowest(profile.versions.values()),
@@ -394,6 +381,22 @@ impl Facts<'_> {
                     ],
                 );
             }
+        }
+        let chosen = profile.ciphers.values();
+        if !chosen.is_empty() && !chosen.iter().any(|c| r.offered_ciphers.contains(c)) {
+            return self.diagnosis(
+                DiagnosisCode::NoSharedCipher,
+                format!(
+                    "The client offered none of the cipher suites this server has chosen ({}), so it refused with {}.",
+                    list(chosen),
+                    r.alert.as_deref().unwrap_or("an alert")
+                ),
+                vec![
+                    self.alert_evidence(),
+                    self.offered("cipher suites", &r.offered_ciphers),
+                    self.profile_says(profile, "chose", chosen),
+                ],
+            );
         }
         let groups = profile.groups.values();
         if !groups.is_empty() && !groups.iter().any(|g| r.offered_groups.contains(g)) {

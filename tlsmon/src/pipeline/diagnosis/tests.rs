@@ -501,3 +501,18 @@ fn every_code_has_its_label() {
         assert_eq!(json, format!("\"{}\"", code.as_str()));
     }
 }
+
+#[test]
+fn a_client_below_the_servers_versions_is_no_shared_version_even_without_shared_suites() {
+    // OpenSSL answers a TLS 1.1-only client with handshake_failure, and such a client
+    // offers no TLS 1.2 suite: the version is the cause, and said so.
+    let tls11 = HandshakeEvent {
+        offered_versions: vec!["TLSv1.1".into()],
+        offered_ciphers: vec!["TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA".into()],
+        ..alert_failure()
+    };
+    let all = live(vec![(success(), replied()), (tls11, Default::default())]);
+    assert_eq!(all[0].code, DiagnosisCode::NoSharedVersion, "{:?}", all[0]);
+    assert!(all[0].summary.contains("at most TLSv1.1"), "{:?}", all[0]);
+    assert!(all[0].summary.contains("(TLSv1.2)"), "{:?}", all[0]);
+}
