@@ -16,6 +16,8 @@ use std::{
 };
 
 use anyhow::{ensure, Result};
+use tlsmon::commands::capture_files::{analyze_file, AnalyzeOptions};
+use tlsmon::event::Outcome;
 
 use crate::{
     netns::Netns,
@@ -458,4 +460,67 @@ pub fn make_connections(net: &TwoPaths, cases: &[Case]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// tcpdump on both server NICs, writing `dir/<NIC>.pcap`; stopped (and the files
+/// complete) by [`PathCaptures::finish`], or on drop.
+pub struct PathCaptures {
+    tcpdumps: Vec<(Background, PathBuf)>,
+}
+
+impl PathCaptures {
+    /// Starts the captures and waits until both listen.
+    pub fn start(net: &TwoPaths, dir: &Path) -> Result<PathCaptures> {
+        let mut tcpdumps = Vec::new();
+        for nic in [NIC_A, NIC_B] {
+            let path = dir.join(format!("{nic}.pcap"));
+            let mut cmd = net.server.command("tcpdump");
+            // -U: each packet written at once, so stopping loses nothing.
+            cmd.args(["-U", "-n", "-i", nic, "-w"])
+                .arg(&path)
+                .arg("tcp");
+            let mut tcpdump = Background::spawn(&format!("tcpdump-{nic}"), cmd, dir)?;
+            poll(
+                &format!("tcpdump listening on {nic}"),
+                Duration::from_secs(20),
+                Duration::from_millis(50),
+                || {
+                    tcpdump.check_running()?;
+                    Ok(tcpdump.log().contains("listening on").then_some(()))
+                },
+            )?;
+            tcpdumps.push((tcpdump, path));
+        }
+        Ok(PathCaptures { tcpdumps })
+    }
+
+    /// Waits until the files of NIC A and NIC B hold `handshakes[0]` and
+    /// `handshakes[1]` decided handshakes (tcpdump drops what it has not written
+    /// yet when stopped), stops both captures, and returns the two files.
+    pub fn finish(mut self, handshakes: [u32; 2]) -> Result<(PathBuf, PathBuf)> {
+        let mut paths = Vec::new();
+        for ((tcpdump, path), want) in self.tcpdumps.iter_mut().zip(handshakes) {
+            poll(
+                &format!("{} holding {want} handshakes", path.display()),
+                Duration::from_secs(20),
+                Duration::from_millis(100),
+                || {
+                    tcpdump.check_running()?;
+                    // A packet being written makes the file end early: try again.
+                    let Ok((records, _)) = analyze_file(path, &AnalyzeOptions::default()) else {
+                        return Ok(None);
+                    };
+                    let decided = records
+                        .iter()
+                        .filter(|r| r.outcome != Outcome::Incomplete)
+                        .count();
+                    Ok((decided == want as usize).then_some(()))
+                },
+            )?;
+            tcpdump.stop()?;
+            paths.push(path.clone());
+        }
+        ensure!(paths.len() == 2, "two captures");
+        Ok((paths[0].clone(), paths[1].clone()))
+    }
 }

@@ -177,6 +177,8 @@ pub fn conclude(devices: &BTreeMap<String, DeviceTally>) -> Conclusions {
             }
         }
     }
+    // The failure rates first, then the diagnoses, the most frequent first.
+    differences.sort_by_key(|d| (d.what != "failed", std::cmp::Reverse(d.count)));
     let same = differences.is_empty() || devices.len() < 2;
     let sentences = if devices.len() < 2 {
         single_device(devices)
