@@ -10,6 +10,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::cli::CaptureArgs;
 use crate::config::{Config, Settings};
 use crate::event::HandshakeEvent;
+use crate::pipeline::diagnosis::DiagnosisStats;
 use crate::pipeline::drive::Pipeline;
 use crate::pipeline::flow_table::FlowTableOptions;
 use crate::pipeline::flow_table::{Decided, FlowStats};
@@ -30,6 +31,8 @@ pub trait LiveObserver {
     fn reopen(&mut self) {}
     /// Periodic health: kernel counters (if readable), flow table counters, flows open.
     fn tick(&mut self, _kernel: Option<&KernelCounters>, _flows: &FlowStats, _tracked: usize) {}
+    /// Periodic health of the diagnosis stage (with [`tick`](Self::tick)).
+    fn diagnosis_tick(&mut self, _stats: DiagnosisStats) {}
 }
 
 /// The signals the live loop answers: SIGINT and SIGTERM stop it, SIGHUP reopens
@@ -93,6 +96,7 @@ pub async fn run_until_signal(
                     .map_err(|err| tracing::warn!("reading kernel counters: {err}"))
                     .ok();
                 observer.tick(kernel.as_ref(), pipeline.stats(), pipeline.tracked());
+                observer.diagnosis_tick(pipeline.diagnosis_stats());
             }
             _ = healing.tick() => match capture.heal_hints() {
                 Ok(h) if h.slots_too_high > 0 => tracing::debug!(

@@ -589,9 +589,9 @@ fn every_family_follows_the_naming_rules_and_has_help() {
         assert!(help.len() > 30, "{name}: HELP too short: {help}");
     }
     // 11 handshake families (diagnoses included), the folded counter, 4
-    // breakdowns, build_info and 17 capture-health families (a vector without
-    // series is not rendered).
-    assert_eq!(families, 34);
+    // breakdowns, build_info and 18 capture-health families (server profile
+    // evictions included; a vector without series is not rendered).
+    assert_eq!(families, 35);
 }
 
 #[test]
@@ -619,5 +619,20 @@ fn diagnoses_are_counted_by_code_for_failures_only() {
             r#"tlsmon_handshake_diagnoses_total{device="eth1",diagnosis="reset_after_client_hello",direction="inbound"} 1"#,
             r#"tlsmon_handshake_diagnoses_total{device="eth1",diagnosis="unknown",direction="inbound"} 1"#,
         ]
+    );
+}
+
+#[test]
+fn server_profile_evictions_follow_the_diagnosis_stage_total() {
+    let m = Metrics::new(&LabelOptions::default()).unwrap();
+    assert_eq!(
+        samples(&text_of(&m), "tlsmon_server_profiles_evicted_total"),
+        ["tlsmon_server_profiles_evicted_total 0"]
+    );
+    m.health().set_server_profiles_evicted(3);
+    m.health().set_server_profiles_evicted(5);
+    assert_eq!(
+        samples(&text_of(&m), "tlsmon_server_profiles_evicted_total"),
+        ["tlsmon_server_profiles_evicted_total 5"]
     );
 }
