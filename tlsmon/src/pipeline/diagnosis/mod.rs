@@ -6,8 +6,9 @@
 //! Live (`run`, `watch`), a failure is diagnosed at once against what was known at
 //! the time, and its evidence says so. Over a capture file (`analyze`, `compare`)
 //! failures wait until the whole file was read, so a server's later successes count
-//! too; at most [`MAX_DEFERRED`] wait at once, past that the oldest is diagnosed
-//! early (counted, and its evidence says so).
+//! too; at most [`MAX_DEFERRED`] wait at once, holding at most
+//! [`MAX_DEFERRED_BYTES`] (ClientHellos may offer thousands of suites), past that
+//! the oldest is diagnosed early (counted, and its evidence says so).
 
 pub mod profiles;
 mod rules;
@@ -17,13 +18,16 @@ mod tests;
 
 use std::collections::VecDeque;
 
-use crate::event::{Diagnosis, Outcome};
+use crate::event::{Diagnosis, HandshakeEvent, Outcome};
 use crate::pipeline::flow_table::Decided;
 
 pub use rules::{diagnose, LARGE_CLIENT_HELLO};
 
 /// Failed records a capture-file analysis holds back at most, waiting for the end.
 pub const MAX_DEFERRED: usize = 10_000;
+
+/// Bytes (estimated: see [`held_bytes`]) the waiting records may hold in all.
+pub const MAX_DEFERRED_BYTES: usize = 16 << 20;
 
 /// What the tracker saw of a handshake beyond its record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,6 +65,8 @@ pub struct Diagnoser {
     profiles: profiles::ServerProfiles,
     /// `Some` over capture files: failures waiting for the end of the input.
     deferred: Option<VecDeque<Decided>>,
+    /// Estimated bytes held by `deferred`.
+    deferred_bytes: usize,
     diagnosed_early: u64,
 }
 
@@ -70,6 +76,7 @@ impl Diagnoser {
         Diagnoser {
             profiles: profiles::ServerProfiles::default(),
             deferred: None,
+            deferred_bytes: 0,
             diagnosed_early: 0,
         }
     }
@@ -108,13 +115,20 @@ impl Diagnoser {
             sink(decided);
             return;
         };
+        self.deferred_bytes += held_bytes(&decided.event);
         deferred.push_back(decided);
-        if deferred.len() > MAX_DEFERRED {
-            if let Some(mut oldest) = deferred.pop_front() {
-                self.diagnosed_early += 1;
-                oldest.event.diagnosis = self.diagnosis(&oldest, Knowledge::PartOfCapture);
-                sink(oldest);
-            }
+        while deferred.len() > MAX_DEFERRED || self.deferred_bytes > MAX_DEFERRED_BYTES {
+            let Some(mut oldest) = deferred.pop_front() else {
+                break;
+            };
+            self.deferred_bytes = self
+                .deferred_bytes
+                .saturating_sub(held_bytes(&oldest.event));
+            self.diagnosed_early += 1;
+            let view = self.profiles.view(&oldest.event);
+            oldest.event.diagnosis =
+                diagnose(&oldest.event, oldest.clues, &view, Knowledge::PartOfCapture);
+            sink(oldest);
         }
     }
 
@@ -128,10 +142,39 @@ impl Diagnoser {
             sink(decided);
         }
         self.deferred = Some(VecDeque::new());
+        self.deferred_bytes = 0;
     }
 
     fn diagnosis(&self, decided: &Decided, knowledge: Knowledge) -> Option<Diagnosis> {
         let view = self.profiles.view(&decided.event);
         diagnose(&decided.event, decided.clues, &view, knowledge)
     }
+}
+
+/// Roughly what a held record costs: its strings, and a fixed part for the rest.
+pub fn held_bytes(event: &HandshakeEvent) -> usize {
+    const FIXED: usize = 512;
+    let lists = [
+        &event.offered_versions,
+        &event.offered_ciphers,
+        &event.offered_groups,
+        &event.offered_alpn,
+    ];
+    let strings: usize = lists
+        .iter()
+        .flat_map(|list| list.iter())
+        .map(|s| s.len() + std::mem::size_of::<String>())
+        .sum();
+    let optional = [
+        &event.sni,
+        &event.detail,
+        &event.ja3,
+        &event.ja4,
+        &event.alert,
+    ]
+    .iter()
+    .filter_map(|s| s.as_ref())
+    .map(String::len)
+    .sum::<usize>();
+    FIXED + event.device.len() + strings + optional
 }

@@ -17,6 +17,11 @@ pub const MAX_VALUES_PER_LIST: usize = 16;
 /// Names remembered per address, to say which names a server did answer.
 pub const MAX_NAMES_PER_ADDRESS: usize = 4;
 
+/// Bytes of an SNI kept in a profile's key (a DNS name has at most 253): a longer
+/// one, which only a hostile client sends, is cut so that it cannot make a profile
+/// large.
+pub const MAX_NAME_BYTES: usize = 255;
+
 /// One server as the profiles tell servers apart.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServerKey {
@@ -37,7 +42,7 @@ impl ServerKey {
             device: record.device.clone(),
             ip: record.server_ip,
             port: record.server_port,
-            sni: record.sni.clone(),
+            sni: record.sni.as_deref().map(cut_name),
         }
     }
 
@@ -259,4 +264,13 @@ impl ServerProfiles {
             }
         }
     }
+}
+
+/// `name` cut to at most [`MAX_NAME_BYTES`], at a character boundary.
+fn cut_name(name: &str) -> String {
+    let mut end = name.len().min(MAX_NAME_BYTES);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
 }

@@ -1,6 +1,6 @@
 use std::net::SocketAddr;
 
-use super::profiles::{ServerProfiles, MAX_VALUES_PER_LIST};
+use super::profiles::{ServerKey, ServerProfiles, MAX_NAME_BYTES, MAX_VALUES_PER_LIST};
 use super::*;
 use crate::event::{DiagnosisCode, FailureReason, HandshakeEvent, ServerCert, Side};
 use crate::sinks::metrics::tests::{alert_failure, record};
@@ -515,4 +515,44 @@ fn a_client_below_the_servers_versions_is_no_shared_version_even_without_shared_
     assert_eq!(all[0].code, DiagnosisCode::NoSharedVersion, "{:?}", all[0]);
     assert!(all[0].summary.contains("at most TLSv1.1"), "{:?}", all[0]);
     assert!(all[0].summary.contains("(TLSv1.2)"), "{:?}", all[0]);
+}
+
+#[test]
+fn waiting_failures_are_bounded_in_bytes_too() {
+    // ClientHellos offering thousands of suites: the byte bound cuts first.
+    let huge = HandshakeEvent {
+        offered_ciphers: (0..4_000).map(|i| format!("0x{i:04x}")).collect(),
+        ..alert_failure()
+    };
+    let per_record = held_bytes(&huge);
+    assert!(per_record > 100_000, "{per_record}");
+    let mut d = Diagnoser::whole_capture();
+    let mut out = Vec::new();
+    let records = MAX_DEFERRED_BYTES / per_record + 5;
+    for _ in 0..records {
+        d.take(decided(huge.clone(), HandshakeClues::default()), &mut |x| {
+            out.push(x)
+        });
+    }
+    // As many as fit in the budget wait; the five beyond it went out early.
+    assert_eq!(out.len(), 5, "held: {}", records - out.len());
+    assert_eq!(d.stats().diagnosed_early, 5);
+    d.finish(&mut |x| out.push(x));
+    assert_eq!(out.len(), records);
+}
+
+#[test]
+fn a_long_name_is_cut_in_the_profile_key() {
+    let long = "a".repeat(10_000);
+    let key = ServerKey::of(&HandshakeEvent {
+        sni: Some(long.clone()),
+        ..success()
+    });
+    assert_eq!(key.sni.as_deref().map(str::len), Some(MAX_NAME_BYTES));
+    // A multi-byte character across the cut is left out whole.
+    let key = ServerKey::of(&HandshakeEvent {
+        sni: Some(format!("{}é", "a".repeat(MAX_NAME_BYTES - 1))),
+        ..success()
+    });
+    assert_eq!(key.sni.as_deref().map(str::len), Some(MAX_NAME_BYTES - 1));
 }
