@@ -541,16 +541,19 @@ impl Facts<'_> {
         ))
     }
 
-    fn server_known_up(&self) -> String {
+    /// What the profile says about the server being up, as evidence lines.
+    fn server_known_up(&self) -> Vec<String> {
         match self.view.exact.filter(|p| p.successes > 0) {
-            Some(p) => format!(
+            Some(p) => vec![format!(
                 "this server ({}) completed {} handshake{} {}, so it is up and speaks TLS",
                 self.server(),
                 p.successes,
                 plural(p.successes),
                 self.when()
-            ),
-            None => self.no_profile(),
+            )],
+            None => std::iter::once(self.no_profile())
+                .chain(self.other_names_evidence())
+                .collect(),
         }
     }
 
@@ -565,7 +568,7 @@ impl Facts<'_> {
             )];
             let large = self.large_hello();
             evidence.extend(large.clone());
-            evidence.push(self.server_known_up());
+            evidence.extend(self.server_known_up());
             let code = if reset {
                 DiagnosisCode::ResetAfterClientHello
             } else {
@@ -617,7 +620,7 @@ impl Facts<'_> {
             let mut evidence = vec![detail];
             let large = self.large_hello();
             evidence.extend(large.clone());
-            evidence.push(self.server_known_up());
+            evidence.extend(self.server_known_up());
             let summary = match large {
                 Some(_) => format!(
                     "The server never answered a ClientHello of {} bytes in {} segments: a path that drops large ClientHellos, or a server that is down.",
