@@ -387,7 +387,7 @@ impl Facts<'_> {
             return self.diagnosis(
                 DiagnosisCode::NoSharedCipher,
                 format!(
-                    "The client offered none of the cipher suites this server has chosen ({}), so it refused with {}.",
+                    "The client offered none of the cipher suites this server has chosen ({}), so the server refused it with {}.",
                     list(chosen),
                     r.alert.as_deref().unwrap_or("an alert")
                 ),
