@@ -48,10 +48,18 @@ use crate::{
 
 /// Event fields not compared: the time and the interface name (a capture file's
 /// name stands in for it offline), the direction (unknown in captures), the
-/// duration (kernel timestamps live, capture timestamps offline), and `forwarded`
+/// duration (kernel timestamps live, capture timestamps offline), `forwarded`
 /// (linking a ClientHello across two interfaces needs both hooks, which only a
-/// live daemon on both has; a capture file is one interface).
-pub const NOT_COMPARED: &[&str] = &["ts", "device", "direction", "duration_ms", "forwarded"];
+/// live daemon on both has; a capture file is one interface), and the diagnosis
+/// (live it knows the servers' earlier handshakes, offline the whole file).
+pub const NOT_COMPARED: &[&str] = &[
+    "ts",
+    "device",
+    "direction",
+    "duration_ms",
+    "forwarded",
+    "diagnosis",
+];
 
 /// Payload the kernel hands over per event (`CHUNK_SIZE` of the kernel program):
 /// a larger skb becomes several events, each counted as a segment live.

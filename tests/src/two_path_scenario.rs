@@ -3,7 +3,8 @@
 //! server, haproxy in the proxy namespace, and a known mix of client connections
 //! from real TLS stacks (OpenSSL, GnuTLS; successes, protocol_version and
 //! handshake_failure alerts, a reset after the ClientHello, a client rejecting the
-//! certificate), direct over NIC A and proxied over NIC B.
+//! certificate, a TLS 1.1-only client), direct over NIC A and proxied over NIC B,
+//! each failure with the diagnosis tlsmon must give it.
 //!
 //! `tests/tests/two_paths.rs` checks tlsmon's counts against [`cases`];
 //! `tests/tests/dashboard.rs` lets Prometheus scrape the same traffic.
@@ -15,6 +16,8 @@ use std::{
 };
 
 use anyhow::{ensure, Result};
+use tlsmon::commands::capture_files::{analyze_file, AnalyzeOptions};
+use tlsmon::event::Outcome;
 
 use crate::{
     netns::Netns,
@@ -62,6 +65,10 @@ pub struct Failure {
     pub closed_by: &'static str,
     /// `stage` label.
     pub stage: &'static str,
+    /// The diagnosis code the event and `tlsmon_handshake_diagnoses_total` carry.
+    pub diagnosis: &'static str,
+    /// Text its summary or evidence must contain (what it names).
+    pub names: &'static str,
 }
 
 /// One kind of client connection, run `times` times.
@@ -184,7 +191,23 @@ pub fn cases(pki: &Pki) -> Vec<Case> {
             alert_sender: "server",
             closed_by: "",
             stage: before,
+            diagnosis: "no_shared_version",
+            names: "at most TLSv1.2",
         }),
+    });
+    // The one-cipher server succeeds once first, so tlsmon learns which suite it
+    // chooses and can name it when the next clients offer none of it.
+    all.push(Case {
+        what: "openssl TLS 1.2 with the one-cipher server's suite, established",
+        route: Route::Proxied,
+        times: 1,
+        client: with(&["-tls1_2"], verify(&ca)),
+        port: PORT_ONE_CIPHER,
+        client_succeeds: true,
+        offers: &["TLSv1.2"],
+        version: "TLSv1.2",
+        cipher: TLS12_SUITE,
+        failure: None,
     });
     all.push(Case {
         what: "no shared cipher suite: handshake_failure from server",
@@ -202,6 +225,29 @@ pub fn cases(pki: &Pki) -> Vec<Case> {
             alert_sender: "server",
             closed_by: "",
             stage: before,
+            diagnosis: "no_shared_cipher",
+            names: TLS12_SUITE,
+        }),
+    });
+    all.push(Case {
+        what: "TLS 1.1-only client: handshake_failure from server (no TLS 1.1 suite there)",
+        route: Route::Proxied,
+        times: 1,
+        // TLS 1.1 needs security level 0 in OpenSSL 3.
+        client: openssl(&["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]),
+        port: PORT_OK,
+        client_succeeds: false,
+        offers: &["TLSv1.1"],
+        version: "",
+        cipher: "",
+        failure: Some(Failure {
+            reason: "alert",
+            alert: "handshake_failure",
+            alert_sender: "server",
+            closed_by: "",
+            stage: before,
+            diagnosis: "no_shared_version",
+            names: "at most TLSv1.1",
         }),
     });
     all.push(Case {
@@ -228,6 +274,8 @@ pub fn cases(pki: &Pki) -> Vec<Case> {
             alert_sender: "",
             closed_by: "server",
             stage: before,
+            diagnosis: "reset_after_client_hello",
+            names: "without sending a byte",
         }),
     });
     all.push(Case {
@@ -246,6 +294,8 @@ pub fn cases(pki: &Pki) -> Vec<Case> {
             alert_sender: "client",
             closed_by: "",
             stage: "after_server_hello",
+            diagnosis: "client_rejected_certificate",
+            names: "subject CN=server.test",
         }),
     });
     all
@@ -410,4 +460,67 @@ pub fn make_connections(net: &TwoPaths, cases: &[Case]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// tcpdump on both server NICs, writing `dir/<NIC>.pcap`; stopped (and the files
+/// complete) by [`PathCaptures::finish`], or on drop.
+pub struct PathCaptures {
+    tcpdumps: Vec<(Background, PathBuf)>,
+}
+
+impl PathCaptures {
+    /// Starts the captures and waits until both listen.
+    pub fn start(net: &TwoPaths, dir: &Path) -> Result<PathCaptures> {
+        let mut tcpdumps = Vec::new();
+        for nic in [NIC_A, NIC_B] {
+            let path = dir.join(format!("{nic}.pcap"));
+            let mut cmd = net.server.command("tcpdump");
+            // -U: each packet written at once, so stopping loses nothing.
+            cmd.args(["-U", "-n", "-i", nic, "-w"])
+                .arg(&path)
+                .arg("tcp");
+            let mut tcpdump = Background::spawn(&format!("tcpdump-{nic}"), cmd, dir)?;
+            poll(
+                &format!("tcpdump listening on {nic}"),
+                Duration::from_secs(20),
+                Duration::from_millis(50),
+                || {
+                    tcpdump.check_running()?;
+                    Ok(tcpdump.log().contains("listening on").then_some(()))
+                },
+            )?;
+            tcpdumps.push((tcpdump, path));
+        }
+        Ok(PathCaptures { tcpdumps })
+    }
+
+    /// Waits until the files of NIC A and NIC B hold `handshakes[0]` and
+    /// `handshakes[1]` decided handshakes (tcpdump drops what it has not written
+    /// yet when stopped), stops both captures, and returns the two files.
+    pub fn finish(mut self, handshakes: [u32; 2]) -> Result<(PathBuf, PathBuf)> {
+        let mut paths = Vec::new();
+        for ((tcpdump, path), want) in self.tcpdumps.iter_mut().zip(handshakes) {
+            poll(
+                &format!("{} holding {want} handshakes", path.display()),
+                Duration::from_secs(20),
+                Duration::from_millis(100),
+                || {
+                    tcpdump.check_running()?;
+                    // A packet being written makes the file end early: try again.
+                    let Ok((records, _)) = analyze_file(path, &AnalyzeOptions::default()) else {
+                        return Ok(None);
+                    };
+                    let decided = records
+                        .iter()
+                        .filter(|r| r.outcome != Outcome::Incomplete)
+                        .count();
+                    Ok((decided == want as usize).then_some(()))
+                },
+            )?;
+            tcpdump.stop()?;
+            paths.push(path.clone());
+        }
+        ensure!(paths.len() == 2, "two captures");
+        Ok((paths[0].clone(), paths[1].clone()))
+    }
 }

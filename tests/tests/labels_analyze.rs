@@ -288,8 +288,14 @@ fn control_characters_from_the_wire_are_escaped_in_metrics_and_text() {
         .unwrap();
     assert!(compare.status.success());
     let compare = no_controls("compare", &compare.stdout);
+    // The conclusions (escaped too), then a blank line, then the table's header.
+    let (conclusions, table) = compare.split_once("\n\n").unwrap();
+    assert!(
+        conclusions.starts_with(r"Only one device, cap\x1b]0;x\x07.pcap:"),
+        "{compare}"
+    );
     assert_eq!(
-        compare.lines().next().unwrap().trim(),
+        table.lines().next().unwrap().trim(),
         r"cap\x1b]0;x\x07.pcap",
         "{compare}"
     );

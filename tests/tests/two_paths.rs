@@ -7,8 +7,11 @@
 //!
 //! Checked, exactly, against what the case table says was generated: handshakes
 //! and failures per device, direction, version, cipher, outcome, reason, alert
-//! and sender; alerts; offered versions; SNI breakdown; ClientHellos per NIC;
-//! the JSON events file; no ring buffer drops. Then Debian's Prometheus scrapes
+//! and sender; diagnoses per device; alerts; offered versions; SNI breakdown;
+//! ClientHellos per NIC; the JSON events file (every failure's diagnosis with what
+//! it must name, `null` for every established one); no ring buffer drops.
+//! `tlsmon watch`, next to the daemon, prints one line per handshake, each
+//! failure with its diagnosis's sentence. Then Debian's Prometheus scrapes
 //! the daemon and instant queries must show the failures, and the one client
 //! offering TLS 1.0, on NIC B. Also: a second daemon on the taken address
 //! refuses to start, and SIGTERM ends the daemon cleanly.
@@ -43,6 +46,23 @@ fn key(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect();
     k.sort();
     k
+}
+
+/// The exact `tlsmon_handshake_diagnoses_total` series the cases must produce.
+fn expected_diagnoses(cases: &[Case]) -> Series {
+    let mut diagnoses = Series::new();
+    for c in cases {
+        if let Some(f) = c.failure {
+            *diagnoses
+                .entry(key(&[
+                    ("device", device_of(c.route)),
+                    ("direction", "inbound"),
+                    ("diagnosis", f.diagnosis),
+                ]))
+                .or_default() += f64::from(c.times);
+        }
+    }
+    diagnoses
 }
 
 /// The exact `tlsmon_handshakes_total` and `tlsmon_handshake_failures_total`
@@ -216,6 +236,31 @@ fn scenario(tlsmon: &Path, dir: &Path) -> Result<()> {
         "unclear refusal: {output}"
     );
 
+    // `tlsmon watch` runs next to the daemon (it takes no interface lock), as an
+    // operator would, to show each failure with its sentence.
+    let mut watch = {
+        let mut cmd = net.server.command(&tlsmon.display().to_string());
+        cmd.args([
+            "watch",
+            "--color",
+            "never",
+            "--interface",
+            NIC_A,
+            "--interface",
+            NIC_B,
+        ]);
+        Background::spawn("watch", cmd, dir)?
+    };
+    poll(
+        "tlsmon watch attached to both NICs",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            watch.check_running()?;
+            Ok(watch.log().contains("watching ").then_some(()))
+        },
+    )?;
+
     // Generate the mix, one connection at a time.
     let cases = cases(&pki);
     make_connections(&net, &cases)?;
@@ -251,6 +296,10 @@ fn scenario(tlsmon: &Path, dir: &Path) -> Result<()> {
     assert_eq!(
         series(&scraped, "tlsmon_handshake_failures_total"),
         want_failures
+    );
+    assert_eq!(
+        series(&scraped, "tlsmon_handshake_diagnoses_total"),
+        expected_diagnoses(&cases)
     );
     // Alerts by sender, derived from the same cases.
     let mut want_alerts = Series::new();
@@ -319,6 +368,7 @@ fn scenario(tlsmon: &Path, dir: &Path) -> Result<()> {
     assert_eq!(series(&scraped, "tlsmon_handshakes_by_sni_total"), want_sni);
 
     check_events_file(&events_path, &cases)?;
+    check_watch(&mut watch, &cases, total)?;
     check_with_prometheus(&net.server, dir, &want_failures)?;
 
     let status = daemon.stop()?;
@@ -342,6 +392,36 @@ fn check_events_file(path: &Path, cases: &[Case]) -> Result<()> {
         let field = |name: &str| event[name].as_str().unwrap_or("").to_owned();
         assert_eq!(field("direction"), "inbound", "{line}");
         assert_eq!(field("sni"), SERVER_NAME, "{line}");
+        // Every failure is diagnosed as its case says, naming what it must; every
+        // established handshake has `diagnosis: null`.
+        if field("outcome") == "established" {
+            assert!(event["diagnosis"].is_null(), "{line}");
+        } else {
+            let port = event["server_port"].as_u64().unwrap_or(0);
+            let case = cases
+                .iter()
+                .filter_map(|c| Some((c, c.failure?)))
+                .find(|(c, f)| {
+                    device_of(c.route) == field("device")
+                        && u64::from(c.port) == port
+                        && f.reason == field("failure_reason")
+                        && f.alert == field("alert")
+                })
+                .with_context(|| format!("no case fails like this: {line}"))?;
+            let diagnosis = &event["diagnosis"];
+            assert_eq!(
+                diagnosis["code"], case.1.diagnosis,
+                "{}: {line}",
+                case.0.what
+            );
+            let words = diagnosis.to_string();
+            assert!(
+                words.contains(case.1.names),
+                "{}: the diagnosis must name {:?}: {line}",
+                case.0.what,
+                case.1.names
+            );
+        }
         *got.entry((field("device"), field("outcome"), field("failure_reason")))
             .or_default() += 1;
     }
@@ -360,6 +440,51 @@ fn check_events_file(path: &Path, cases: &[Case]) -> Result<()> {
             .or_default() += c.times;
     }
     assert_eq!(got, want, "events file by device, outcome and reason");
+    Ok(())
+}
+
+/// `tlsmon watch` printed one line per handshake; each failure's line ends with
+/// its diagnosis's sentence after ` => `, and no established one has one.
+fn check_watch(watch: &mut Background, cases: &[Case], total: u32) -> Result<()> {
+    let handshake_lines = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains(" -> "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let lines = poll(
+        "tlsmon watch printed every handshake",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            watch.check_running()?;
+            let lines = handshake_lines(&watch.log());
+            Ok((lines.len() >= total as usize).then_some(lines))
+        },
+    )?;
+    assert_eq!(lines.len(), total as usize, "{lines:#?}");
+    let failed: u32 = cases
+        .iter()
+        .filter(|c| c.failure.is_some())
+        .map(|c| c.times)
+        .sum();
+    let mut sentences = 0;
+    for line in &lines {
+        if line.contains(" FAILED ") {
+            let (_, sentence) = line
+                .split_once(" => ")
+                .with_context(|| format!("a failure without its sentence: {line}"))?;
+            assert!(
+                sentence.starts_with("The ") && sentence.ends_with('.'),
+                "not a sentence: {line}"
+            );
+            sentences += 1;
+        } else {
+            assert!(!line.contains(" => "), "{line}");
+        }
+    }
+    assert_eq!(sentences, failed, "{lines:#?}");
+    watch.stop()?;
     Ok(())
 }
 

@@ -238,6 +238,19 @@ pub struct CompareArgs {
     /// Colour differences: auto, always, never.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = CompareFormat::Text)]
+    pub format: CompareFormat,
+}
+
+/// Output formats of `compare`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum CompareFormat {
+    /// Conclusions in a few sentences, then the table.
+    #[default]
+    Text,
+    /// One JSON document: conclusions, differences, diagnoses per device, the table.
+    Json,
 }
 
 /// Help text of a flag whose default comes from the configuration (an `Option` flag,

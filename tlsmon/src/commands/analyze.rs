@@ -92,7 +92,17 @@ pub fn timeout_from_secs(secs: f64) -> anyhow::Result<Duration> {
 
 fn render_summary(s: &AnalysisTotals) -> String {
     let f = &s.flows;
-    format!(
+    let d = &s.diagnosis;
+    // Only when a bound cut something: the usual summary stays as it was.
+    let diagnosis = if d.profiles_evicted + d.diagnosed_early > 0 {
+        format!(
+            "diagnosis: {} server profiles evicted, {} failures diagnosed before the end of their file\n",
+            d.profiles_evicted, d.diagnosed_early
+        )
+    } else {
+        String::new()
+    };
+    let flows = format!(
         "\n{} handshakes: {} established, {} failed, {} incomplete\n\
          read {} files, {} packets ({} TCP segments, {} not TCP, {} malformed, {} truncated)\n\
          flows: {} tracked, {} evicted, {} non-TLS ignored, {} joined mid-stream ignored, {} parse errors\n\
@@ -116,5 +126,6 @@ fn render_summary(s: &AnalysisTotals) -> String {
         f.overlap_conflicts,
         f.gap_bytes,
         f.reassembly_dropped_bytes,
-    )
+    );
+    flows + &diagnosis
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::event::{HandshakeEvent, Outcome};
+use crate::pipeline::diagnosis::DiagnosisStats;
 use crate::pipeline::drive::Pipeline;
 use crate::pipeline::flow_table::{Decided, FlowStats, FlowTableOptions};
 use crate::source::pcap::{CaptureFileError, CaptureFileReader, CaptureFileStats};
@@ -48,6 +49,8 @@ pub struct AnalysisTotals {
     pub incomplete: u64,
     /// Flow table counters summed over files.
     pub flows: FlowStats,
+    /// Diagnosis counters summed over files.
+    pub diagnosis: DiagnosisStats,
 }
 
 impl AnalysisTotals {
@@ -59,7 +62,9 @@ impl AnalysisTotals {
         }
     }
 
-    fn add_file(&mut self, stats: &CaptureFileStats, flows: &FlowStats) {
+    fn add_file(&mut self, stats: &CaptureFileStats, flows: &FlowStats, diagnosis: DiagnosisStats) {
+        self.diagnosis.profiles_evicted += diagnosis.profiles_evicted;
+        self.diagnosis.diagnosed_early += diagnosis.diagnosed_early;
         self.files += 1;
         self.packets += stats.packets;
         self.tcp_segments += stats.tcp_segments;
@@ -71,7 +76,8 @@ impl AnalysisTotals {
 }
 
 /// Analyses one capture file, handing each handshake record to `sink` as soon as it
-/// is decided; counts go into `summary`.
+/// is decided (failed ones once the file is read, so that their diagnosis uses all
+/// of it); counts go into `summary`.
 pub fn analyze_file_into(
     path: &Path,
     options: &AnalyzeOptions,
@@ -79,7 +85,7 @@ pub fn analyze_file_into(
     sink: &mut dyn FnMut(HandshakeEvent),
 ) -> Result<(), CaptureFileError> {
     let mut reader = CaptureFileReader::open(path)?;
-    let mut pipeline = Pipeline::new(options.flows.clone());
+    let mut pipeline = Pipeline::for_capture_file(options.flows.clone());
     let mut emit = |decided: Decided| {
         summary.count(&decided.event);
         sink(decided.event);
@@ -93,11 +99,12 @@ pub fn analyze_file_into(
     };
     // What was read before a corrupt tail still counts: decide it, then report.
     pipeline.finish(&mut emit);
-    summary.add_file(reader.stats(), pipeline.stats());
+    summary.add_file(reader.stats(), pipeline.stats(), pipeline.diagnosis_stats());
     result
 }
 
-/// Analyses one capture file and returns its records, in the order they were decided.
+/// Analyses one capture file and returns its records, in the order they were decided
+/// (failed ones last, diagnosed with the whole file).
 pub fn analyze_file(
     path: &Path,
     options: &AnalyzeOptions,

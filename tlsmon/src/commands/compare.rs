@@ -2,12 +2,12 @@
 //! or a running daemon's recent events (`--from URL`).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 
 use anyhow::Context;
 
-use crate::cli::CompareArgs;
+use crate::cli::{CompareArgs, CompareFormat};
 use crate::commands::capture_files::{analyze_file_into, AnalysisTotals, AnalyzeOptions};
 use crate::event::HandshakeEvent;
 use crate::sinks::comparison::Comparison;
@@ -35,8 +35,15 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     if comparison.devices().is_empty() {
         anyhow::bail!("no handshakes found in the given files or daemon");
     }
-    print!("{}", comparison.render_text(use_color(args.color)));
-    Ok(())
+    let report = match args.format {
+        CompareFormat::Text => comparison.render_text(use_color(args.color)),
+        CompareFormat::Json => comparison.render_json() + "\n",
+    };
+    match std::io::stdout().lock().write_all(report.as_bytes()) {
+        // A closed pipe (`| head`) is the reader's choice, not an error of ours.
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
+        _ => Ok(()),
+    }
 }
 
 /// A running daemon's recent events (`--from`); compare is not async otherwise.

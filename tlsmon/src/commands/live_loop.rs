@@ -10,6 +10,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::cli::CaptureArgs;
 use crate::config::{Config, Settings};
 use crate::event::HandshakeEvent;
+use crate::pipeline::diagnosis::DiagnosisStats;
 use crate::pipeline::drive::Pipeline;
 use crate::pipeline::flow_table::FlowTableOptions;
 use crate::pipeline::flow_table::{Decided, FlowStats};
@@ -33,6 +34,8 @@ pub trait LiveObserver {
     fn reopen(&mut self) {}
     /// Periodic health: kernel counters (if readable), flow table counters, flows open.
     fn tick(&mut self, _kernel: Option<&KernelCounters>, _flows: &FlowStats, _tracked: usize) {}
+    /// Periodic health of the diagnosis stage (with [`tick`](Self::tick)).
+    fn diagnosis_tick(&mut self, _stats: DiagnosisStats) {}
 }
 
 /// The signals the live loop answers: SIGINT and SIGTERM stop it, SIGHUP reopens
@@ -99,6 +102,7 @@ pub async fn run_until_signal(
                 if let Some(stats) = pipeline.forwarding_stats() {
                     observer.forwarding(stats);
                 }
+                observer.diagnosis_tick(pipeline.diagnosis_stats());
             }
             _ = healing.tick() => match capture.heal_hints() {
                 Ok(h) if h.slots_too_high > 0 => tracing::debug!(
@@ -127,6 +131,7 @@ fn deliver(decided: Decided, capture: &mut Capture, observer: &mut dyn LiveObser
         key,
         client_seq,
         event,
+        ..
     } = decided;
     if let Some(client_seq) = client_seq {
         if let Err(err) = capture.release_flow(&key, client_seq) {

@@ -9,6 +9,7 @@ use anyhow::Context;
 use crate::cli::RunArgs;
 use crate::config::{Config, LabelsConfig, Settings};
 use crate::event::HandshakeEvent;
+use crate::pipeline::diagnosis::DiagnosisStats;
 use crate::pipeline::flow_table::FlowStats;
 use crate::pipeline::forwarding::ForwardingStats;
 use crate::sinks::http::{self, Endpoints, Health};
@@ -196,5 +197,11 @@ impl LiveObserver for DaemonObserver {
             flows.parse_errors - self.last_flow_stats.parse_errors,
         );
         self.last_flow_stats = flows.clone();
+    }
+
+    fn diagnosis_tick(&mut self, stats: DiagnosisStats) {
+        self.metrics
+            .health()
+            .set_server_profiles_evicted(stats.profiles_evicted);
     }
 }

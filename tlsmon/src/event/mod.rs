@@ -136,6 +136,91 @@ pub struct Forwarded {
     pub changes: Vec<String>,
 }
 
+/// What tlsmon concluded about why a handshake failed (see [`crate::pipeline::diagnosis`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiagnosisCode {
+    /// No cipher suite in common (or the server refused before its ServerHello).
+    NoSharedCipher,
+    /// No protocol version in common.
+    NoSharedVersion,
+    /// No key exchange group in common.
+    NoSharedGroup,
+    /// The server refused a downgraded retry (TLS_FALLBACK_SCSV).
+    InappropriateFallback,
+    /// The server does not serve the name the client asked for.
+    UnknownSni,
+    /// The client refused the server's certificate.
+    ClientRejectedCertificate,
+    /// The server wants a client certificate the client did not give.
+    ClientCertificateRequired,
+    /// The server refused the certificate the client gave.
+    ServerRejectedClientCertificate,
+    /// The server (or something on the path) closed after the ClientHello without a reply.
+    SilentCloseAfterClientHello,
+    /// The server (or something on the path) reset after the ClientHello without a reply.
+    ResetAfterClientHello,
+    /// The server never answered the ClientHello.
+    ServerTimeout,
+    /// One side did not speak TLS.
+    NotTls,
+    /// Malformed or unexpected handshake bytes.
+    ProtocolError,
+    /// The evidence does not allow more.
+    Unknown,
+}
+
+impl DiagnosisCode {
+    /// Every code, in the order the README explains them.
+    pub const ALL: [DiagnosisCode; 14] = [
+        DiagnosisCode::NoSharedCipher,
+        DiagnosisCode::NoSharedVersion,
+        DiagnosisCode::NoSharedGroup,
+        DiagnosisCode::InappropriateFallback,
+        DiagnosisCode::UnknownSni,
+        DiagnosisCode::ClientRejectedCertificate,
+        DiagnosisCode::ClientCertificateRequired,
+        DiagnosisCode::ServerRejectedClientCertificate,
+        DiagnosisCode::SilentCloseAfterClientHello,
+        DiagnosisCode::ResetAfterClientHello,
+        DiagnosisCode::ServerTimeout,
+        DiagnosisCode::NotTls,
+        DiagnosisCode::ProtocolError,
+        DiagnosisCode::Unknown,
+    ];
+
+    /// The label value used in metrics and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiagnosisCode::NoSharedCipher => "no_shared_cipher",
+            DiagnosisCode::NoSharedVersion => "no_shared_version",
+            DiagnosisCode::NoSharedGroup => "no_shared_group",
+            DiagnosisCode::InappropriateFallback => "inappropriate_fallback",
+            DiagnosisCode::UnknownSni => "unknown_sni",
+            DiagnosisCode::ClientRejectedCertificate => "client_rejected_certificate",
+            DiagnosisCode::ClientCertificateRequired => "client_certificate_required",
+            DiagnosisCode::ServerRejectedClientCertificate => "server_rejected_client_certificate",
+            DiagnosisCode::SilentCloseAfterClientHello => "silent_close_after_client_hello",
+            DiagnosisCode::ResetAfterClientHello => "reset_after_client_hello",
+            DiagnosisCode::ServerTimeout => "server_timeout",
+            DiagnosisCode::NotTls => "not_tls",
+            DiagnosisCode::ProtocolError => "protocol_error",
+            DiagnosisCode::Unknown => "unknown",
+        }
+    }
+}
+
+/// Why a failed handshake failed: a code, one plain sentence, and what it rests on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    /// The bounded code (also the metric label).
+    pub code: DiagnosisCode,
+    /// One sentence a stranger understands.
+    pub summary: String,
+    /// The facts the sentence rests on, each in plain words; inferences say so.
+    pub evidence: Vec<String>,
+}
+
 /// One handshake attempt and how it ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HandshakeEvent {
@@ -208,6 +293,10 @@ pub struct HandshakeEvent {
     /// event files of older versions, read as `null`.
     #[serde(default)]
     pub forwarded: Option<Forwarded>,
+    /// Why it failed, when it failed; `None` otherwise. Event files written before
+    /// this field existed read as `None`.
+    #[serde(default)]
+    pub diagnosis: Option<Diagnosis>,
 }
 
 fn serialize_ts<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {

@@ -1,7 +1,12 @@
 //! The one drive loop of `run`, `watch`, `analyze` and `compare`: segments go
-//! into the flow table, and each handshake it decides goes to the caller's sink
-//! at once, so memory follows the handshakes in progress, not the input's length.
+//! into the flow table; each handshake it decides passes the forwarding linker
+//! (live only: it may hold an event briefly, bounded, to link it across devices),
+//! then the diagnosis stage (which learns server profiles and says why failures
+//! failed), and goes to the caller's sink, so memory follows the handshakes in
+//! progress, not the input's length (over capture files, failures wait for the end
+//! of the file, bounded: [`crate::pipeline::diagnosis::MAX_DEFERRED`]).
 
+use crate::pipeline::diagnosis::{Diagnoser, DiagnosisStats};
 use crate::pipeline::flow_table::{
     ClientHelloSeen, Decided, FlowStats, FlowTable, FlowTableOptions,
 };
@@ -12,12 +17,13 @@ use crate::source::segment::{Segment, Timestamp};
 /// all held at once.
 const FINISH_BATCH: usize = 256;
 
-/// The flow table and the buffer its decisions pass through.
+/// The flow table, the buffer its decisions pass through, and the stages after it.
 pub struct Pipeline {
     table: FlowTable,
     decided: Vec<Decided>,
     /// Links the same ClientHello on two devices (live capture only).
     forwarding: Option<Linking>,
+    diagnoser: Diagnoser,
 }
 
 /// The linker and its scratch buffers.
@@ -28,12 +34,23 @@ struct Linking {
 }
 
 impl Pipeline {
-    /// An empty pipeline.
+    /// An empty pipeline for live capture: failures are diagnosed at once, against
+    /// what was known at the time.
     pub fn new(options: FlowTableOptions) -> Self {
         Pipeline {
             table: FlowTable::new(options),
             decided: Vec::new(),
             forwarding: None,
+            diagnoser: Diagnoser::live(),
+        }
+    }
+
+    /// An empty pipeline for a capture file: failures are diagnosed when the input
+    /// ends ([`finish`](Self::finish)), with what the whole file showed.
+    pub fn for_capture_file(options: FlowTableOptions) -> Self {
+        Pipeline {
+            diagnoser: Diagnoser::whole_capture(),
+            ..Self::new(options)
         }
     }
 
@@ -67,11 +84,14 @@ impl Pipeline {
         self.deliver(sink);
         if let Some(linking) = &mut self.forwarding {
             linking.linker.advance_clock(now, &mut linking.linked);
-            linking.linked.drain(..).for_each(&mut *sink);
+            for decided in linking.linked.drain(..) {
+                self.diagnoser.take(decided, sink);
+            }
         }
     }
 
-    /// The input ended: decides every flow still open with what was seen.
+    /// The input ended: decides every flow still open with what was seen, and
+    /// diagnoses the failures that waited for the end.
     pub fn finish(&mut self, sink: &mut dyn FnMut(Decided)) {
         while self.table.finish_some(FINISH_BATCH, &mut self.decided) {
             self.deliver(sink);
@@ -79,13 +99,21 @@ impl Pipeline {
         self.deliver(sink);
         if let Some(linking) = &mut self.forwarding {
             linking.linker.finish(&mut linking.linked);
-            linking.linked.drain(..).for_each(&mut *sink);
+            for decided in linking.linked.drain(..) {
+                self.diagnoser.take(decided, sink);
+            }
         }
+        self.diagnoser.finish(sink);
     }
 
     /// The flow table's counters.
     pub fn stats(&self) -> &FlowStats {
         self.table.stats()
+    }
+
+    /// The diagnosis stage's counters.
+    pub fn diagnosis_stats(&self) -> DiagnosisStats {
+        self.diagnoser.stats()
     }
 
     /// Connections followed now.
@@ -107,7 +135,7 @@ impl Pipeline {
             std::mem::swap(&mut self.decided, &mut linking.linked);
         }
         for decided in self.decided.drain(..) {
-            sink(decided);
+            self.diagnoser.take(decided, sink);
         }
     }
 }

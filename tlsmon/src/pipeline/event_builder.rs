@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use crate::event::{Direction, FailureReason, HandshakeEvent, Outcome, Side};
+use crate::pipeline::diagnosis::HandshakeClues;
 use crate::pipeline::outcome::{HandshakeTracker, Verdict};
 use crate::pipeline::tls::names;
 use crate::source::segment::{PacketDirection, Timestamp};
@@ -60,6 +61,7 @@ impl FlowContext<'_> {
             duration_ms: None,
             server_cert: None,
             forwarded: None,
+            diagnosis: None,
         }
     }
 }
@@ -156,6 +158,14 @@ pub(crate) fn handshake_record(
     record.resumed = tracker.resumed();
     record.server_cert = tracker.server_cert().cloned();
     record
+}
+
+/// What the tracker saw beyond the record, for the diagnosis.
+pub(crate) fn clues_of(tracker: &HandshakeTracker) -> HandshakeClues {
+    HandshakeClues {
+        server_replied: tracker.server_replied(),
+        certificate_requested: tracker.certificate_requested(),
+    }
 }
 
 /// The side a hook direction and client identity imply (used by the flow table).

@@ -1,10 +1,13 @@
 //! Segments in, one handshake event per handshake out, with no I/O: the flow
 //! table ([`flow_table`]) keeps per-connection state, [`reassembly`] orders each
 //! direction's bytes, [`tls`] parses records and handshake messages, [`outcome`]
-//! decides how the handshake ended, and [`event_builder`] fills the public
-//! [`crate::event::HandshakeEvent`]; [`forwarding`] links the same ClientHello seen
-//! on two devices; [`drive::Pipeline`] is the loop every command runs. Depends on [`crate::source::segment`] and [`crate::event`] only.
+//! decides how the handshake ended, [`event_builder`] fills the public
+//! [`crate::event::HandshakeEvent`], [`forwarding`] links the same ClientHello seen
+//! on two devices, and [`diagnosis`] says why a failed one failed; [`drive::Pipeline`]
+//! is the loop every command runs. Depends on [`crate::source::segment`] and
+//! [`crate::event`] only.
 
+pub mod diagnosis;
 pub mod drive;
 pub mod event_builder;
 pub mod flow_table;

@@ -36,8 +36,9 @@ use crate::pipeline::reassembly::ReassemblyLimits;
 use crate::pipeline::tls::{ClientHello, TlsMessage};
 use crate::source::segment::{ConnectionKey, PacketDirection, Segment, Timestamp};
 
+use super::diagnosis::HandshakeClues;
 use super::event_builder::{
-    handshake_record, not_tls_record, record_without_hello, side_of, FlowContext,
+    clues_of, handshake_record, not_tls_record, record_without_hello, side_of, FlowContext,
 };
 use direction::{DirectionStream, Scratch, TimedMessage};
 use setup::{held_syn, judge_syn_data, Numbering, SynDataVerdict};
@@ -116,6 +117,8 @@ pub struct Decided {
     pub client_seq: Option<u32>,
     /// Its handshake event.
     pub event: HandshakeEvent,
+    /// What the tracker saw beyond the event, for the diagnosis.
+    pub clues: HandshakeClues,
 }
 
 /// A ClientHello the table just read, handed over when the table was asked to
@@ -949,6 +952,7 @@ impl FlowTable {
                     key: key.clone(),
                     client_seq: flow.client_payload_seq(),
                     event: record,
+                    clues: HandshakeClues::default(),
                 });
             }
         }
@@ -969,6 +973,7 @@ impl FlowTable {
                     key: key.clone(),
                     client_seq: flow.client_payload_seq(),
                     event: record,
+                    clues: HandshakeClues::default(),
                 });
             }
         }
@@ -984,6 +989,7 @@ impl FlowTable {
                     key: key.clone(),
                     client_seq: flow.client_payload_seq(),
                     event: record,
+                    clues: clues_of(tracker),
                 });
             }
         }

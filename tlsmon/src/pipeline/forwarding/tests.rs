@@ -65,6 +65,7 @@ fn decided(device: &str, port: u16) -> Decided {
         key: key(device, port, "10.0.9.1:443"),
         client_seq: Some(u32::from(port)),
         event,
+        clues: Default::default(),
     }
 }
 

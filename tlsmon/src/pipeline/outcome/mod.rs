@@ -25,10 +25,10 @@
 
 use std::time::Duration;
 
-use tls_parser::{TlsAlertDescription, TlsAlertSeverity, TlsVersion};
+use tls_parser::{TlsAlertDescription, TlsAlertSeverity};
 
 use crate::event::{FailureReason, ServerCert, Side};
-use crate::pipeline::tls::{ClientHello, OfferedHello, ServerHello, TlsMessage};
+use crate::pipeline::tls::{names, ClientHello, OfferedHello, ServerHello, TlsMessage};
 use crate::source::segment::Timestamp;
 
 /// Largest encrypted record taken for an alert: 2 (alert) + 1 (type) + 16 (tag) + 5
@@ -38,6 +38,9 @@ pub const MAX_ENCRYPTED_ALERT_LEN: usize = 24;
 /// How long a TLS 1.3 handshake whose client Finished was seen waits for the server
 /// to object before it counts as established.
 pub const CONFIRM_WINDOW: Duration = Duration::from_secs(1);
+
+/// Handshake message type of a CertificateRequest (RFC 5246 section 7.4).
+const CERTIFICATE_REQUEST: u8 = 13;
 
 /// How a TCP connection was closed by one side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +139,8 @@ pub struct HandshakeTracker {
     client_finished_at: Option<Timestamp>,
     /// TLS 1.3: length of the server's last encrypted record after the client's Finished.
     server_reply_after_client_finished: Option<u16>,
+    /// TLS 1.2 and older: the server sent a CertificateRequest (plaintext there).
+    certificate_requested: bool,
 }
 
 impl HandshakeTracker {
@@ -155,6 +160,7 @@ impl HandshakeTracker {
             warning_alert: None,
             client_finished_at: None,
             server_reply_after_client_finished: None,
+            certificate_requested: false,
         }
     }
 
@@ -213,8 +219,20 @@ impl HandshakeTracker {
         }
     }
 
+    /// The server sent any bytes after the ClientHello.
+    pub fn server_replied(&self) -> bool {
+        self.server.spoke
+    }
+
+    /// The server asked for a client certificate (visible in TLS 1.2 and older only).
+    pub fn certificate_requested(&self) -> bool {
+        self.certificate_requested
+    }
+
+    /// TLS 1.3, or one of its drafts or experiment versions: their records behave alike.
     fn is_tls13(&self) -> bool {
-        self.negotiated_version() == Some(TlsVersion::Tls13.0)
+        self.negotiated_version()
+            .is_some_and(names::is_tls13_version)
     }
 
     fn progress(&mut self, side: Side) -> &mut SideProgress {
@@ -260,9 +278,10 @@ impl HandshakeTracker {
                 }
                 None
             }
-            TlsMessage::OtherHandshake { .. } => {
+            TlsMessage::OtherHandshake { msg_type } => {
                 if side == Side::Server {
                     self.full_handshake = true;
+                    self.certificate_requested |= msg_type == CERTIFICATE_REQUEST;
                 }
                 None
             }

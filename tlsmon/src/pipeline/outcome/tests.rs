@@ -1,6 +1,7 @@
 use super::*;
 use crate::event::{FailureReason, Side};
 use crate::pipeline::tls::{ClientHello, ServerHello, TlsMessage};
+use tls_parser::TlsVersion;
 
 const TLS12: u16 = 0x0303;
 
@@ -297,4 +298,80 @@ fn tls13_client_refusal_is_found_whoever_closes_first() {
             Some(Side::Server)
         )
     );
+}
+
+/// A ServerHello of a pre-standard TLS 1.3 version (drafts 22 and later, and the
+/// experiment versions, have the final layout: supported_versions carries them).
+fn draft_server_hello(version: u16) -> TlsMessage {
+    TlsMessage::ServerHello(ServerHello {
+        legacy_version: TLS12,
+        selected_version: version,
+        cipher_suite: 0x1301,
+        key_share_group: Some(0x001d),
+        ..ServerHello::default()
+    })
+}
+
+#[test]
+fn tls13_drafts_and_experiments_are_decided_as_tls13() {
+    for version in [0x7f16, 0x7f17, 0x7f1c, 0x7e01, 0x7e02] {
+        // Established the TLS 1.3 way: the client's Finished inside type 23, then
+        // the server's ticket.
+        let mut t = tracker();
+        let steps = vec![
+            (Side::Server, draft_server_hello(version)),
+            (Side::Server, TlsMessage::ChangeCipherSpec),
+            (Side::Server, app(2000)),
+            (Side::Client, TlsMessage::ChangeCipherSpec),
+            (Side::Client, app(53)),
+        ];
+        assert_eq!(feed(&mut t, steps), None, "{version:#06x}");
+        let v = t.on_message(Side::Server, app(250), ms(10));
+        assert_eq!(
+            v,
+            Some(Verdict::Established { at: ms(10) }),
+            "{version:#06x}"
+        );
+        assert_eq!(t.negotiated_version(), Some(version), "as on the wire");
+        assert_eq!(t.negotiated_group(), Some(0x001d), "{version:#06x}");
+
+        // The client's short encrypted record where its Finished was due, then a
+        // close: the TLS 1.3 encrypted alert, not a plain close.
+        let mut t = tracker();
+        let steps = vec![
+            (Side::Server, draft_server_hello(version)),
+            (Side::Server, app(2000)),
+            (Side::Client, app(19)),
+        ];
+        assert_eq!(feed(&mut t, steps), None);
+        let f = failure(t.on_close(Side::Server, Close::Fin, ms(9)));
+        assert_eq!(f.reason, FailureReason::EncryptedAlert, "{version:#06x}");
+        assert_eq!(f.alert_sender, Some(Side::Client));
+    }
+    // Draft 21 and before reach the tracker only once their ServerHello parses; a
+    // version outside the TLS 1.3 family stays TLS 1.2-like: a lone short record
+    // and a close is just a close.
+    let mut t = tracker();
+    let steps = vec![
+        (Side::Server, draft_server_hello(0x7f1d)),
+        (Side::Server, app(2000)),
+        (Side::Client, app(19)),
+    ];
+    assert_eq!(feed(&mut t, steps), None);
+    let f = failure(t.on_close(Side::Server, Close::Fin, ms(9)));
+    assert_eq!(f.reason, FailureReason::Closed);
+}
+
+#[test]
+fn a_tls12_certificate_request_is_remembered() {
+    let mut t = tracker();
+    let mut steps = full_tls12_server_flight();
+    steps.push((Side::Server, TlsMessage::OtherHandshake { msg_type: 13 }));
+    assert_eq!(feed(&mut t, steps), None);
+    assert!(t.certificate_requested());
+    assert!(t.server_replied());
+    let mut plain = tracker();
+    assert_eq!(feed(&mut plain, full_tls12_server_flight()), None);
+    assert!(!plain.certificate_requested());
+    assert!(!tracker().server_replied());
 }

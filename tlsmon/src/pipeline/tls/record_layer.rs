@@ -1,12 +1,12 @@
 //! The record layer: one direction's byte stream into records, and handshake records
 //! into handshake messages, whatever the chunking of the input.
 
-use tls_parser::{parse_tls_record_header, TlsHandshakeType, TlsRecordType, TlsVersion};
+use tls_parser::{parse_tls_record_header, TlsHandshakeType, TlsRecordType};
 use tlsmon_common::client_hello::{is_ssl3_or_tls, sslv2_record_len, MIN_SSLV2_HELLO_LEN};
 
 use super::cert::{leaf_certificate, server_key_exchange_group};
 use super::hello::{parse_client_hello, parse_server_hello, parse_sslv2_client_hello};
-use super::{ParsedMessage, TlsMessage};
+use super::{names, ParsedMessage, TlsMessage};
 
 /// Largest record payload accepted: RFC 5246 section 6.2.3's TLSCiphertext bound
 /// (2^14 + 2048), the largest any TLS version allows on the wire.
@@ -477,11 +477,15 @@ impl TlsStreamParser {
     fn observe(&mut self, message: &TlsMessage) {
         match message {
             TlsMessage::ClientHello(hello) => {
-                self.offered_tls13 |= hello.supported_versions.contains(&TlsVersion::Tls13.0);
+                // TLS 1.3 drafts and experiment versions behave alike on the wire.
+                self.offered_tls13 |= hello
+                    .supported_versions
+                    .iter()
+                    .any(|&v| names::is_tls13_version(v));
             }
             TlsMessage::ServerHello(hello) => {
                 self.cipher = Some(hello.cipher_suite);
-                self.chose_tls13 |= hello.selected_version == TlsVersion::Tls13.0;
+                self.chose_tls13 |= names::is_tls13_version(hello.selected_version);
             }
             _ => {}
         }

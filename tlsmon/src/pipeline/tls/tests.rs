@@ -212,6 +212,38 @@ fn tls13_client_second_hello_after_compat_ccs_is_plaintext() {
     assert_eq!(out[3].message, TlsMessage::ApplicationData { len: 50 });
 }
 
+/// A ServerHello of the final layout choosing `version` in supported_versions.
+fn server_hello_choosing(version: u16) -> Vec<u8> {
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[0x44; 32]); // random
+    body.push(0); // session id
+    body.extend(u16s(&[0x1301]));
+    body.push(0); // compression
+    let mut exts = ext(43, &version.to_be_bytes());
+    exts.extend(ext(51, &u16s(&[29])));
+    body.extend(vec16(&exts));
+    handshake(2, &body)
+}
+
+#[test]
+fn a_tls13_draft_server_hello_after_compat_ccs_is_plaintext() {
+    // A HelloRetryRequest-like exchange of draft 23: ServerHello, the compatibility
+    // ChangeCipherSpec, and another ServerHello, which is plaintext in every TLS
+    // 1.3 version, drafts included.
+    for version in [0x0304, 0x7f17, 0x7e02] {
+        let hello = server_hello_choosing(version);
+        let mut stream = record(22, &hello);
+        stream.extend(record(20, &[1]));
+        stream.extend(record(22, &hello));
+        let out = parse_all(&stream, 5);
+        let TlsMessage::ServerHello(sh) = &out[2].message else {
+            panic!("{version:#06x}: {:?}", out[2].message);
+        };
+        assert_eq!(sh.selected_version, version);
+        assert_eq!(sh.key_share_group, Some(29));
+    }
+}
+
 #[test]
 fn tls13_offering_client_ciphertext_after_ccs_is_not_taken_for_a_hello() {
     let mut stream = record(22, &greasy_client_hello());

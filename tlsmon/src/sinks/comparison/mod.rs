@@ -6,13 +6,22 @@
 //! share of handshakes per device, and marks rows where the devices disagree: a value
 //! present on one device only, or shares more than [`SHARE_DIFFERENCE`] apart.
 //!
+//! Before the table it concludes ([`conclusions`]): a few sentences that name the
+//! differences that matter (failure rates, diagnoses) and their likely cause, or
+//! say that there is none. [`Comparison::render_json`] gives the same for scripts.
+//!
 //! Devices and values come from captures and event files, that is from the wire:
 //! the text report escapes their control characters ([`crate::sinks::escape`]).
+
+pub mod conclusions;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use serde::Serialize;
+
 use crate::{event::HandshakeEvent, sinks::escape::escape_controls};
+use conclusions::{conclude, Conclusions, DeviceTally};
 
 /// Share difference (absolute, 0..1) above which a row is highlighted.
 pub const SHARE_DIFFERENCE: f64 = 0.10;
@@ -57,6 +66,30 @@ type AspectCounts = BTreeMap<String, BTreeMap<String, u64>>;
 pub struct Comparison {
     totals: BTreeMap<String, u64>,
     aspects: Vec<AspectCounts>,
+    tallies: BTreeMap<String, DeviceTally>,
+}
+
+/// One row of the table, for `--format json`.
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    value: &'a str,
+    counts: &'a BTreeMap<String, u64>,
+    differs: bool,
+}
+
+/// One aspect of the table, for `--format json`.
+#[derive(Serialize)]
+struct JsonAspect<'a> {
+    aspect: &'a str,
+    rows: Vec<JsonRow<'a>>,
+}
+
+/// The whole report, for `--format json`.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    conclusions: Conclusions,
+    devices: &'a BTreeMap<String, DeviceTally>,
+    aspects: Vec<JsonAspect<'a>>,
 }
 
 impl Comparison {
@@ -65,12 +98,17 @@ impl Comparison {
         Comparison {
             totals: BTreeMap::new(),
             aspects: vec![AspectCounts::new(); ASPECTS.len()],
+            tallies: BTreeMap::new(),
         }
     }
 
     /// Counts one handshake.
     pub fn add(&mut self, record: &HandshakeEvent) {
         *self.totals.entry(record.device.clone()).or_default() += 1;
+        self.tallies
+            .entry(record.device.clone())
+            .or_default()
+            .add(record);
         for ((_, read), counts) in ASPECTS.iter().zip(self.aspects.iter_mut()) {
             for value in read(record) {
                 *counts
@@ -104,12 +142,52 @@ impl Comparison {
         shares.len() > 1 && (present < shares.len() || max - min > SHARE_DIFFERENCE)
     }
 
-    /// The report as text; `color` marks differing rows with ANSI colour, otherwise
-    /// they carry a leading `*`.
+    /// What the comparison concludes.
+    pub fn conclusions(&self) -> Conclusions {
+        conclude(&self.tallies)
+    }
+
+    /// The report as one JSON document: conclusions, per-device diagnoses, and
+    /// every aspect's rows with their counts per device.
+    pub fn render_json(&self) -> String {
+        let aspects = ASPECTS
+            .iter()
+            .zip(&self.aspects)
+            .map(|((name, _), counts)| JsonAspect {
+                aspect: name,
+                rows: counts
+                    .iter()
+                    .map(|(value, per_device)| JsonRow {
+                        value,
+                        counts: per_device,
+                        differs: self.differs(per_device),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let report = JsonReport {
+            conclusions: self.conclusions(),
+            devices: &self.tallies,
+            aspects,
+        };
+        // Strings, numbers, bools and maps with string keys: cannot fail.
+        serde_json::to_string_pretty(&report).unwrap_or_else(|e| {
+            serde_json::json!({ "error": format!("cannot serialise the comparison: {e}") })
+                .to_string()
+        })
+    }
+
+    /// The report as text: the conclusions, then the table; `color` marks
+    /// differing rows with ANSI colour, otherwise they carry a leading `*`.
     pub fn render_text(&self, color: bool) -> String {
         let devices = self.devices();
         let width = 34;
         let mut out = String::new();
+        for sentence in self.conclusions().sentences {
+            out.push_str(&escape_controls(&sentence));
+            out.push('\n');
+        }
+        out.push('\n');
         let _ = write!(out, "{:<width$}", "");
         for device in &devices {
             let _ = write!(out, " {:>18}", escape_controls(device));

@@ -30,7 +30,8 @@ pub fn json_line(record: &HandshakeEvent) -> String {
 
 /// The record as one readable line (no trailing newline):
 /// time, device, direction, client → server, SNI, version, cipher, group,
-/// outcome with reason. With `color`, failures are red and incomplete
+/// outcome with reason, and for a failure the diagnosis's sentence after ` => `.
+/// With `color`, failures are red and incomplete
 /// handshakes yellow (ANSI escapes).
 pub fn text_line(record: &HandshakeEvent, color: bool) -> String {
     let ts = format_rfc3339(record.ts);
@@ -59,6 +60,10 @@ pub fn text_line(record: &HandshakeEvent, color: bool) -> String {
     }
     if let Some(ms) = record.duration_ms.filter(|ms| ms.is_finite()) {
         let _ = write!(line, " {ms:.1}ms");
+    }
+    // Why, in one sentence (it may quote an SNI: escaped like every wire value).
+    if let Some(diagnosis) = &record.diagnosis {
+        let _ = write!(line, " => {}", printable(&diagnosis.summary));
     }
     line
 }

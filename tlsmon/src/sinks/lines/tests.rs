@@ -28,6 +28,7 @@ fn json_line_uses_the_public_field_names() {
     );
     assert_eq!(v["client_hello_segments"], 1);
     assert_eq!(v["hello_retry"], false);
+    assert_eq!(v["diagnosis"], serde_json::Value::Null);
     // Every field is always present, and these are the documented names.
     let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
@@ -45,6 +46,7 @@ fn json_line_uses_the_public_field_names() {
             "closed_by",
             "detail",
             "device",
+            "diagnosis",
             "direction",
             "duration_ms",
             "failure_reason",
@@ -221,4 +223,32 @@ device eth1: 2 handshakes, 0 established, 2 failed, 0 incomplete
 "
     );
     assert_eq!(summary_text(&[]), "no TLS handshakes found\n");
+}
+
+#[test]
+fn a_diagnosis_is_an_object_in_json_and_a_sentence_in_the_text_line() {
+    use crate::event::{Diagnosis, DiagnosisCode};
+    let failed = HandshakeEvent {
+        diagnosis: Some(Diagnosis {
+            code: DiagnosisCode::NoSharedCipher,
+            summary: "The client offered none of the suites of \x1b[2J.".into(),
+            evidence: vec!["one".into(), "two".into()],
+        }),
+        ..alert_failure()
+    };
+    let v: serde_json::Value = serde_json::from_str(&json_line(&failed)).unwrap();
+    assert_eq!(
+        v["diagnosis"],
+        serde_json::json!({
+            "code": "no_shared_cipher",
+            "summary": "The client offered none of the suites of \x1b[2J.",
+            "evidence": ["one", "two"],
+        })
+    );
+    let line = text_line(&failed, false);
+    assert!(
+        line.ends_with(" => The client offered none of the suites of \\x1b[2J."),
+        "{line}"
+    );
+    assert!(!text_line(&record(), false).contains("=>"));
 }

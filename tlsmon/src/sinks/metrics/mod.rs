@@ -28,7 +28,7 @@ pub use health::CaptureHealth;
 use labels::{Admission, LabelCap, RegistryLabel};
 
 use crate::{
-    event::{HandshakeEvent, Outcome},
+    event::{DiagnosisCode, HandshakeEvent, Outcome},
     pipeline::tls::names,
 };
 
@@ -113,6 +113,7 @@ pub struct Metrics {
     caps: LabelCaps,
     handshakes: IntCounterVec,
     failures: IntCounterVec,
+    diagnoses: IntCounterVec,
     alerts: IntCounterVec,
     offered_versions: IntCounterVec,
     offered_ciphers: IntCounterVec,
@@ -174,6 +175,11 @@ impl Metrics {
                 "tlsmon_handshake_failures_total",
                 "Failed TLS handshakes by interface, direction and reason (alert, reset, closed, timeout, encrypted_alert, protocol_error, not_tls); alert and alert_sender tell which TLS alert ended it and who sent it, closed_by who reset or closed the connection, stage whether the server had answered with a ServerHello.",
                 &["device", "direction", "reason", "alert", "alert_sender", "closed_by", "stage"],
+            )?,
+            diagnoses: counters(
+                "tlsmon_handshake_diagnoses_total",
+                "Failed TLS handshakes by interface, direction and diagnosis: why they failed (no_shared_cipher, no_shared_version, no_shared_group, inappropriate_fallback, unknown_sni, client_rejected_certificate, client_certificate_required, server_rejected_client_certificate, silent_close_after_client_hello, reset_after_client_hello, server_timeout, not_tls, protocol_error, unknown).",
+                &["device", "direction", "diagnosis"],
             )?,
             alerts: counters(
                 "tlsmon_alerts_total",
@@ -305,6 +311,12 @@ impl Metrics {
                     stage,
                 ],
             );
+            // The codes are a fixed set; a failure read back without one is `unknown`.
+            let diagnosis = record
+                .diagnosis
+                .as_ref()
+                .map_or(DiagnosisCode::Unknown, |d| d.code);
+            inc(&self.diagnoses, &[&device, direction, diagnosis.as_str()]);
         }
 
         if let Some(alert) = &record.alert {

@@ -43,6 +43,7 @@ pub(crate) fn record() -> HandshakeEvent {
         duration_ms: Some(3.0),
         server_cert: None,
         forwarded: None,
+        diagnosis: None,
     }
 }
 
@@ -317,7 +318,7 @@ fn hostile_offers_cannot_change_how_a_genuine_handshake_is_labelled() {
     }
     // A server that "chose" code points nobody registered.
     m.observe(&HandshakeEvent {
-        version: Some("0x7f1c".into()),
+        version: Some("0x7f1d".into()),
         cipher: Some("0xabcd".into()),
         group: Some(names::GREASE.into()),
         offered_ciphers: vec![],
@@ -588,10 +589,11 @@ fn every_family_follows_the_naming_rules_and_has_help() {
             .unwrap_or_else(|| panic!("{name} has no HELP"));
         assert!(help.len() > 30, "{name}: HELP too short: {help}");
     }
-    // 10 handshake families, the folded counter, 4 breakdowns, build_info, 17
-    // capture-health families and the forwarding linker's unlinked counter (a vector
+    // 11 handshake families (diagnoses included), the folded counter, 4
+    // breakdowns, build_info, 18 capture-health families (server profile
+    // evictions included) and the forwarding linker's unlinked counter (a vector
     // without series is not rendered).
-    assert_eq!(families, 34);
+    assert_eq!(families, 36);
 }
 
 #[test]
@@ -650,4 +652,47 @@ fn a_forwarded_handshake_counts_once_and_one_that_never_left_is_counted() {
     );
     assert!(samples(&text, "tlsmon_forwarding_unlinked_total")
         .contains(&r#"tlsmon_forwarding_unlinked_total{cause="random_reused"} 2"#.to_string()));
+}
+
+#[test]
+fn diagnoses_are_counted_by_code_for_failures_only() {
+    use crate::event::{Diagnosis, DiagnosisCode};
+    let m = Metrics::new(&LabelOptions::default()).unwrap();
+    let diagnosed = |code| HandshakeEvent {
+        diagnosis: Some(Diagnosis {
+            code,
+            summary: String::new(),
+            evidence: Vec::new(),
+        }),
+        ..alert_failure()
+    };
+    m.observe(&record());
+    m.observe(&diagnosed(DiagnosisCode::NoSharedCipher));
+    m.observe(&diagnosed(DiagnosisCode::NoSharedCipher));
+    m.observe(&diagnosed(DiagnosisCode::ResetAfterClientHello));
+    // A failure read back from an old events file carries none: `unknown`.
+    m.observe(&alert_failure());
+    assert_eq!(
+        samples(&text_of(&m), "tlsmon_handshake_diagnoses_total"),
+        [
+            r#"tlsmon_handshake_diagnoses_total{device="eth1",diagnosis="no_shared_cipher",direction="inbound"} 2"#,
+            r#"tlsmon_handshake_diagnoses_total{device="eth1",diagnosis="reset_after_client_hello",direction="inbound"} 1"#,
+            r#"tlsmon_handshake_diagnoses_total{device="eth1",diagnosis="unknown",direction="inbound"} 1"#,
+        ]
+    );
+}
+
+#[test]
+fn server_profile_evictions_follow_the_diagnosis_stage_total() {
+    let m = Metrics::new(&LabelOptions::default()).unwrap();
+    assert_eq!(
+        samples(&text_of(&m), "tlsmon_server_profiles_evicted_total"),
+        ["tlsmon_server_profiles_evicted_total 0"]
+    );
+    m.health().set_server_profiles_evicted(3);
+    m.health().set_server_profiles_evicted(5);
+    assert_eq!(
+        samples(&text_of(&m), "tlsmon_server_profiles_evicted_total"),
+        ["tlsmon_server_profiles_evicted_total 5"]
+    );
 }

@@ -22,6 +22,25 @@ const VERSIONS: &[(u16, &str)] = &[
     (0x0302, "TLSv1.1"),
     (0x0303, "TLSv1.2"),
     (0x0304, "TLSv1.3"),
+    // Pre-standard TLS 1.3 (still in old captures): IETF drafts 14 to 28, and the
+    // experiment versions browsers used while middleboxes were being fixed.
+    (0x7f0e, "TLSv1.3-draft14"),
+    (0x7f0f, "TLSv1.3-draft15"),
+    (0x7f10, "TLSv1.3-draft16"),
+    (0x7f11, "TLSv1.3-draft17"),
+    (0x7f12, "TLSv1.3-draft18"),
+    (0x7f13, "TLSv1.3-draft19"),
+    (0x7f14, "TLSv1.3-draft20"),
+    (0x7f15, "TLSv1.3-draft21"),
+    (0x7f16, "TLSv1.3-draft22"),
+    (0x7f17, "TLSv1.3-draft23"),
+    (0x7f18, "TLSv1.3-draft24"),
+    (0x7f19, "TLSv1.3-draft25"),
+    (0x7f1a, "TLSv1.3-draft26"),
+    (0x7f1b, "TLSv1.3-draft27"),
+    (0x7f1c, "TLSv1.3-draft28"),
+    (0x7e01, "TLSv1.3-experiment1"),
+    (0x7e02, "TLSv1.3-experiment2"),
     (0xfeff, "DTLSv1.0"),
     (0xfefd, "DTLSv1.2"),
     (0xfefc, "DTLSv1.3"),
@@ -129,7 +148,8 @@ const ALERTS: &[(u8, &str)] = &[
 ];
 
 /// Name of a protocol version: "SSLv2", "SSLv3", "TLSv1.0" .. "TLSv1.3", "DTLSv1.2";
-/// GREASE as "GREASE", unknown values as hex ("0x7f1c").
+/// TLS 1.3 drafts as "TLSv1.3-draft23" (the code point on the wire, named);
+/// GREASE as "GREASE", unknown values as hex ("0x7f1d").
 pub fn version_name(v: u16) -> String {
     if is_grease(v) {
         return GREASE.to_string();
@@ -138,6 +158,12 @@ pub fn version_name(v: u16) -> String {
         Some(name) => name.to_string(),
         None => format!("0x{v:04x}"),
     }
+}
+
+/// True for TLS 1.3 and its pre-standard versions (drafts 14-28: 0x7f0e-0x7f1c, and
+/// the experiment versions 0x7e01/0x7e02), whose handshakes run the TLS 1.3 way.
+pub fn is_tls13_version(v: u16) -> bool {
+    v == 0x0304 || (0x7f0e..=0x7f1c).contains(&v) || v == 0x7e01 || v == 0x7e02
 }
 
 /// IANA name of a cipher suite ("TLS_AES_128_GCM_SHA256"); GREASE as "GREASE",

@@ -8,7 +8,23 @@ fn names_versions() {
     assert_eq!(version_name(0x0304), "TLSv1.3");
     assert_eq!(version_name(0x0002), "SSLv2");
     assert_eq!(version_name(0xfefd), "DTLSv1.2");
-    assert_eq!(version_name(0x7f1c), "0x7f1c");
+    assert_eq!(version_name(0x7f1d), "0x7f1d");
+}
+
+#[test]
+fn tls13_drafts_are_named_as_on_the_wire_and_count_as_tls13() {
+    assert_eq!(version_name(0x7f0e), "TLSv1.3-draft14");
+    assert_eq!(version_name(0x7f17), "TLSv1.3-draft23");
+    assert_eq!(version_name(0x7f1c), "TLSv1.3-draft28");
+    assert_eq!(version_name(0x7e01), "TLSv1.3-experiment1");
+    assert_eq!(version_name(0x7e02), "TLSv1.3-experiment2");
+    for v in (0x7f0e..=0x7f1c).chain([0x7e01, 0x7e02, 0x0304]) {
+        assert!(is_tls13_version(v), "{v:#06x}");
+        assert!(is_version_name(&version_name(v)), "{v:#06x}");
+    }
+    for v in [0x0303, 0x7f0d, 0x7f1d, 0x7e00, 0x7e03, 0xfefc] {
+        assert!(!is_tls13_version(v), "{v:#06x}");
+    }
 }
 
 #[test]
@@ -82,7 +98,7 @@ fn registered_names_are_told_from_grease_and_hex() {
         .filter(|&d| is_alert_name(&alert_name(d)))
         .count();
     assert_eq!(alerts, ALERTS.len());
-    for not_registered in ["GREASE", "0x7f1c", "0xabcd", "0x63", "", "other", "unknown"] {
+    for not_registered in ["GREASE", "0x7f1d", "0xabcd", "0x63", "", "other", "unknown"] {
         assert!(!is_version_name(not_registered));
         assert!(!is_cipher_name(not_registered));
         assert!(!is_group_name(not_registered));

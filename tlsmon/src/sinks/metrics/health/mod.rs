@@ -32,6 +32,7 @@ pub struct CaptureHealth {
     kernel_update: Mutex<DropWindow>,
     flows_tracked: IntGauge,
     reassembly_evictions: IntCounter,
+    server_profiles_evicted: IntCounter,
     flows_dropped: IntCounterVec,
     parse_errors: IntCounterVec,
     events_file_errors: IntCounter,
@@ -102,6 +103,10 @@ impl CaptureHealth {
             reassembly_evictions: counter(
                 "tlsmon_reassembly_evictions_total",
                 "Connections the daemon stopped following before their handshake ended because a memory bound was reached.",
+            )?,
+            server_profiles_evicted: counter(
+                "tlsmon_server_profiles_evicted_total",
+                "Server profiles (what a server's successful handshakes showed it accepts, used to diagnose failures) dropped, least recently used first, to stay within the bound of 4096 servers.",
             )?,
             flows_dropped: registered(
                 registry,
@@ -210,6 +215,11 @@ impl CaptureHealth {
                 Err(e) => tracing::error!("metric label mismatch: {e}"),
             }
         }
+    }
+
+    /// Moves `tlsmon_server_profiles_evicted_total` to the diagnosis stage's total.
+    pub fn set_server_profiles_evicted(&self, total: u64) {
+        set_absolute(&self.server_profiles_evicted, total);
     }
 
     /// Counts `n` inputs that failed to decode at `stage` (a fixed name chosen by

@@ -52,7 +52,7 @@ fn registered_names_are_kept_everything_else_is_unknown() {
     let cases = [
         (Version, "TLSv1.3", "TLSv1.3"),
         (Version, "SSLv3", "SSLv3"),
-        (Version, "0x7f1c", UNKNOWN),
+        (Version, "0x7f1d", UNKNOWN),
         (Version, "GREASE", UNKNOWN),
         (
             Cipher,
