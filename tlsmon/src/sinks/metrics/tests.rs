@@ -15,6 +15,8 @@ pub(crate) fn record() -> HandshakeEvent {
         client_port: 50_000,
         server_ip: IpAddr::from([192, 0, 2, 1]),
         server_port: 443,
+        cgroup: None,
+        service: None,
         outcome: Outcome::Established,
         failure_reason: None,
         alert: None,
