@@ -47,9 +47,17 @@ use crate::{
 };
 
 /// Event fields not compared: the time and the interface name (a capture file's
-/// name stands in for it offline), the direction (unknown in captures), and the
-/// duration (kernel timestamps live, capture timestamps offline).
-pub const NOT_COMPARED: &[&str] = &["ts", "device", "direction", "duration_ms"];
+/// name stands in for it offline), the direction (unknown in captures), the
+/// duration (kernel timestamps live, capture timestamps offline), and the local
+/// service (only the kernel sees sockets).
+pub const NOT_COMPARED: &[&str] = &[
+    "ts",
+    "device",
+    "direction",
+    "duration_ms",
+    "cgroup",
+    "service",
+];
 
 /// Payload the kernel hands over per event (`CHUNK_SIZE` of the kernel program):
 /// a larger skb becomes several events, each counted as a segment live.

@@ -17,7 +17,7 @@ use super::use_color;
 /// Runs the command.
 pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     let options = AnalyzeOptions::with_timeout(timeout_from_secs(args.handshake_timeout)?);
-    let mut comparison = Comparison::new();
+    let mut comparison = Comparison::grouped_by(args.group_by);
     for path in &args.files {
         if is_json_lines(path)? {
             read_events(path, &mut comparison)?;

@@ -27,3 +27,38 @@ fn text_report_escapes_devices_and_values_from_the_wire() {
         "{text}"
     );
 }
+
+#[test]
+fn grouped_by_service_the_columns_are_services_and_none() {
+    let mut comparison = Comparison::grouped_by(GroupBy::Service);
+    let service = |name: &str| Some(name.to_string());
+    comparison.add(&HandshakeEvent {
+        service: service("web-a.service"),
+        ..record()
+    });
+    comparison.add(&HandshakeEvent {
+        service: service("web-b.service"),
+        ..alert_failure()
+    });
+    comparison.add(&HandshakeEvent {
+        service: service("web-b.service"),
+        ..alert_failure()
+    });
+    comparison.add(&record());
+    assert_eq!(
+        comparison.devices(),
+        [NO_SERVICE, "web-a.service", "web-b.service"]
+    );
+    let text = comparison.render_text(false);
+    let header = text.lines().next().unwrap();
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["(none)", "web-a.service", "web-b.service"]
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("* failed ")
+            && l.ends_with("0 (  0.0%)         0 (  0.0%)         2 (100.0%)")),
+        "{text}"
+    );
+    assert!(text.contains("differs between services"), "{text}");
+}

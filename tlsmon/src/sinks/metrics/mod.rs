@@ -10,7 +10,7 @@
 //! own value and every other code point `unknown` ([`labels::RegistryLabel`]), with
 //! GREASE never counted as offered; devices by a [`labels::LabelCap`]; open-ended
 //! values (SNI, fingerprints, peers) are off unless enabled and then capped at
-//! `top_k`. Capped values are counted in `tlsmon_label_values_folded_total` when
+//! `top_k`, and so is the local service (on unless disabled). Capped values are counted in `tlsmon_label_values_folded_total` when
 //! they fold, and have control characters escaped ([`crate::sinks::escape`]).
 
 mod health;
@@ -70,6 +70,9 @@ pub struct LabelOptions {
     pub ja4: bool,
     /// Export `tlsmon_handshakes_by_client_ip_total`.
     pub client_ip: bool,
+    /// Export `tlsmon_handshakes_by_service_total` (on by default: local services
+    /// are few, and their names come from this host, not from the network).
+    pub service: bool,
     /// Distinct values each of those labels keeps before folding into `other`.
     pub top_k: usize,
 }
@@ -84,6 +87,7 @@ impl Default for LabelOptions {
             ja3: false,
             ja4: false,
             client_ip: false,
+            service: true,
             top_k: DEFAULT_TOP_K,
         }
     }
@@ -96,6 +100,7 @@ struct LabelCaps {
     ja3: LabelCap,
     ja4: LabelCap,
     client_ip: LabelCap,
+    service: LabelCap,
 }
 
 /// Counters keyed by one open-ended value, each present only when enabled.
@@ -104,6 +109,7 @@ struct OptionalBreakdowns {
     ja3: Option<IntCounterVec>,
     ja4: Option<IntCounterVec>,
     client_ip: Option<IntCounterVec>,
+    service: Option<IntCounterVec>,
 }
 
 /// All tlsmon metrics and the registry they live in.
@@ -162,6 +168,7 @@ impl Metrics {
                 ja3: LabelCap::new(options.top_k),
                 ja4: LabelCap::new(options.top_k),
                 client_ip: LabelCap::new(options.top_k),
+                service: LabelCap::new(options.top_k),
             },
             handshakes: counters(
                 "tlsmon_handshakes_total",
@@ -218,7 +225,7 @@ impl Metrics {
             )?,
             folded: counters(
                 "tlsmon_label_values_folded_total",
-                "Label values replaced by \"other\" because that capped label (device, sni, ja3, ja4, client_ip) already had its maximum number of distinct values, by label name.",
+                "Label values replaced by \"other\" because that capped label (device, sni, ja3, ja4, client_ip, service) already had its maximum number of distinct values, by label name.",
                 &["label"],
             )?,
             breakdowns: OptionalBreakdowns {
@@ -246,6 +253,12 @@ impl Metrics {
                     "TLS handshakes by interface, client address (first top_k seen, then \"other\") and outcome.",
                     "client_ip",
                 )?,
+                service: breakdown(
+                    options.service,
+                    "tlsmon_handshakes_by_service_total",
+                    "TLS handshakes by interface, local service that owns the socket (systemd unit, container, pod, or cgroup path; first top_k seen, then \"other\"; empty without a local socket, e.g. forwarded traffic) and outcome.",
+                    "service",
+                )?,
             },
             health: CaptureHealth::register(r)?,
             registry,
@@ -258,6 +271,7 @@ impl Metrics {
             ("ja3", options.ja3),
             ("ja4", options.ja4),
             ("client_ip", options.client_ip),
+            ("service", options.service),
         ];
         for (label, used) in capped_labels {
             if used {
@@ -379,6 +393,12 @@ impl Metrics {
                 "client_ip",
                 &self.caps.client_ip,
                 Some(client_ip.as_str()),
+            ),
+            (
+                &b.service,
+                "service",
+                &self.caps.service,
+                record.service.as_deref(),
             ),
         ];
         for (vec, label, cap, value) in wanted {
