@@ -27,7 +27,8 @@ pub use resolver::{CgroupResolver, Resolution, ResolverStats};
 /// `service` of a handshake whose cgroup was removed before tlsmon looked it up.
 pub const VANISHED: &str = "(vanished)";
 /// `service` of a handshake whose cgroup could not be looked up (no cgroup v2
-/// hierarchy in tlsmon's mount namespace, or it could not be read).
+/// hierarchy in tlsmon's mount namespace, it could not be read, or the cgroup is
+/// outside the part of it tlsmon can see).
 pub const UNRESOLVED: &str = "(unresolved)";
 
 /// What a handshake's record says about its local service.
@@ -73,8 +74,21 @@ impl Attributor {
                 None
             }
         };
+        let sees_everything = hierarchy.as_ref().is_some_and(|m| m.root == "/")
+            && mounts::in_initial_cgroup_namespace();
+        if hierarchy.is_some() && !sees_everything {
+            tracing::warn!(
+                "only part of the cgroup v2 hierarchy is visible here (a cgroup namespace or \
+                 a mounted subtree): sockets of cgroups outside it are reported with service \
+                 \"{UNRESOLVED}\""
+            );
+        }
         Attributor {
-            resolver: CgroupResolver::new(hierarchy, resolver::DEFAULT_CACHE_CAPACITY),
+            resolver: CgroupResolver::new(
+                hierarchy,
+                sees_everything,
+                resolver::DEFAULT_CACHE_CAPACITY,
+            ),
         }
     }
 
@@ -86,6 +100,7 @@ impl Attributor {
                     mount_point: mount_point.to_path_buf(),
                     root: "/".to_string(),
                 }),
+                true,
                 resolver::DEFAULT_CACHE_CAPACITY,
             ),
         }

@@ -45,6 +45,18 @@ pub fn cgroup2_of_this_process() -> std::io::Result<Option<Cgroup2Mount>> {
     )?))
 }
 
+/// Inode number of the initial cgroup namespace (`PROC_CGROUP_INIT_INO`, fixed in
+/// the kernel's ABI): a process in another one sees only its own subtree.
+const INITIAL_CGROUP_NAMESPACE_INO: u64 = 0xEFFF_FFFB;
+
+/// True when this process is in the initial cgroup namespace (or when that
+/// cannot be told: kernels without cgroup namespaces have only that one).
+pub fn in_initial_cgroup_namespace() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/cgroup")
+        .map_or(true, |ns| ns.ino() == INITIAL_CGROUP_NAMESPACE_INO)
+}
+
 /// Decodes the kernel's `\NNN` octal escapes (mountinfo writes blank, tab,
 /// newline and backslash that way); anything else is kept as it is.
 fn unescape_octal(s: &str) -> String {

@@ -6,7 +6,9 @@
 //! (directory entries carry their inode numbers, so the walk reads directories and
 //! stats nothing) and caches what it found, or that the id is gone: the socket
 //! outlived its cgroup's directory, which is reported as vanished rather than
-//! guessed. The cache keeps at most `capacity` ids, dropping the oldest entry
+//! guessed. That conclusion needs the whole hierarchy in view: where only a
+//! subtree is (a bind-mounted subtree, a cgroup namespace's view inside a
+//! container), an id not found is unresolved instead. The cache keeps at most `capacity` ids, dropping the oldest entry
 //! first; every eviction, walk and outcome is counted ([`ResolverStats`]).
 
 use std::{
@@ -63,6 +65,8 @@ pub struct ResolverStats {
 #[derive(Debug)]
 pub struct CgroupResolver {
     hierarchy: Option<Cgroup2Mount>,
+    /// The whole hierarchy is visible: an id not in it is gone, not elsewhere.
+    sees_everything: bool,
     capacity: usize,
     cache: HashMap<u64, Resolution>,
     /// Cached ids, oldest first.
@@ -72,10 +76,13 @@ pub struct CgroupResolver {
 
 impl CgroupResolver {
     /// A resolver over `hierarchy` (`None`: every id is unresolved) keeping at
-    /// most `capacity` ids (at least one).
-    pub fn new(hierarchy: Option<Cgroup2Mount>, capacity: usize) -> Self {
+    /// most `capacity` ids (at least one). `sees_everything` says that the mount
+    /// shows every cgroup of the host (its root is the hierarchy's, and this
+    /// process is in the initial cgroup namespace).
+    pub fn new(hierarchy: Option<Cgroup2Mount>, sees_everything: bool, capacity: usize) -> Self {
         CgroupResolver {
             hierarchy,
+            sees_everything,
             capacity: capacity.max(1),
             cache: HashMap::new(),
             order: VecDeque::new(),
@@ -115,9 +122,15 @@ impl CgroupResolver {
                     service: Arc::from(service),
                 }
             }
-            Walk::Absent => {
+            Walk::Absent if self.sees_everything => {
                 self.stats.vanished += 1;
                 Resolution::Vanished
+            }
+            // Outside the part of the hierarchy we can see; that does not change,
+            // so it is cached like any answer.
+            Walk::Absent => {
+                self.stats.unresolved += 1;
+                Resolution::Unresolved
             }
             Walk::Failed(err) => {
                 // Not cached: the next lookup tries again.

@@ -32,6 +32,7 @@ impl Tree {
                 mount_point: self.0.clone(),
                 root: root.to_string(),
             }),
+            root == "/",
             capacity,
         )
     }
@@ -125,7 +126,7 @@ fn the_cache_is_bounded_and_counts_what_it_evicted() {
 
 #[test]
 fn without_a_hierarchy_every_id_is_unresolved_and_nothing_is_walked() {
-    let mut r = CgroupResolver::new(None, 16);
+    let mut r = CgroupResolver::new(None, true, 16);
     assert_eq!(r.resolve(7), Resolution::Unresolved);
     assert_eq!(r.stats().unresolved, 1);
     assert_eq!(r.stats().walks, 0);
@@ -139,6 +140,7 @@ fn an_unreadable_hierarchy_is_unresolved_and_tried_again_later() {
             mount_point: Path::new("/tlsmon-no-such-hierarchy").to_path_buf(),
             root: "/".to_string(),
         }),
+        true,
         16,
     );
     assert_eq!(r.resolve(7), Resolution::Unresolved);
@@ -157,5 +159,29 @@ fn a_mounted_subtree_reports_paths_in_the_whole_hierarchy() {
     assert_eq!(
         r.resolve(tree.id("")),
         found("/system.slice", "/system.slice")
+    );
+}
+
+#[test]
+fn an_id_outside_a_partial_view_is_unresolved_not_vanished() {
+    let tree = Tree::new(&["web.service"]);
+    let mut r = tree.resolver("/system.slice", 16);
+    // Some id that is not in this subtree (the tree's parent directory's).
+    let elsewhere = std::fs::metadata(tree.0.parent().unwrap()).unwrap().ino();
+    assert_eq!(r.resolve(elsewhere), Resolution::Unresolved);
+    assert_eq!(r.resolve(elsewhere), Resolution::Unresolved);
+    assert_eq!(
+        (r.stats().unresolved, r.stats().vanished, r.stats().walks),
+        (1, 0, 1),
+        "cached: a partial view does not change"
+    );
+}
+
+#[test]
+fn this_test_runs_in_the_initial_cgroup_namespace_or_says_otherwise() {
+    let own = std::fs::read_link("/proc/self/ns/cgroup").unwrap();
+    assert_eq!(
+        crate::attribution::mounts::in_initial_cgroup_namespace(),
+        own.to_string_lossy() == "cgroup:[4026531835]"
     );
 }

@@ -661,14 +661,15 @@ fn cgroup_lookups_are_exported_by_result_from_zero() {
             r#"tlsmon_cgroup_lookups_total{result="vanished"} 0"#,
         ]
     );
-    m.health().set_attribution(&crate::attribution::ResolverStats {
-        cache_hits: 7,
-        walks: 4,
-        found: 3,
-        vanished: 1,
-        unresolved: 0,
-        evicted: 2,
-    });
+    m.health()
+        .set_attribution(&crate::attribution::ResolverStats {
+            cache_hits: 7,
+            walks: 4,
+            found: 3,
+            vanished: 1,
+            unresolved: 0,
+            evicted: 2,
+        });
     let text = text_of(&m);
     assert_eq!(
         samples(&text, "tlsmon_cgroup_lookups_total"),
