@@ -419,24 +419,26 @@ fn handshakes_are_attributed_to_the_service_that_owns_the_local_socket() {
             })
         },
     );
-    let by_service: BTreeMap<(String, String), f64> = scrape
-        .select("tlsmon_handshakes_by_service_total", &[])
-        .map(|s| {
-            assert_eq!(s.labels["device"], link.server_if);
-            (
-                (s.labels["service"].clone(), s.labels["outcome"].clone()),
-                s.value,
-            )
-        })
-        .collect();
-    let key = |service: &str, outcome: &str| (service.to_owned(), outcome.to_owned());
+    // (service, version, outcome) -> handshakes; one sample each.
+    let mut by_service: BTreeMap<[String; 3], f64> = BTreeMap::new();
+    for s in scrape.select("tlsmon_handshakes_by_service_total", &[]) {
+        assert_eq!(s.labels["device"], link.server_if);
+        // An empty label value is no label at all in the exposition.
+        let key =
+            ["service", "version", "outcome"].map(|l| s.labels.get(l).cloned().unwrap_or_default());
+        assert_eq!(by_service.insert(key, s.value), None, "{s:?} repeats");
+    }
+    let key = |service: &str, version: &str, outcome: &str| {
+        [service, version, outcome].map(str::to_owned)
+    };
     assert_eq!(
         by_service,
         BTreeMap::from([
-            (key("web-a.service", "established"), TO_A as f64),
-            (key("web-b.service", "failed"), TO_B as f64),
-            (key("client.service", "established"), 1.0),
-            (key("", "established"), 1.0),
+            (key("web-a.service", "TLSv1.3", "established"), TO_A as f64),
+            // web-b never chose a version: it refused TLS 1.3.
+            (key("web-b.service", "", "failed"), TO_B as f64),
+            (key("client.service", "TLSv1.3", "established"), 1.0),
+            (key("", "TLSv1.3", "established"), 1.0),
         ])
     );
     assert_eq!(

@@ -10,8 +10,8 @@
 //! own value and every other code point `unknown` ([`labels::RegistryLabel`]), with
 //! GREASE never counted as offered; devices by a [`labels::LabelCap`]; open-ended
 //! values (SNI, fingerprints, peers) are off unless enabled and then capped at
-//! `top_k`, and so is the local service (on unless disabled). Capped values are counted in `tlsmon_label_values_folded_total` when
-//! they fold, and have control characters escaped ([`crate::sinks::escape`]).
+//! `top_k`, and so is the local service (on unless disabled). Capped values are
+//! counted in `tlsmon_label_values_folded_total` when they fold, and have control characters escaped ([`crate::sinks::escape`]).
 
 mod health;
 pub mod labels;
@@ -253,12 +253,18 @@ impl Metrics {
                     "TLS handshakes by interface, client address (first top_k seen, then \"other\") and outcome.",
                     "client_ip",
                 )?,
-                service: breakdown(
-                    options.service,
-                    "tlsmon_handshakes_by_service_total",
-                    "TLS handshakes by interface, local service that owns the socket (systemd unit, container, pod, or cgroup path; first top_k seen, then \"other\"; empty without a local socket, e.g. forwarded traffic) and outcome.",
-                    "service",
-                )?,
+                // With the negotiated version too (a registry name, so no new
+                // bound): "which services still negotiate TLS 1.2" is a query.
+                service: options
+                    .service
+                    .then(|| {
+                        counters(
+                            "tlsmon_handshakes_by_service_total",
+                            "TLS handshakes by interface, local service that owns the socket (systemd unit, container, pod, or cgroup path; first top_k seen, then \"other\"; empty without a local socket, e.g. forwarded traffic), negotiated version (empty if the server never chose one) and outcome.",
+                            &["device", "service", "version", "outcome"],
+                        )
+                    })
+                    .transpose()?,
             },
             health: CaptureHealth::register(r)?,
             registry,
@@ -394,18 +400,21 @@ impl Metrics {
                 &self.caps.client_ip,
                 Some(client_ip.as_str()),
             ),
-            (
-                &b.service,
-                "service",
-                &self.caps.service,
-                record.service.as_deref(),
-            ),
         ];
         for (vec, label, cap, value) in wanted {
             if let Some(vec) = vec {
                 let value = self.capped(label, cap, value.unwrap_or(""));
                 inc(vec, &[device, &value, outcome]);
             }
+        }
+        if let Some(vec) = &b.service {
+            let service = self.capped(
+                "service",
+                &self.caps.service,
+                record.service.as_deref().unwrap_or(""),
+            );
+            let version = registry_value(RegistryLabel::Version, &record.version);
+            inc(vec, &[device, &service, version, outcome]);
         }
     }
 

@@ -632,10 +632,10 @@ fn handshakes_by_service_are_on_by_default_capped_and_empty_without_a_socket() {
     assert_eq!(
         samples(&text, "tlsmon_handshakes_by_service_total"),
         [
-            r#"tlsmon_handshakes_by_service_total{device="eth0",outcome="established",service=""} 1"#,
-            r#"tlsmon_handshakes_by_service_total{device="eth0",outcome="established",service="other"} 1"#,
-            r#"tlsmon_handshakes_by_service_total{device="eth0",outcome="established",service="web-a.service"} 2"#,
-            r#"tlsmon_handshakes_by_service_total{device="eth1",outcome="failed",service="web-b.service"} 1"#,
+            r#"tlsmon_handshakes_by_service_total{device="eth0",outcome="established",service="",version="TLSv1.3"} 1"#,
+            r#"tlsmon_handshakes_by_service_total{device="eth0",outcome="established",service="other",version="TLSv1.3"} 1"#,
+            r#"tlsmon_handshakes_by_service_total{device="eth0",outcome="established",service="web-a.service",version="TLSv1.3"} 2"#,
+            r#"tlsmon_handshakes_by_service_total{device="eth1",outcome="failed",service="web-b.service",version=""} 1"#,
         ]
     );
     assert!(samples(&text, "tlsmon_label_values_folded_total")
