@@ -133,3 +133,6 @@ impl Attributor {
         self.resolver.stats()
     }
 }
+
+#[cfg(test)]
+mod tests;
