@@ -6,7 +6,9 @@
 //! and `.../web-b.service`); web-b only speaks TLS 1.2, so the TLS 1.3-only clients
 //! of the peer namespace fail against it. A client in a third cgroup of the host
 //! connects out to a server in the peer namespace, and a client in a third
-//! namespace reaches that server through the host, which forwards it. tlsmon (the
+//! namespace reaches that server through the host, which forwards it. A fourth
+//! server's cgroup is removed (the server moved elsewhere first) before anyone
+//! connects: its handshake is reported as vanished. tlsmon (the
 //! daemon with an events file, and `watch`) runs in the host namespace with the
 //! host's mount table, so it sees the hierarchy. Exact counts everywhere.
 
@@ -38,6 +40,8 @@ const PORT_A: u16 = 4433;
 const PORT_B: u16 = 4434;
 /// The server in the peer namespace (outbound and forwarded handshakes).
 const PORT_PEER: u16 = 4435;
+/// The server whose cgroup is removed before its handshake is reported.
+const PORT_GONE: u16 = 4436;
 /// Handshakes made to web-a and to web-b.
 const TO_A: usize = 3;
 const TO_B: usize = 2;
@@ -84,7 +88,10 @@ impl Drop for TestCgroup {
         self.kill_all();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         // The directory can only go once its last process has been reaped.
-        while std::fs::remove_dir(&self.dir).is_err() && std::time::Instant::now() < deadline {
+        while self.dir.exists()
+            && std::fs::remove_dir(&self.dir).is_err()
+            && std::time::Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -240,6 +247,11 @@ fn handshakes_are_attributed_to_the_service_that_owns_the_local_socket() {
     let web_a = TestCgroup::new(&root, &format!("{slice_name}/web-a.service"));
     let web_b = TestCgroup::new(&root, &format!("{slice_name}/web-b.service"));
     let client = TestCgroup::new(&root, &format!("{slice_name}/client.service"));
+    // A server started in `short-lived.service`, then moved to `moved.service`
+    // before the first handshake, and its first cgroup removed: its sockets still
+    // carry the removed cgroup's id.
+    let short_lived = TestCgroup::new(&root, &format!("{slice_name}/short-lived.service"));
+    let moved = TestCgroup::new(&root, &format!("{slice_name}/moved.service"));
     // Distinct cgroups, so distinct ids: what the kernel will report.
     let ids: Vec<u64> = [&web_a, &web_b, &client]
         .iter()
@@ -289,6 +301,15 @@ fn handshakes_are_attributed_to_the_service_that_owns_the_local_socket() {
     wait_listening(&link.server, PORT_A);
     wait_listening(&link.server, PORT_B);
     wait_listening(&link.client, PORT_PEER);
+    let gone = openssl_server(
+        short_lived.command_in(&link.server, "openssl", &[]),
+        &cert,
+        PORT_GONE,
+        &[],
+    );
+    wait_listening(&link.server, PORT_GONE);
+    std::fs::write(moved.dir.join("cgroup.procs"), gone.0.id().to_string()).unwrap();
+    std::fs::remove_dir(&short_lived.dir).expect("the emptied cgroup can be removed");
 
     let s_client = |ns: &Netns| {
         let mut c = ns.command("timeout");
@@ -321,7 +342,12 @@ fn handshakes_are_attributed_to_the_service_that_owns_the_local_socket() {
         "the forwarded client failed"
     );
 
-    let total = TO_A + TO_B + 2;
+    assert!(
+        openssl_client(s_client(&link.client), &host(PORT_GONE)),
+        "the server whose cgroup went failed"
+    );
+
+    let total = TO_A + TO_B + 3;
     let records = poll::until(
         &format!("{total} events in {}", events.display()),
         Duration::from_secs(30),
@@ -375,6 +401,17 @@ fn handshakes_are_attributed_to_the_service_that_owns_the_local_socket() {
             ),
             1,
         ),
+        // Its cgroup is gone: said so, not guessed (and not its new cgroup).
+        (
+            (
+                Some("(vanished)".to_owned()),
+                None,
+                u64::from(PORT_GONE),
+                "inbound".to_owned(),
+                "established".to_owned(),
+            ),
+            1,
+        ),
         // Forwarded: no local socket, so neither a cgroup nor a service.
         (
             (
@@ -415,7 +452,7 @@ fn handshakes_are_attributed_to_the_service_that_owns_the_local_socket() {
         || {
             scrape(&link.server).filter(|s| {
                 s.sum("tlsmon_handshakes_by_service_total", &[]) == total as f64
-                    && resolved(s) >= (total - 1) as f64
+                    && resolved(s) >= (total - 2) as f64
             })
         },
     );
@@ -439,12 +476,13 @@ fn handshakes_are_attributed_to_the_service_that_owns_the_local_socket() {
             (key("web-b.service", "", "failed"), TO_B as f64),
             (key("client.service", "TLSv1.3", "established"), 1.0),
             (key("", "TLSv1.3", "established"), 1.0),
+            (key("(vanished)", "TLSv1.3", "established"), 1.0),
         ])
     );
     assert_eq!(
         resolved(&scrape),
-        (total - 1) as f64,
-        "one lookup per local handshake"
+        (total - 2) as f64,
+        "one lookup per local handshake whose cgroup exists"
     );
     assert_eq!(
         (
@@ -452,8 +490,8 @@ fn handshakes_are_attributed_to_the_service_that_owns_the_local_socket() {
             scrape.sum("tlsmon_cgroup_lookups_total", &[("result", "vanished")]),
             scrape.sum("tlsmon_cgroup_lookups_total", &[("result", "unresolved")]),
         ),
-        (3.0, 0.0, 0.0),
-        "three cgroups, each walked for once"
+        (3.0, 1.0, 0.0),
+        "three cgroups, each walked for once, and the removed one"
     );
 
     // watch names the service on its lines.
@@ -469,6 +507,7 @@ fn handshakes_are_attributed_to_the_service_that_owns_the_local_socket() {
     assert_eq!(count("service=web-a.service "), TO_A, "{lines}");
     assert_eq!(count("service=web-b.service "), TO_B, "{lines}");
     assert_eq!(count("service=client.service "), 1, "{lines}");
+    assert_eq!(count("service=(vanished) "), 1, "{lines}");
     assert_eq!(count("service="), total - 1, "{lines}");
 
     watch.stop().unwrap();
