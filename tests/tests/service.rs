@@ -441,7 +441,8 @@ fn handshakes_are_attributed_to_the_service_that_owns_the_local_socket() {
     assert_eq!(forwarded_record["client_ip"], forwarded.client_ip.as_str());
 
     // The same on /metrics.
-    // The resolver's counters are exported once a second: wait for them too.
+    // The resolver's counters are exported once a second, the handshake counters
+    // at once: wait for a tick after the last lookup.
     let resolved = |s: &Scrape| {
         s.sum("tlsmon_cgroup_lookups_total", &[("result", "found")])
             + s.sum("tlsmon_cgroup_lookups_total", &[("result", "cached")])
@@ -453,6 +454,7 @@ fn handshakes_are_attributed_to_the_service_that_owns_the_local_socket() {
             scrape(&link.server).filter(|s| {
                 s.sum("tlsmon_handshakes_by_service_total", &[]) == total as f64
                     && resolved(s) >= (total - 2) as f64
+                    && s.sum("tlsmon_cgroup_lookups_total", &[("result", "vanished")]) >= 1.0
             })
         },
     );
