@@ -50,8 +50,9 @@ use crate::{
 /// name stands in for it offline), the direction (unknown in captures), the
 /// duration (kernel timestamps live, capture timestamps offline), `forwarded`
 /// (linking a ClientHello across two interfaces needs both hooks, which only a
-/// live daemon on both has; a capture file is one interface), and the diagnosis
-/// (live it knows the servers' earlier handshakes, offline the whole file).
+/// live daemon on both has; a capture file is one interface), the diagnosis
+/// (live it knows the servers' earlier handshakes, offline the whole file), and
+/// the local service (only the kernel sees sockets).
 pub const NOT_COMPARED: &[&str] = &[
     "ts",
     "device",
@@ -59,6 +60,8 @@ pub const NOT_COMPARED: &[&str] = &[
     "duration_ms",
     "forwarded",
     "diagnosis",
+    "cgroup",
+    "service",
 ];
 
 /// Payload the kernel hands over per event (`CHUNK_SIZE` of the kernel program):

@@ -364,6 +364,51 @@ fn server_reply_on_a_tracked_flow_is_copied_with_its_direction() {
     assert_eq!(counters(&c).flows_started, 1);
 }
 
+/// The cgroup v2 id of this test process's cgroup: the inode number of its
+/// directory in the hierarchy (found in the mount table).
+fn own_cgroup_id() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = tlsmon::attribution::mounts::cgroup2_in(&mountinfo)
+        .expect("a cgroup v2 hierarchy is mounted");
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 line in /proc/self/cgroup");
+    let dir = mount.mount_point.join(path.trim_start_matches('/'));
+    std::fs::metadata(&dir).unwrap().ino()
+}
+
+#[test]
+fn egress_events_carry_the_local_sockets_cgroup_from_the_first_one_on() {
+    // A test run's skb belongs to a socket the kernel makes for it, in the
+    // cgroup of the process that runs the test: it stands for a local server.
+    let mut c = load();
+    let ch = after_hello(&mut c, CLIENT4, SERVER4);
+    assert_eq!(ch.cgroup_id, None, "an ingress ClientHello names no cgroup");
+    let sh = frames::server_hello(300);
+    run(
+        &mut c,
+        &frames::tcp(addr(SERVER4), addr(CLIENT4), 5000, ACK | PSH, &sh),
+        PacketDirection::Egress,
+    );
+    let own = own_cgroup_id();
+    let reply = drain(&mut c);
+    assert_eq!(reply.len(), 1);
+    assert_eq!(reply[0].cgroup_id, Some(own));
+    // Later events of the flow keep it, whichever way they go.
+    run(
+        &mut c,
+        &frames::tcp(addr(CLIENT4), addr(SERVER4), 1300, ACK | FIN, &[]),
+        PacketDirection::Ingress,
+    );
+    let fin = drain(&mut c);
+    assert_eq!(fin.len(), 1);
+    assert!(fin[0].flags.fin());
+    assert_eq!(fin[0].cgroup_id, Some(own));
+}
+
 #[test]
 fn fin_and_rst_on_a_tracked_flow_become_control_segments() {
     let mut c = load();

@@ -288,7 +288,11 @@ fn hostile_offers_cannot_change_how_the_daemon_labels_a_genuine_handshake() {
     );
     assert_eq!(
         by_labels(&s, "tlsmon_label_values_folded_total", &["label"]),
-        BTreeMap::from([(key(&["device"]), 0.0), (key(&["sni"]), 0.0)])
+        BTreeMap::from([
+            (key(&["device"]), 0.0),
+            (key(&["service"]), 0.0),
+            (key(&["sni"]), 0.0)
+        ])
     );
 
     daemon.stop().unwrap();

@@ -140,6 +140,10 @@ pub struct EventHeader {
     pub cut_len: u32,
     /// TCP acknowledgment number of the packet (meaningful with the ACK flag).
     pub ack_seq: u32,
+    /// cgroup v2 id of the local socket of the flow, from its first egress packet
+    /// that had one ([`FlowState::cgroup_id`]); zero while unknown, and for
+    /// forwarded traffic (no local socket).
+    pub cgroup_id: u64,
 }
 
 /// [`EventHeader::event_flags`] bit: this payload is the first of a connection
@@ -239,6 +243,10 @@ pub struct FlowState {
     /// 1 while this flow is counted in its [`HINTS_MAP`] slot; swapped to 0
     /// atomically when the count is given back (flow released or deleted).
     pub hint_held: u32,
+    /// cgroup v2 id (`bpf_skb_cgroup_id`) of the local socket, taken from the
+    /// flow's first egress packet that belongs to one; zero until then, and for
+    /// forwarded traffic, which has no local socket.
+    pub cgroup_id: u64,
 }
 
 /// A connection seen being set up: its SYN-ACK, and so the sequence numbers its
@@ -430,11 +438,11 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(
             size_of::<EventHeader>(),
-            8 + 4 + 2 + 1 + 1 + 16 + 16 + 2 + 2 + 4 + 1 + 1 + 2 + 4 + 4 + 4
+            8 + 4 + 2 + 1 + 1 + 16 + 16 + 2 + 2 + 4 + 1 + 1 + 2 + 4 + 4 + 4 + 8
         );
         assert_eq!(size_of::<EventHeader>() % 8, 0);
         assert_eq!(size_of::<FlowKey>(), 4 + 1 + 3 + 16 + 16 + 2 + 2);
-        assert_eq!(size_of::<FlowState>(), 24);
+        assert_eq!(size_of::<FlowState>(), 32);
         assert_eq!(size_of::<Opening>(), 16);
         assert_eq!(size_of::<ControlCommand>(), 4 + 4 + 44 + 4 + 4 + 4 + 8);
         assert_eq!(size_of::<KernelConfig>(), 8);

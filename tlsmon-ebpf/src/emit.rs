@@ -16,6 +16,8 @@ pub struct Sighting {
     pub ts_ns: u64,
     pub ifindex: u32,
     pub direction: u8,
+    /// The flow's [`tlsmon_common::FlowState::cgroup_id`] (0 while unknown).
+    pub cgroup_id: u64,
 }
 
 #[inline(always)]
@@ -37,6 +39,7 @@ fn header(sighting: &Sighting, pkt: &Packet, kind: EventKind, seq: u32, flags: u
         payload_len: 0,
         cut_len: 0,
         ack_seq: pkt.ack_seq,
+        cgroup_id: sighting.cgroup_id,
     }
 }
 

@@ -10,12 +10,12 @@
 
 use aya_ebpf::{
     bindings::BPF_ANY,
-    helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes},
+    helpers::{bpf_ktime_get_ns, bpf_skb_cgroup_id, bpf_skb_load_bytes},
     programs::TcContext,
 };
 use tlsmon_common::{
-    Counter, EventKind, FlowKey, FlowState, DIRECTION_INGRESS, EVENT_OPENS_CONNECTION, FIN_FROM_HI,
-    FIN_FROM_LO, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    Counter, EventKind, FlowKey, FlowState, DIRECTION_EGRESS, DIRECTION_INGRESS,
+    EVENT_OPENS_CONNECTION, FIN_FROM_HI, FIN_FROM_LO, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
@@ -55,6 +55,8 @@ pub fn classify(ctx: &TcContext, direction: u8) {
             ts_ns: unsafe { bpf_ktime_get_ns() },
             ifindex,
             direction,
+            // No flow yet: its first egress packet after the opening fills this in.
+            cgroup_id: 0,
         };
         if is_syn_ack {
             opening::record(&pkt, ifindex, &sighting);
@@ -131,11 +133,21 @@ fn follow(
     // can at worst make a budget slightly off, never unsafe.
     let state = unsafe { &mut *state };
     let (key, src_is_lo) = key_of(pkt, ifindex);
+    // `direction` is a constant of each entry point, so only the egress program
+    // has this branch. A packet of a local socket carries that socket's cgroup;
+    // a forwarded one has no socket and gives 0, so the next one tries again.
+    if direction == DIRECTION_EGRESS && state.cgroup_id == 0 {
+        // SAFETY: the context's skb is valid for the run; the helper only reads it.
+        state.cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
+    }
     let sighting = Sighting {
         // SAFETY: helper without arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         ifindex,
         direction,
+        // Read back from the flow, not kept from the branch above, so that both
+        // paths carry the same kind of value and the verifier merges them.
+        cgroup_id: state.cgroup_id,
     };
     if pkt.payload_len > 0 {
         // Read from the flow, not passed down as a constant by whoever started
@@ -251,6 +263,7 @@ pub fn track(
         announced,
         fin_seen: 0,
         hint_held: 1,
+        cgroup_id: 0,
     };
     // Count first, so no packet of the flow can see an empty slot once it exists.
     hint::take(slot);

@@ -5,9 +5,11 @@
 //! or from capture files; [`pipeline`] turns them into one
 //! [`event::HandshakeEvent`] per handshake, without I/O; [`sinks`] take events to
 //! Prometheus, JSON lines, the terminal and reports; [`commands`] is the glue of
-//! `run`, `watch`, `analyze` and `compare`. Nothing depends upward: sources and
+//! `run`, `watch`, `analyze` and `compare`; [`attribution`] names the local service
+//! of a live handshake from its socket's cgroup. Nothing depends upward: sources and
 //! sinks know the pipeline's types, the pipeline knows neither.
 
+pub mod attribution;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config;
+use crate::sinks::comparison::GroupBy;
 
 /// eBPF TLS handshake monitor: which handshakes fail, on which interface, and why.
 #[derive(Debug, Parser)]
@@ -221,7 +222,8 @@ pub struct AnalyzeArgs {
 #[derive(Debug, Args, Clone)]
 pub struct CompareArgs {
     /// Capture files (pcap/pcapng; one interface per file) or JSON-lines event files
-    /// written by `tlsmon run --events-file` (grouped by their `device` field).
+    /// written by `tlsmon run --events-file` (grouped by their `device` field, or
+    /// `service` with `--by service`).
     #[arg(required_unless_present = "from", value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Also compare the devices of a running daemon, from its recent events
@@ -238,6 +240,10 @@ pub struct CompareArgs {
     /// Colour differences: auto, always, never.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// Columns of the report: one per device, or one per local service (the
+    /// `service` field of event files; captures have none).
+    #[arg(long = "by", value_enum, default_value_t = GroupBy::Device)]
+    pub group_by: GroupBy,
     /// Output format.
     #[arg(long, value_enum, default_value_t = CompareFormat::Text)]
     pub format: CompareFormat,

@@ -37,3 +37,18 @@ fn out_of_range_flags_are_refused() {
     assert!(Cli::try_parse_from(["tlsmon", "watch", "--handshake-timeout", "0"]).is_err());
     assert!(Cli::try_parse_from(["tlsmon", "run", "--top-k", "0"]).is_err());
 }
+
+#[test]
+fn compare_groups_by_device_unless_told_service() {
+    let cli = Cli::try_parse_from(["tlsmon", "compare", "events.jsonl"]).unwrap();
+    let Command::Compare(compare) = cli.command else {
+        panic!("expected compare")
+    };
+    assert_eq!(compare.group_by, GroupBy::Device);
+    let cli = Cli::try_parse_from(["tlsmon", "compare", "--by", "service", "e.jsonl"]).unwrap();
+    let Command::Compare(compare) = cli.command else {
+        panic!("expected compare")
+    };
+    assert_eq!(compare.group_by, GroupBy::Service);
+    assert!(Cli::try_parse_from(["tlsmon", "compare", "--by", "pod", "e.jsonl"]).is_err());
+}

@@ -17,7 +17,11 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
     options.flows.tls_ports.extend(&args.tls_ports);
     let color = use_color(args.color);
     let metrics = match args.format {
-        AnalyzeFormat::Metrics => Some(Metrics::new(&LabelOptions::default())?),
+        // A capture shows no sockets, so there is no service to break down by.
+        AnalyzeFormat::Metrics => Some(Metrics::new(&LabelOptions {
+            service: false,
+            ..LabelOptions::default()
+        })?),
         _ => None,
     };
     let stdout = io::stdout();

@@ -18,7 +18,7 @@ use super::use_color;
 /// Runs the command.
 pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     let options = AnalyzeOptions::with_timeout(timeout_from_secs(args.handshake_timeout)?);
-    let mut comparison = Comparison::new();
+    let mut comparison = Comparison::grouped_by(args.group_by);
     if let Some(url) = &args.from {
         for event in fetch_daemon_events(url)? {
             comparison.add(&event);

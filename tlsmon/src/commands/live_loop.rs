@@ -1,12 +1,14 @@
 //! The live glue shared by `run` and `watch`: start-up (logging, capture), and the
-//! loop: kernel segments through the flow table
-//! to a record sink, with timeouts on the wall clock and a clean stop on signals.
+//! loop: kernel segments through the flow table, each record named with its local
+//! service ([`crate::attribution`]), to a record sink, with timeouts on the wall
+//! clock and a clean stop on signals.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use crate::attribution::{Attributor, ResolverStats};
 use crate::cli::CaptureArgs;
 use crate::config::{Config, Settings};
 use crate::event::HandshakeEvent;
@@ -36,6 +38,8 @@ pub trait LiveObserver {
     fn tick(&mut self, _kernel: Option<&KernelCounters>, _flows: &FlowStats, _tracked: usize) {}
     /// Periodic health of the diagnosis stage (with [`tick`](Self::tick)).
     fn diagnosis_tick(&mut self, _stats: DiagnosisStats) {}
+    /// Periodic: the cgroup resolver's counters.
+    fn attribution(&mut self, _stats: &ResolverStats) {}
 }
 
 /// The signals the live loop answers: SIGINT and SIGTERM stop it, SIGHUP reopens
@@ -77,13 +81,14 @@ pub async fn run_until_signal(
     let mut healing = tokio::time::interval(HINT_HEALING_INTERVAL);
     healing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut segments: Vec<Segment> = Vec::new();
+    let mut attributor = Attributor::from_mount_table();
     let result = loop {
         tokio::select! {
             read = capture.next_segments(&mut segments) => {
                 if let Err(err) = read {
                     break Err(anyhow::Error::new(err).context("reading kernel events"));
                 }
-                let mut deliver = |d: Decided| deliver(d, &mut capture, observer);
+                let mut deliver = |d: Decided| deliver(d, &mut capture, &mut attributor, observer);
                 for segment in segments.drain(..) {
                     pipeline.push(segment, &mut deliver);
                 }
@@ -93,7 +98,10 @@ pub async fn run_until_signal(
                 }
             }
             _ = ticker.tick() => {
-                pipeline.advance_clock(wall_clock(), &mut |d| deliver(d, &mut capture, observer));
+                pipeline.advance_clock(
+                    wall_clock(),
+                    &mut |d| deliver(d, &mut capture, &mut attributor, observer),
+                );
                 let kernel = capture
                     .counters()
                     .map_err(|err| tracing::warn!("reading kernel counters: {err}"))
@@ -103,6 +111,7 @@ pub async fn run_until_signal(
                     observer.forwarding(stats);
                 }
                 observer.diagnosis_tick(pipeline.diagnosis_stats());
+                observer.attribution(attributor.stats());
             }
             _ = healing.tick() => match capture.heal_hints() {
                 Ok(h) if h.slots_too_high > 0 => tracing::debug!(
@@ -124,13 +133,19 @@ pub async fn run_until_signal(
     result.and(detached)
 }
 
-/// Hands a decided handshake to the observer and tells the kernel to stop
-/// copying its connection.
-fn deliver(decided: Decided, capture: &mut Capture, observer: &mut dyn LiveObserver) {
+/// Names the local service of a decided handshake, hands it to the observer and
+/// tells the kernel to stop copying its connection.
+fn deliver(
+    decided: Decided,
+    capture: &mut Capture,
+    attributor: &mut Attributor,
+    observer: &mut dyn LiveObserver,
+) {
     let Decided {
         key,
         client_seq,
-        event,
+        cgroup_id,
+        mut event,
         ..
     } = decided;
     if let Some(client_seq) = client_seq {
@@ -139,6 +154,9 @@ fn deliver(decided: Decided, capture: &mut Capture, observer: &mut dyn LiveObser
             tracing::debug!("releasing {key:?}: {err}");
         }
     }
+    let attribution = attributor.attribute(cgroup_id);
+    event.cgroup = attribution.cgroup;
+    event.service = attribution.service;
     observer.record(&event);
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::attribution::ResolverStats;
 use crate::cli::RunArgs;
 use crate::config::{Config, LabelsConfig, Settings};
 use crate::event::HandshakeEvent;
@@ -110,6 +111,7 @@ fn run_settings(args: &RunArgs) -> anyhow::Result<Settings> {
             ja3: flag(args.label_ja3),
             ja4: flag(args.label_ja4),
             client_ip: flag(args.label_client_ip),
+            service: None,
             top_k: args.top_k,
         }),
         log_level: args.log_level.clone(),
@@ -170,6 +172,10 @@ impl LiveObserver for DaemonObserver {
 
     fn forwarding(&mut self, stats: &ForwardingStats) {
         self.metrics.set_forwarding_stats(stats);
+    }
+
+    fn attribution(&mut self, stats: &ResolverStats) {
+        self.metrics.health().set_attribution(stats);
     }
 
     fn reopen(&mut self) {

@@ -139,7 +139,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// The `[labels]` table: open-ended labels, all off by default.
+/// The `[labels]` table: open-ended labels, all off by default but `service`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabelsConfig {
@@ -151,6 +151,8 @@ pub struct LabelsConfig {
     pub ja4: Option<bool>,
     /// Export handshakes by client address.
     pub client_ip: Option<bool>,
+    /// Export handshakes by local service (default true).
+    pub service: Option<bool>,
     /// Distinct values kept per open-ended label before folding into "other".
     #[serde(default, deserialize_with = "top_k")]
     pub top_k: Option<usize>,
@@ -254,6 +256,7 @@ impl Config {
                 ja3: labels.ja3.unwrap_or(false),
                 ja4: labels.ja4.unwrap_or(false),
                 client_ip: labels.client_ip.unwrap_or(false),
+                service: labels.service.unwrap_or(true),
                 top_k: labels.top_k.unwrap_or(DEFAULT_TOP_K),
             },
             log_level: self
@@ -275,6 +278,7 @@ impl LabelsConfig {
             ja3: overrides.ja3.or(self.ja3),
             ja4: overrides.ja4.or(self.ja4),
             client_ip: overrides.client_ip.or(self.client_ip),
+            service: overrides.service.or(self.service),
             top_k: overrides.top_k.or(self.top_k),
         }
     }

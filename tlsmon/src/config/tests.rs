@@ -83,6 +83,21 @@ fn the_shipped_example_config_is_valid() {
 }
 
 #[test]
+fn the_service_breakdown_is_on_unless_switched_off() {
+    assert!(parse("").unwrap().resolve().labels.service);
+    assert!(
+        parse("[labels]\nsni = true\n")
+            .unwrap()
+            .resolve()
+            .labels
+            .service
+    );
+    let off = parse("[labels]\nservice = false\n").unwrap().resolve();
+    assert!(!off.labels.service);
+    assert!(error("[labels]\nservice = 1\n").contains("2:11"));
+}
+
+#[test]
 fn flags_win_over_the_file_field_by_field() {
     let file = parse(
         r#"
@@ -117,7 +132,7 @@ fn unknown_keys_are_rejected_with_file_and_line() {
     );
     assert_eq!(
         error("[labels]\nsni = true\nja5 = true\n"),
-        "/etc/tlsmon/tlsmon.toml:3:1: unknown field `ja5`, expected one of `sni`, `ja3`, `ja4`, `client_ip`, `top_k`"
+        "/etc/tlsmon/tlsmon.toml:3:1: unknown field `ja5`, expected one of `sni`, `ja3`, `ja4`, `client_ip`, `service`, `top_k`"
     );
 }
 

@@ -239,6 +239,17 @@ pub struct HandshakeEvent {
     pub server_ip: IpAddr,
     /// Port of the other side.
     pub server_port: u16,
+    /// cgroup v2 path of the local socket ("/system.slice/nginx.service"); null
+    /// when the connection has no local socket (forwarded traffic, captures) or
+    /// its cgroup could not be resolved. Absent in event files of older versions.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// The service derived from `cgroup` ("nginx.service", "docker:3b9e1d54a7c2",
+    /// "pod:<uid>/containerd:<id>", or the path), "(vanished)" when the cgroup was
+    /// removed before tlsmon looked it up, "(unresolved)" when it could not look;
+    /// null without a local socket.
+    #[serde(default)]
+    pub service: Option<String>,
     /// established, failed or incomplete.
     pub outcome: Outcome,
     /// Why it failed (only when `outcome` is failed).

@@ -55,3 +55,13 @@ fn truncates_to_microseconds_and_parses_any_fraction() {
     );
     assert_eq!(parse_rfc3339("1969-12-31T23:59:59Z"), None);
 }
+
+#[test]
+fn event_files_written_before_cgroup_and_service_existed_still_load() {
+    let mut value = serde_json::to_value(crate::sinks::metrics::tests::record()).unwrap();
+    let object = value.as_object_mut().unwrap();
+    object.remove("cgroup");
+    object.remove("service");
+    let event: HandshakeEvent = serde_json::from_value(value).unwrap();
+    assert_eq!((event.cgroup, event.service), (None, None));
+}

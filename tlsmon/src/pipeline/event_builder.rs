@@ -36,6 +36,8 @@ impl FlowContext<'_> {
             client_port: self.client.port(),
             server_ip: self.server.ip(),
             server_port: self.server.port(),
+            cgroup: None,
+            service: None,
             outcome,
             failure_reason: None,
             alert: None,

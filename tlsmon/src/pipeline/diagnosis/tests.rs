@@ -14,6 +14,7 @@ fn decided(event: HandshakeEvent, clues: HandshakeClues) -> Decided {
             hi: SocketAddr::new(event.client_ip, event.client_port),
         },
         client_seq: Some(1),
+        cgroup_id: None,
         event,
         clues,
     }

@@ -27,6 +27,7 @@ mod setup;
 
 use std::collections::{BTreeMap, HashMap as StdHashMap, HashSet as StdHashSet, VecDeque};
 use std::hash::BuildHasher;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,6 +116,9 @@ pub struct Decided {
     /// Sequence number of the client's first payload byte: which connection on
     /// a reused 4-tuple this was (`None` if the client sent no payload).
     pub client_seq: Option<u32>,
+    /// cgroup v2 id of the local socket (live only; `None` when the kernel saw
+    /// none: forwarded traffic, or no egress packet of the connection).
+    pub cgroup_id: Option<u64>,
     /// Its handshake event.
     pub event: HandshakeEvent,
     /// What the tracker saw beyond the event, for the diagnosis.
@@ -255,6 +259,8 @@ struct Flow {
     /// Directions that carried bytes (or a FIN).
     streams: [Option<Box<DirectionStream>>; 2],
     tracker: Option<Box<HandshakeTracker>>,
+    /// cgroup v2 id of the local socket, from the first segment that carried one.
+    cgroup_id: Option<NonZeroU64>,
 }
 
 impl Flow {
@@ -489,6 +495,7 @@ impl FlowTable {
                 first_payload_seq: [None, None],
                 streams: [None, None],
                 tracker: None,
+                cgroup_id: None,
             }),
         );
     }
@@ -645,6 +652,9 @@ impl FlowTable {
             // A SYN's bytes (TCP Fast Open) start one after its sequence number.
             let syn = u32::from(segment.flags.syn());
             flow.first_payload_seq[index] = Some(segment.seq.wrapping_add(syn));
+        }
+        if flow.cgroup_id.is_none() {
+            flow.cgroup_id = segment.cgroup_id.and_then(NonZeroU64::new);
         }
         let needs_stream = !segment.payload.is_empty() || segment.cut > 0 || segment.flags.fin();
         if flow.streams[index].is_none() && !needs_stream {
@@ -951,6 +961,7 @@ impl FlowTable {
                 out.push(Decided {
                     key: key.clone(),
                     client_seq: flow.client_payload_seq(),
+                    cgroup_id: flow.cgroup_id.map(NonZeroU64::get),
                     event: record,
                     clues: HandshakeClues::default(),
                 });
@@ -972,6 +983,7 @@ impl FlowTable {
                 out.push(Decided {
                     key: key.clone(),
                     client_seq: flow.client_payload_seq(),
+                    cgroup_id: flow.cgroup_id.map(NonZeroU64::get),
                     event: record,
                     clues: HandshakeClues::default(),
                 });
@@ -988,6 +1000,7 @@ impl FlowTable {
                 out.push(Decided {
                     key: key.clone(),
                     client_seq: flow.client_payload_seq(),
+                    cgroup_id: flow.cgroup_id.map(NonZeroU64::get),
                     event: record,
                     clues: clues_of(tracker),
                 });

@@ -106,6 +106,7 @@ impl Conversation {
             }),
             payload: payload.to_vec(),
             cut: 0,
+            cgroup_id: None,
         };
         *seq = seq.wrapping_add(
             payload.len() as u32 + u32::from(flags & (TcpFlags::FIN | TcpFlags::SYN) != 0),

@@ -64,6 +64,7 @@ fn decided(device: &str, port: u16) -> Decided {
     Decided {
         key: key(device, port, "10.0.9.1:443"),
         client_seq: Some(u32::from(port)),
+        cgroup_id: None,
         event,
         clues: Default::default(),
     }

@@ -9,6 +9,9 @@
 //! Before the table it concludes ([`conclusions`]): a few sentences that name the
 //! differences that matter (failure rates, diagnoses) and their likely cause, or
 //! say that there is none. [`Comparison::render_json`] gives the same for scripts.
+//! Columns are devices, or with [`GroupBy::Service`] the local services of an event
+//! file ("nginx fails, the Java app does not": which TLS setting differs?);
+//! handshakes without a local service form the column `(none)`.
 //!
 //! Devices and values come from captures and event files, that is from the wire:
 //! the text report escapes their control characters ([`crate::sinks::escape`]).
@@ -58,12 +61,46 @@ const ASPECTS: &[(&str, AspectReader)] = &[
     ("ja4", |r| r.ja4.iter().cloned().collect()),
 ];
 
-/// Counts of one aspect: value -> device -> handshakes.
+/// Counts of one aspect: value -> column -> handshakes.
 type AspectCounts = BTreeMap<String, BTreeMap<String, u64>>;
 
-/// Per-device tallies, built one record at a time.
+/// What the report's columns are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    /// One column per interface (or capture file).
+    #[default]
+    Device,
+    /// One column per local service (`service` of the events).
+    Service,
+}
+
+/// Column of the handshakes that have no local service.
+pub const NO_SERVICE: &str = "(none)";
+
+impl GroupBy {
+    /// The column `record` belongs to.
+    fn column(self, record: &HandshakeEvent) -> String {
+        match self {
+            GroupBy::Device => record.device.clone(),
+            GroupBy::Service => record
+                .service
+                .clone()
+                .unwrap_or_else(|| NO_SERVICE.to_string()),
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            GroupBy::Device => "devices",
+            GroupBy::Service => "services",
+        }
+    }
+}
+
+/// Per-column tallies, built one record at a time.
 #[derive(Debug, Default)]
 pub struct Comparison {
+    group_by: GroupBy,
     totals: BTreeMap<String, u64>,
     aspects: Vec<AspectCounts>,
     tallies: BTreeMap<String, DeviceTally>,
@@ -93,9 +130,15 @@ struct JsonReport<'a> {
 }
 
 impl Comparison {
-    /// An empty comparison.
+    /// An empty comparison of devices.
     pub fn new() -> Self {
+        Self::grouped_by(GroupBy::Device)
+    }
+
+    /// An empty comparison whose columns are `group_by`.
+    pub fn grouped_by(group_by: GroupBy) -> Self {
         Comparison {
+            group_by,
             totals: BTreeMap::new(),
             aspects: vec![AspectCounts::new(); ASPECTS.len()],
             tallies: BTreeMap::new(),
@@ -104,23 +147,21 @@ impl Comparison {
 
     /// Counts one handshake.
     pub fn add(&mut self, record: &HandshakeEvent) {
-        *self.totals.entry(record.device.clone()).or_default() += 1;
-        self.tallies
-            .entry(record.device.clone())
-            .or_default()
-            .add(record);
+        let column = self.group_by.column(record);
+        self.tallies.entry(column.clone()).or_default().add(record);
         for ((_, read), counts) in ASPECTS.iter().zip(self.aspects.iter_mut()) {
             for value in read(record) {
                 *counts
                     .entry(value)
                     .or_default()
-                    .entry(record.device.clone())
+                    .entry(column.clone())
                     .or_default() += 1;
             }
         }
+        *self.totals.entry(column).or_default() += 1;
     }
 
-    /// Devices seen, in name order.
+    /// Columns seen (devices or services), in name order.
     pub fn devices(&self) -> Vec<&str> {
         self.totals.keys().map(String::as_str).collect()
     }
@@ -232,7 +273,11 @@ impl Comparison {
             }
         }
         if !color {
-            out.push_str("\n* = differs between devices (present on only some, or shares more than 10 points apart)\n");
+            let _ = writeln!(
+                out,
+                "\n* = differs between {} (present on only some, or shares more than 10 points apart)",
+                self.group_by.plural()
+            );
         }
         out
     }

@@ -124,3 +124,44 @@ fn the_most_common_sentence_stands_for_a_code_and_sentences_are_bounded() {
     // The first eight distinct sentences are counted: "common" came too late.
     assert_eq!(unknown.cause, "s0");
 }
+
+#[test]
+fn grouped_by_service_the_columns_are_services_and_none() {
+    let mut comparison = Comparison::grouped_by(GroupBy::Service);
+    let service = |name: &str| Some(name.to_string());
+    comparison.add(&HandshakeEvent {
+        service: service("web-a.service"),
+        ..record()
+    });
+    comparison.add(&HandshakeEvent {
+        service: service("web-b.service"),
+        ..alert_failure()
+    });
+    comparison.add(&HandshakeEvent {
+        service: service("web-b.service"),
+        ..alert_failure()
+    });
+    comparison.add(&record());
+    assert_eq!(
+        comparison.devices(),
+        [NO_SERVICE, "web-a.service", "web-b.service"]
+    );
+    let text = comparison.render_text(false);
+    // The conclusions come first, naming the service that fails.
+    assert!(
+        text.starts_with("web-b.service: 2 of 2 handshakes failed"),
+        "{text}"
+    );
+    let header = ["(none)", "web-a.service", "web-b.service"];
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == header),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("* failed ")
+            && l.ends_with("0 (  0.0%)         0 (  0.0%)         2 (100.0%)")),
+        "{text}"
+    );
+    assert!(text.contains("differs between services"), "{text}");
+}

@@ -29,9 +29,9 @@ pub fn json_line(record: &HandshakeEvent) -> String {
 }
 
 /// The record as one readable line (no trailing newline):
-/// time, device, direction, client → server, SNI, version, cipher, group,
-/// outcome with reason, and for a failure the diagnosis's sentence after ` => `.
-/// With `color`, failures are red and incomplete
+/// time, device, direction, client → server, the local service when there is
+/// one, SNI, version, cipher, group, outcome with reason, and for a failure the
+/// diagnosis's sentence after ` => `. With `color`, failures are red and incomplete
 /// handshakes yellow (ANSI escapes).
 pub fn text_line(record: &HandshakeEvent, color: bool) -> String {
     let ts = format_rfc3339(record.ts);
@@ -39,8 +39,13 @@ pub fn text_line(record: &HandshakeEvent, color: bool) -> String {
     let time = ts.get(11..26).unwrap_or(&ts);
     let client = SocketAddr::new(record.client_ip, record.client_port);
     let server = SocketAddr::new(record.server_ip, record.server_port);
+    // Only live handshakes of local sockets have a service; other lines stay short.
+    let service = record
+        .service
+        .as_deref()
+        .map_or_else(String::new, |s| format!("service={} ", printable(s)));
     let mut line = format!(
-        "{time} {device} {direction} {client} -> {server} sni={sni} {version} {cipher} {group} ",
+        "{time} {device} {direction} {client} -> {server} {service}sni={sni} {version} {cipher} {group} ",
         device = printable(&record.device),
         direction = record.direction.as_str(),
         sni = opt(&record.sni),

@@ -38,6 +38,7 @@ fn json_line_uses_the_public_field_names() {
             "alert",
             "alert_sender",
             "alpn",
+            "cgroup",
             "cipher",
             "client_hello_bytes",
             "client_hello_segments",
@@ -65,6 +66,7 @@ fn json_line_uses_the_public_field_names() {
             "server_cert",
             "server_ip",
             "server_port",
+            "service",
             "sni",
             "ts",
             "version",
@@ -251,4 +253,27 @@ fn a_diagnosis_is_an_object_in_json_and_a_sentence_in_the_text_line() {
         "{line}"
     );
     assert!(!text_line(&record(), false).contains("=>"));
+}
+
+#[test]
+fn the_local_service_shows_in_text_and_json_and_is_escaped() {
+    let mut local = record();
+    local.cgroup = Some("/system.slice/nginx.service".into());
+    local.service = Some("nginx.service".into());
+    assert_eq!(
+        text_line(&local, false),
+        "22:13:20.000000 eth0 inbound 192.0.2.10:50000 -> 192.0.2.1:443 service=nginx.service sni=example.com TLSv1.3 TLS_AES_128_GCM_SHA256 X25519MLKEM768 established 3.0ms"
+    );
+    let v: serde_json::Value = serde_json::from_str(&json_line(&local)).unwrap();
+    assert_eq!(v["cgroup"], "/system.slice/nginx.service");
+    assert_eq!(v["service"], "nginx.service");
+    // Without a local socket both are null.
+    let v: serde_json::Value = serde_json::from_str(&json_line(&record())).unwrap();
+    assert_eq!(
+        (&v["cgroup"], &v["service"]),
+        (&serde_json::Value::Null, &serde_json::Value::Null)
+    );
+    // A cgroup directory name may hold anything but '/'.
+    local.service = Some("evil\x1b[2J.service".into());
+    assert!(text_line(&local, false).contains("service=evil\\x1b[2J.service "));
 }

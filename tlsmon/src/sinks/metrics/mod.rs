@@ -10,8 +10,8 @@
 //! own value and every other code point `unknown` ([`labels::RegistryLabel`]), with
 //! GREASE never counted as offered; devices by a [`labels::LabelCap`]; open-ended
 //! values (SNI, fingerprints, peers) are off unless enabled and then capped at
-//! `top_k`. Capped values are counted in `tlsmon_label_values_folded_total` when
-//! they fold, and have control characters escaped ([`crate::sinks::escape`]).
+//! `top_k`, and so is the local service (on unless disabled). Capped values are
+//! counted in `tlsmon_label_values_folded_total` when they fold, and have control characters escaped ([`crate::sinks::escape`]).
 
 mod forwarding;
 mod health;
@@ -71,6 +71,9 @@ pub struct LabelOptions {
     pub ja4: bool,
     /// Export `tlsmon_handshakes_by_client_ip_total`.
     pub client_ip: bool,
+    /// Export `tlsmon_handshakes_by_service_total` (on by default: local services
+    /// are few, and their names come from this host, not from the network).
+    pub service: bool,
     /// Distinct values each of those labels keeps before folding into `other`.
     pub top_k: usize,
 }
@@ -85,6 +88,7 @@ impl Default for LabelOptions {
             ja3: false,
             ja4: false,
             client_ip: false,
+            service: true,
             top_k: DEFAULT_TOP_K,
         }
     }
@@ -97,6 +101,7 @@ struct LabelCaps {
     ja3: LabelCap,
     ja4: LabelCap,
     client_ip: LabelCap,
+    service: LabelCap,
 }
 
 /// Counters keyed by one open-ended value, each present only when enabled.
@@ -105,6 +110,7 @@ struct OptionalBreakdowns {
     ja3: Option<IntCounterVec>,
     ja4: Option<IntCounterVec>,
     client_ip: Option<IntCounterVec>,
+    service: Option<IntCounterVec>,
 }
 
 /// All tlsmon metrics and the registry they live in.
@@ -165,6 +171,7 @@ impl Metrics {
                 ja3: LabelCap::new(options.top_k),
                 ja4: LabelCap::new(options.top_k),
                 client_ip: LabelCap::new(options.top_k),
+                service: LabelCap::new(options.top_k),
             },
             handshakes: counters(
                 "tlsmon_handshakes_total",
@@ -226,7 +233,7 @@ impl Metrics {
             )?,
             folded: counters(
                 "tlsmon_label_values_folded_total",
-                "Label values replaced by \"other\" because that capped label (device, sni, ja3, ja4, client_ip) already had its maximum number of distinct values, by label name.",
+                "Label values replaced by \"other\" because that capped label (device, sni, ja3, ja4, client_ip, service) already had its maximum number of distinct values, by label name.",
                 &["label"],
             )?,
             breakdowns: OptionalBreakdowns {
@@ -254,6 +261,18 @@ impl Metrics {
                     "TLS handshakes by interface, client address (first top_k seen, then \"other\") and outcome.",
                     "client_ip",
                 )?,
+                // With the negotiated version too (a registry name, so no new
+                // bound): "which services still negotiate TLS 1.2" is a query.
+                service: options
+                    .service
+                    .then(|| {
+                        counters(
+                            "tlsmon_handshakes_by_service_total",
+                            "TLS handshakes by interface, local service that owns the socket (systemd unit, container, pod, or cgroup path; first top_k seen, then \"other\"; empty without a local socket, e.g. forwarded traffic), negotiated version (empty if the server never chose one) and outcome.",
+                            &["device", "service", "version", "outcome"],
+                        )
+                    })
+                    .transpose()?,
             },
             health: CaptureHealth::register(r)?,
             forwarding: forwarding::ForwardingMetrics::register(r)?,
@@ -267,6 +286,7 @@ impl Metrics {
             ("ja3", options.ja3),
             ("ja4", options.ja4),
             ("client_ip", options.client_ip),
+            ("service", options.service),
         ];
         for (label, used) in capped_labels {
             if used {
@@ -409,6 +429,15 @@ impl Metrics {
                 let value = self.capped(label, cap, value.unwrap_or(""));
                 inc(vec, &[device, &value, outcome]);
             }
+        }
+        if let Some(vec) = &b.service {
+            let service = self.capped(
+                "service",
+                &self.caps.service,
+                record.service.as_deref().unwrap_or(""),
+            );
+            let version = registry_value(RegistryLabel::Version, &record.version);
+            inc(vec, &[device, &service, version, outcome]);
         }
     }
 

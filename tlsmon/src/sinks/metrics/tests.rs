@@ -15,6 +15,8 @@ pub(crate) fn record() -> HandshakeEvent {
         client_port: 50_000,
         server_ip: IpAddr::from([192, 0, 2, 1]),
         server_port: 443,
+        cgroup: None,
+        service: None,
         outcome: Outcome::Established,
         failure_reason: None,
         alert: None,
@@ -146,8 +148,12 @@ fn established_handshake_counts_exactly() {
         samples(&text, "tlsmon_client_hello_segments_count"),
         [r#"tlsmon_client_hello_segments_count{device="eth0"} 2"#]
     );
-    // Open-ended breakdowns are off by default.
-    assert!(!text.contains("tlsmon_handshakes_by_"));
+    // Open-ended breakdowns are off by default, but the local service's.
+    let breakdowns: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE tlsmon_handshakes_by_"))
+        .collect();
+    assert_eq!(breakdowns, ["service_total counter"]);
 }
 
 #[test]
@@ -270,7 +276,10 @@ fn unknown_offers_fold_into_one_value_and_grease_is_not_an_offer() {
     // Registry labels have no cap, so nothing folded.
     assert_eq!(
         samples(&text, "tlsmon_label_values_folded_total"),
-        [r#"tlsmon_label_values_folded_total{label="device"} 0"#]
+        [
+            r#"tlsmon_label_values_folded_total{label="device"} 0"#,
+            r#"tlsmon_label_values_folded_total{label="service"} 0"#,
+        ]
     );
 }
 
@@ -361,7 +370,10 @@ fn hostile_offers_cannot_change_how_a_genuine_handshake_is_labelled() {
     );
     assert_eq!(
         samples(&text, "tlsmon_label_values_folded_total"),
-        [r#"tlsmon_label_values_folded_total{label="device"} 0"#]
+        [
+            r#"tlsmon_label_values_folded_total{label="device"} 0"#,
+            r#"tlsmon_label_values_folded_total{label="service"} 0"#,
+        ]
     );
 }
 
@@ -415,6 +427,7 @@ fn optional_breakdowns_are_capped_at_top_k() {
         ja3: false,
         ja4: true,
         client_ip: true,
+        service: false,
         top_k: 1,
     };
     let m = Metrics::new(&options).unwrap();
@@ -564,6 +577,7 @@ fn every_family_follows_the_naming_rules_and_has_help() {
         ja3: true,
         ja4: true,
         client_ip: true,
+        service: true,
         top_k: 10,
     };
     let m = Metrics::new(&options).unwrap();
@@ -589,11 +603,11 @@ fn every_family_follows_the_naming_rules_and_has_help() {
             .unwrap_or_else(|| panic!("{name} has no HELP"));
         assert!(help.len() > 30, "{name}: HELP too short: {help}");
     }
-    // 11 handshake families (diagnoses included), the folded counter, 4
-    // breakdowns, build_info, 18 capture-health families (server profile
-    // evictions included) and the forwarding linker's unlinked counter (a vector
-    // without series is not rendered).
-    assert_eq!(families, 36);
+    // 11 handshake families (diagnoses included), the folded counter, 5
+    // breakdowns (by service included), build_info, 20 capture-health families
+    // (server profile evictions and cgroup lookups included) and the forwarding
+    // linker's unlinked counter (a vector without series is not rendered).
+    assert_eq!(families, 39);
 }
 
 #[test]
@@ -694,5 +708,85 @@ fn server_profile_evictions_follow_the_diagnosis_stage_total() {
     assert_eq!(
         samples(&text_of(&m), "tlsmon_server_profiles_evicted_total"),
         ["tlsmon_server_profiles_evicted_total 5"]
+    );
+}
+
+#[test]
+fn handshakes_by_service_are_on_by_default_capped_and_empty_without_a_socket() {
+    let options = LabelOptions {
+        top_k: 2,
+        ..LabelOptions::default()
+    };
+    let m = Metrics::new(&options).unwrap();
+    let with_service = |service: Option<&str>| HandshakeEvent {
+        cgroup: service.map(|s| format!("/system.slice/{s}")),
+        service: service.map(str::to_string),
+        ..record()
+    };
+    m.observe(&with_service(Some("web-a.service")));
+    m.observe(&HandshakeEvent {
+        service: Some("web-b.service".into()),
+        ..alert_failure()
+    });
+    m.observe(&with_service(Some("web-a.service")));
+    // Forwarded: no socket, the empty value, which takes no slot of the cap.
+    m.observe(&with_service(None));
+    // A third service is past top_k.
+    m.observe(&with_service(Some("late.service")));
+    let text = text_of(&m);
+    assert_eq!(
+        samples(&text, "tlsmon_handshakes_by_service_total"),
+        [
+            r#"tlsmon_handshakes_by_service_total{device="eth0",outcome="established",service="",version="TLSv1.3"} 1"#,
+            r#"tlsmon_handshakes_by_service_total{device="eth0",outcome="established",service="other",version="TLSv1.3"} 1"#,
+            r#"tlsmon_handshakes_by_service_total{device="eth0",outcome="established",service="web-a.service",version="TLSv1.3"} 2"#,
+            r#"tlsmon_handshakes_by_service_total{device="eth1",outcome="failed",service="web-b.service",version=""} 1"#,
+        ]
+    );
+    assert!(samples(&text, "tlsmon_label_values_folded_total")
+        .contains(&r#"tlsmon_label_values_folded_total{label="service"} 1"#.to_string()));
+    let off = Metrics::new(&LabelOptions {
+        service: false,
+        ..LabelOptions::default()
+    })
+    .unwrap();
+    off.observe(&with_service(Some("web-a.service")));
+    assert!(!text_of(&off).contains("tlsmon_handshakes_by_service_total"));
+}
+
+#[test]
+fn cgroup_lookups_are_exported_by_result_from_zero() {
+    let m = Metrics::new(&LabelOptions::default()).unwrap();
+    assert_eq!(
+        samples(&text_of(&m), "tlsmon_cgroup_lookups_total"),
+        [
+            r#"tlsmon_cgroup_lookups_total{result="cached"} 0"#,
+            r#"tlsmon_cgroup_lookups_total{result="found"} 0"#,
+            r#"tlsmon_cgroup_lookups_total{result="unresolved"} 0"#,
+            r#"tlsmon_cgroup_lookups_total{result="vanished"} 0"#,
+        ]
+    );
+    m.health()
+        .set_attribution(&crate::attribution::ResolverStats {
+            cache_hits: 7,
+            walks: 4,
+            found: 3,
+            vanished: 1,
+            unresolved: 0,
+            evicted: 2,
+        });
+    let text = text_of(&m);
+    assert_eq!(
+        samples(&text, "tlsmon_cgroup_lookups_total"),
+        [
+            r#"tlsmon_cgroup_lookups_total{result="cached"} 7"#,
+            r#"tlsmon_cgroup_lookups_total{result="found"} 3"#,
+            r#"tlsmon_cgroup_lookups_total{result="unresolved"} 0"#,
+            r#"tlsmon_cgroup_lookups_total{result="vanished"} 1"#,
+        ]
+    );
+    assert_eq!(
+        samples(&text, "tlsmon_cgroup_cache_evictions_total"),
+        ["tlsmon_cgroup_cache_evictions_total 2"]
     );
 }

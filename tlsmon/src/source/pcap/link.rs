@@ -212,6 +212,7 @@ fn tcp_segment(sliced: &LaxSlicedPacket<'_>, frame: &Frame<'_>, device: &Device)
         flags: tcp_flags(tcp),
         payload: tcp.payload().to_vec(),
         cut,
+        cgroup_id: None,
     })
 }
 

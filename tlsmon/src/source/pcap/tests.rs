@@ -143,6 +143,7 @@ fn ethernet_ipv4_little_endian_microseconds() {
             flags: PSH_ACK,
             payload: b"hello".to_vec(),
             cut: 0,
+            cgroup_id: None,
         }]
     );
     assert_eq!(

@@ -99,6 +99,9 @@ pub struct Segment {
     /// captured (kernel budget, chunk limit, snap length). Reassembly treats them
     /// as a hole of known size.
     pub cut: u32,
+    /// cgroup v2 id of the local socket the connection belongs to, once the kernel
+    /// saw it on egress; `None` while unknown, for forwarded traffic and in captures.
+    pub cgroup_id: Option<u64>,
 }
 
 impl Segment {

@@ -12,6 +12,7 @@ fn seg(src: &str, dst: &str) -> Segment {
         flags: TcpFlags::default(),
         payload: vec![1, 2, 3],
         cut: 2,
+        cgroup_id: None,
     }
 }
 

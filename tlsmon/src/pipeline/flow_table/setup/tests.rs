@@ -14,6 +14,7 @@ fn syn_with(payload: &[u8]) -> Segment {
         flags: TcpFlags(TcpFlags::SYN),
         payload: payload.to_vec(),
         cut: 0,
+        cgroup_id: None,
     }
 }
 

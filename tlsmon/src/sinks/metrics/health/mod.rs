@@ -11,6 +11,7 @@ use std::{
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use super::{registered, set_gauge, MetricsError};
+use crate::attribution::ResolverStats;
 use crate::pipeline::flow_table::FlowStats;
 use crate::source::live::KernelCounters;
 
@@ -39,6 +40,8 @@ pub struct CaptureHealth {
     events_file_records_lost: IntCounter,
     http_connections_closed: IntCounterVec,
     interface_attached: IntGaugeVec,
+    cgroup_lookups: IntCounterVec,
+    cgroup_cache_evictions: IntCounter,
 }
 
 /// `reason` of `tlsmon_http_connections_closed_total`: the connection limit was
@@ -156,11 +159,26 @@ impl CaptureHealth {
                     &["device"],
                 ),
             )?,
+            cgroup_lookups: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tlsmon_cgroup_lookups_total",
+                        "Handshakes whose local socket's cgroup was looked up, by result: cached, found (by walking the cgroup hierarchy), vanished (removed before the lookup), unresolved (no hierarchy, or it could not be read).",
+                    ),
+                    &["result"],
+                ),
+            )?,
+            cgroup_cache_evictions: counter(
+                "tlsmon_cgroup_cache_evictions_total",
+                "cgroup ids dropped from the bounded id-to-path cache to make room.",
+            )?,
         };
         // Both reasons show from the start, at 0, so that rate() sees the first one.
         for reason in [CLOSED_SHED, CLOSED_HEADER_TIMEOUT] {
             health.count_closed(reason, 0);
         }
+        health.set_attribution(&ResolverStats::default());
         Ok(health)
     }
 
@@ -220,6 +238,22 @@ impl CaptureHealth {
     /// Moves `tlsmon_server_profiles_evicted_total` to the diagnosis stage's total.
     pub fn set_server_profiles_evicted(&self, total: u64) {
         set_absolute(&self.server_profiles_evicted, total);
+    }
+
+    /// Exports the cgroup resolver's counters (absolute values).
+    pub fn set_attribution(&self, stats: &ResolverStats) {
+        for (result, total) in [
+            ("cached", stats.cache_hits),
+            ("found", stats.found),
+            ("vanished", stats.vanished),
+            ("unresolved", stats.unresolved),
+        ] {
+            match self.cgroup_lookups.get_metric_with_label_values(&[result]) {
+                Ok(counter) => set_absolute(&counter, total),
+                Err(e) => tracing::error!("metric label mismatch: {e}"),
+            }
+        }
+        set_absolute(&self.cgroup_cache_evictions, stats.evicted);
     }
 
     /// Counts `n` inputs that failed to decode at `stage` (a fixed name chosen by

@@ -105,6 +105,7 @@ pub(crate) fn segment(
         flags: TcpFlags(flags),
         payload,
         cut: h.cut_len,
+        cgroup_id: (h.cgroup_id != 0).then_some(h.cgroup_id),
     })
 }
 
@@ -130,6 +131,7 @@ pub(crate) fn client_syn(first_payload: &Segment) -> Segment {
         flags: TcpFlags(TCP_SYN),
         payload: Vec::new(),
         cut: 0,
+        cgroup_id: first_payload.cgroup_id,
     }
 }
 

@@ -31,6 +31,7 @@ fn sample(kind: EventKind, payload_len: u32) -> EventHeader {
         payload_len,
         cut_len: 3,
         ack_seq: 0,
+        cgroup_id: 0,
     }
 }
 
@@ -44,6 +45,22 @@ fn payload_record_becomes_a_segment() {
     assert_eq!(s.payload, vec![22, 3, 1, 0]);
     assert_eq!((s.seq, s.cut, s.flags), (1000, 3, TcpFlags(0x18)));
     assert_eq!(s.device.name(), "eth0");
+    assert_eq!(s.cgroup_id, None, "0 is the kernel's 'no local socket'");
+}
+
+#[test]
+fn the_cgroup_id_travels_into_the_segment_and_its_syn() {
+    let mut h = sample(EventKind::Payload, 4);
+    h.cgroup_id = 4242;
+    h.event_flags = EVENT_OPENS_CONNECTION;
+    let s = segment(
+        &record(h, &[22, 3, 1, 0]),
+        WallClock::now(),
+        Device::new("eth0"),
+    )
+    .unwrap();
+    assert_eq!(s.cgroup_id, Some(4242));
+    assert_eq!(client_syn(&s).cgroup_id, Some(4242));
 }
 
 #[test]
