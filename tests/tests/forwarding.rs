@@ -365,6 +365,8 @@ fn proxied_handshakes_are_linked_and_a_meddled_client_hello_shows_what_was_remov
                     .as_array()
                     .is_some_and(|v| v.contains(&Value::from("TLSv1.3")));
                 assert_eq!(offers_tls13, inbound, "{event}");
+                // And it is said why, on both sides of the meddler.
+                assert_eq!(event["diagnosis"]["code"], "no_shared_version", "{event}");
             }
         }
 
@@ -381,6 +383,20 @@ fn proxied_handshakes_are_linked_and_a_meddled_client_hello_shows_what_was_remov
         };
         assert_eq!(forwarded("false"), Some(f64::from(through_haproxy)));
         assert_eq!(forwarded("true"), Some(f64::from(meddled)));
+        for (device, direction) in [(IN_DEVICE, "inbound"), (OUT_DEVICE, "outbound")] {
+            assert_eq!(
+                s.value(
+                    "tlsmon_handshake_diagnoses_total",
+                    &[
+                        ("device", device),
+                        ("direction", direction),
+                        ("diagnosis", "no_shared_version"),
+                    ],
+                ),
+                Some(f64::from(meddled)),
+                "{device}"
+            );
+        }
         assert_eq!(s.sum("tlsmon_forwarding_unlinked_total", &[]), 0.0);
 
         // The endpoint's filters and limit.
