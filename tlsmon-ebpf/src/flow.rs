@@ -24,6 +24,7 @@ use crate::{
     maps::{byte_budget, count, FLOWS},
     opening,
     packet::{self, bytes_at, Packet},
+    preamble,
     tls::{is_client_hello_start, PEEK_LEN},
 };
 
@@ -58,7 +59,9 @@ pub fn classify(ctx: &TcContext, direction: u8) {
     let state = match tracked {
         Some(state) => state,
         None => {
-            if !starts_client_hello(ctx, &pkt) {
+            // A preamble (PROXY header, CONNECT, SOCKS) may come before the
+            // ClientHello: such a connection is followed the same way.
+            if !starts_client_hello(ctx, &pkt) && !preamble::starts_preamble(ctx, &pkt) {
                 return;
             }
             match start(ctx, &pkt, ifindex, direction, slot) {

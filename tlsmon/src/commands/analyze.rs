@@ -95,7 +95,7 @@ fn render_summary(s: &AnalysisTotals) -> String {
     format!(
         "\n{} handshakes: {} established, {} failed, {} incomplete\n\
          read {} files, {} packets ({} TCP segments, {} not TCP, {} malformed, {} truncated)\n\
-         flows: {} tracked, {} evicted, {} non-TLS ignored, {} joined mid-stream ignored, {} parse errors\n\
+         flows: {} tracked, {} evicted, {} non-TLS ignored, {} joined mid-stream ignored, {} preambles without TLS, {} parse errors\n\
          reassembly: {} retransmitted bytes, {} conflicting overlaps, {} bytes missing, {} bytes over limits\n",
         s.established + s.failed + s.incomplete,
         s.established,
@@ -111,6 +111,7 @@ fn render_summary(s: &AnalysisTotals) -> String {
         f.flows_evicted,
         f.not_tls_ignored,
         f.midstream_ignored,
+        f.preambles_without_tls,
         f.parse_errors,
         f.retransmitted_bytes,
         f.overlap_conflicts,

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime, UtcDateTime};
 
+pub use crate::pipeline::preamble::PreambleKind;
 use crate::source::segment::Timestamp;
 
 /// Which way the handshake crossed the device, from this host's point of view.
@@ -132,10 +133,20 @@ pub struct HandshakeEvent {
     pub device: String,
     /// Inbound, outbound or unknown.
     pub direction: Direction,
-    /// Address of the side that sent the ClientHello.
+    /// Address of the side that sent the ClientHello; behind a PROXY protocol
+    /// header, the original client the header names.
     pub client_ip: IpAddr,
-    /// Port of the side that sent the ClientHello.
+    /// Port of the side that sent the ClientHello (or the header's client port).
     pub client_port: u16,
+    /// When a PROXY protocol header named the client: the address of the
+    /// connection's own client (the load balancer). Otherwise null.
+    pub peer_ip: Option<IpAddr>,
+    /// Port of that peer, with `peer_ip`.
+    pub peer_port: Option<u16>,
+    /// What came before the ClientHello (PROXY header, CONNECT, SOCKS), or null.
+    pub preamble: Option<PreambleKind>,
+    /// The `host:port` a CONNECT or SOCKS request asked the proxy for, or null.
+    pub tunnel_target: Option<String>,
     /// Address of the other side.
     pub server_ip: IpAddr,
     /// Port of the other side.

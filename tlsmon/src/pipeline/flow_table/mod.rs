@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use crate::event::{FailureReason, HandshakeEvent};
 use crate::pipeline::outcome::{Close, Failure, HandshakeTracker, Verdict};
+use crate::pipeline::preamble::{Preamble, Role};
 use crate::pipeline::reassembly::ReassemblyLimits;
 use crate::pipeline::tls::TlsMessage;
 use crate::source::segment::{ConnectionKey, Segment, Timestamp};
@@ -38,7 +39,7 @@ use crate::source::segment::{ConnectionKey, Segment, Timestamp};
 use super::event_builder::{
     handshake_record, not_tls_record, record_without_hello, side_of, FlowContext,
 };
-use direction::{DirectionStream, Scratch, TimedMessage};
+use direction::{DirectionStream, PreambleNews, Scratch, TimedMessage};
 
 /// Connection keys are hashed several times per segment, so SipHash showed up as
 /// the top cost of `analyze` (10% of its time). foldhash with a per-process random
@@ -140,6 +141,10 @@ pub struct FlowStats {
     pub flows_superseded: u64,
     /// Messages that were malformed (each also makes a `protocol_error` record).
     pub parse_errors: u64,
+    /// Connections that began with a preamble (PROXY header, CONNECT, SOCKS) that
+    /// never led to a ClientHello: broken, refused, longer than its bound, not
+    /// followed by TLS, or ended first. Not reported.
+    pub preambles_without_tls: u64,
     /// Retransmitted bytes (exact duplicates) seen by reassembly, over finished flows.
     pub retransmitted_bytes: u64,
     /// Overlaps whose bytes disagreed with what was already held (first copy won).
@@ -184,6 +189,7 @@ impl std::ops::AddAssign<&FlowStats> for FlowStats {
             midstream_ignored,
             flows_superseded,
             parse_errors,
+            preambles_without_tls,
             retransmitted_bytes,
             overlap_conflicts,
             gap_bytes,
@@ -198,6 +204,7 @@ impl std::ops::AddAssign<&FlowStats> for FlowStats {
         self.midstream_ignored += midstream_ignored;
         self.flows_superseded += flows_superseded;
         self.parse_errors += parse_errors;
+        self.preambles_without_tls += preambles_without_tls;
         self.retransmitted_bytes += retransmitted_bytes;
         self.overlap_conflicts += overlap_conflicts;
         self.gap_bytes += gap_bytes;
@@ -227,6 +234,8 @@ struct Flow {
     /// Directions that carried bytes (or a FIN).
     streams: [Option<Box<DirectionStream>>; 2],
     tracker: Option<Box<HandshakeTracker>>,
+    /// What the client's preamble said, when one came before the ClientHello.
+    preamble: Option<Box<Preamble>>,
 }
 
 impl Flow {
@@ -249,6 +258,25 @@ impl Flow {
             (None, _) | (Some(_), None) => FlowClass::Opening,
             (Some(_), Some(client)) if self.streams[1 - client].is_some() => FlowClass::Answered,
             (Some(_), Some(_)) => FlowClass::Unanswered,
+        }
+    }
+
+    /// True when the connection began with a preamble (complete or not).
+    fn began_with_preamble(&self) -> bool {
+        self.preamble.is_some()
+            || self
+                .streams
+                .iter()
+                .flatten()
+                .any(|s| s.preamble_kind().is_some())
+    }
+
+    /// The preamble role of a stream that starts now at `index`: the first stream
+    /// may begin one, the second answers the first's (CONNECT, SOCKS).
+    fn preamble_role(&self, index: usize) -> Option<Role> {
+        match &self.streams[1 - index] {
+            None => Some(Role::Client),
+            Some(other) => Role::of_reply(other.preamble_kind()),
         }
     }
 
@@ -443,6 +471,7 @@ impl FlowTable {
                 first_payload_seq: [None, None],
                 streams: [None, None],
                 tracker: None,
+                preamble: None,
             }),
         );
     }
@@ -518,10 +547,21 @@ impl FlowTable {
             }
         } else {
             let isn = flow.isn[index].take();
+            let role = flow.preamble_role(index);
             let stream = flow.streams[index].get_or_insert_with(|| {
-                Box::new(DirectionStream::new(limits, segment.direction, isn))
+                Box::new(DirectionStream::new(limits, segment.direction, isn, role))
             });
             stream.push(segment, &mut self.scratch, &mut messages);
+            match stream.take_preamble_news() {
+                Some(PreambleNews::Parsed(said)) => flow.preamble = Some(Box::new(said)),
+                Some(PreambleNews::Answered) | None => {}
+                Some(PreambleNews::Failed { kind, reason }) => {
+                    tracing::debug!("{} preamble on {key:?}: {reason}", kind.as_str());
+                    self.messages = messages;
+                    self.drop_unreported(key);
+                    return;
+                }
+            }
         }
         let verdict = self.handle_messages(key, index, segment, &mut messages, out);
         self.messages = messages;
@@ -566,6 +606,11 @@ impl FlowTable {
                         flow.client_hello_segments = segments;
                         flow.tracker = Some(Box::new(HandshakeTracker::new(&hello, timed.ts)));
                     }
+                    // What follows a preamble is not TLS: nothing to report.
+                    TlsMessage::NotTls if flow.preamble.is_some() => {
+                        self.drop_unreported(key);
+                        return true;
+                    }
                     TlsMessage::NotTls if flow.client_stream.is_none() => {
                         flow.set_client(index);
                         let server_port = segment.dst.port();
@@ -606,10 +651,10 @@ impl FlowTable {
                     _ => {
                         if flow.suspect_not_tls {
                             self.stats.not_tls_ignored += 1;
-                        } else {
+                        } else if !flow.began_with_preamble() {
                             self.stats.midstream_ignored += 1;
                         }
-                        self.forget(key);
+                        self.drop_unreported(key);
                         return true;
                     }
                 },
@@ -666,7 +711,7 @@ impl FlowTable {
                     if flow.suspect_not_tls {
                         self.stats.not_tls_ignored += 1;
                     }
-                    self.forget(key);
+                    self.drop_unreported(key);
                 }
             },
         }
@@ -748,7 +793,7 @@ impl FlowTable {
                 if flow.suspect_not_tls {
                     self.stats.not_tls_ignored += 1;
                 }
-                self.forget(key);
+                self.drop_unreported(key);
                 return;
             }
         };
@@ -792,7 +837,7 @@ impl FlowTable {
                     if flow.suspect_not_tls {
                         self.stats.not_tls_ignored += 1;
                     }
-                    self.forget(key);
+                    self.drop_unreported(key);
                 }
             },
         }
@@ -843,6 +888,19 @@ impl FlowTable {
                     event: record,
                 });
             }
+        }
+        self.forget(key);
+    }
+
+    /// Forgets a flow that ends without a record, counting a preamble that never
+    /// led to a ClientHello.
+    fn drop_unreported(&mut self, key: &ConnectionKey) {
+        if self
+            .flows
+            .get(key)
+            .is_some_and(|flow| flow.tracker.is_none() && flow.began_with_preamble())
+        {
+            self.stats.preambles_without_tls += 1;
         }
         self.forget(key);
     }
@@ -934,7 +992,7 @@ fn release_free_memory() {
 }
 
 /// The flow's endpoints and the hook direction of its client, once known.
-fn context_of<'a>(key: &'a ConnectionKey, flow: &Flow) -> Option<FlowContext<'a>> {
+fn context_of<'a>(key: &'a ConnectionKey, flow: &'a Flow) -> Option<FlowContext<'a>> {
     let client_index = flow.client()?;
     let (client, server) = if client_index == 0 {
         (key.lo, key.hi)
@@ -947,6 +1005,7 @@ fn context_of<'a>(key: &'a ConnectionKey, flow: &Flow) -> Option<FlowContext<'a>
         client,
         server,
         client_packet_direction,
+        preamble: flow.preamble.as_deref(),
     })
 }
 

@@ -117,6 +117,7 @@ pub struct Metrics {
     offered_ciphers: IntCounterVec,
     offered_groups: IntCounterVec,
     negotiated_groups: IntCounterVec,
+    preamble_handshakes: IntCounterVec,
     duration: HistogramVec,
     client_hello_size: HistogramVec,
     client_hello_segments: HistogramVec,
@@ -198,6 +199,11 @@ impl Metrics {
                 "Handshakes in which the server chose a key exchange group, by interface, group and outcome.",
                 &["device", "group", "outcome"],
             )?,
+            preamble_handshakes: counters(
+                "tlsmon_preamble_handshakes_total",
+                "TLS handshakes that came after a preamble, by interface, preamble (proxy_v1, proxy_v2, http_connect, socks4, socks5) and outcome; also counted in tlsmon_handshakes_total.",
+                &["device", "preamble", "outcome"],
+            )?,
             duration: histograms(
                 "tlsmon_handshake_duration_seconds",
                 "Time from the ClientHello to the end of the handshake (established) or to its failure, by interface and outcome.",
@@ -278,6 +284,13 @@ impl Metrics {
             &self.handshakes,
             &[&device, direction, version, cipher, outcome],
         );
+
+        if let Some(preamble) = record.preamble {
+            inc(
+                &self.preamble_handshakes,
+                &[&device, preamble.as_str(), outcome],
+            );
+        }
 
         if record.outcome == Outcome::Failed {
             let reason = record.failure_reason.map_or("", |r| r.as_str());

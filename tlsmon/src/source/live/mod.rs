@@ -126,6 +126,9 @@ pub struct KernelCounters {
     pub flows_replaced: u64,
     /// Tracked flows released by userspace once their handshake was decided.
     pub flows_released: u64,
+    /// First payloads of untracked connections that began a preamble (PROXY
+    /// header, HTTP CONNECT, SOCKS): candidates for a ClientHello behind it.
+    pub preamble_candidates: u64,
 }
 
 /// Identity and run statistics of one loaded classifier program.
@@ -396,6 +399,7 @@ impl Capture {
             other_host_ignored: sums[Counter::OtherHostIgnored as usize],
             flows_replaced: sums[Counter::FlowsReplaced as usize],
             flows_released: sums[Counter::FlowsReleased as usize],
+            preamble_candidates: sums[Counter::PreambleCandidates as usize],
         })
     }
 

@@ -26,6 +26,7 @@ pub struct CaptureHealth {
     other_host_ignored: IntCounter,
     flows_replaced: IntCounter,
     flows_released: IntCounter,
+    preamble_candidates: IntCounter,
     /// Serialises [`Self::set_kernel_counters`] (it reads then adds, and two
     /// concurrent callers would otherwise both add the same difference), and
     /// keeps the recent history of RingBuf drops.
@@ -33,6 +34,7 @@ pub struct CaptureHealth {
     flows_tracked: IntGauge,
     reassembly_evictions: IntCounter,
     flows_dropped: IntCounterVec,
+    preambles_without_tls: IntCounter,
     parse_errors: IntCounterVec,
     events_file_errors: IntCounter,
     events_file_records_lost: IntCounter,
@@ -91,6 +93,10 @@ impl CaptureHealth {
                 "tlsmon_capture_flows_released_total",
                 "Tracked flows the daemon released in the kernel once it had decided their handshake.",
             )?,
+            preamble_candidates: counter(
+                "tlsmon_capture_preamble_candidates_total",
+                "First payloads of untracked connections that began a preamble (PROXY protocol header, HTTP CONNECT, SOCKS request): followed like a ClientHello when they continue a connection seen being set up.",
+            )?,
             kernel_update: Mutex::new(DropWindow::default()),
             flows_tracked: registered(
                 registry,
@@ -112,6 +118,10 @@ impl CaptureHealth {
                     ),
                     &["cause"],
                 ),
+            )?,
+            preambles_without_tls: counter(
+                "tlsmon_preambles_without_tls_total",
+                "Connections that began with a preamble (PROXY protocol header, HTTP CONNECT, SOCKS) that never led to a ClientHello: broken, refused, longer than its bound, not followed by TLS, or ended first. Not reported as handshakes.",
             )?,
             parse_errors: registered(
                 registry,
@@ -185,6 +195,7 @@ impl CaptureHealth {
         set_absolute(&self.other_host_ignored, snapshot.other_host_ignored);
         set_absolute(&self.flows_replaced, snapshot.flows_replaced);
         set_absolute(&self.flows_released, snapshot.flows_released);
+        set_absolute(&self.preamble_candidates, snapshot.preamble_candidates);
     }
 
     /// Sets the number of connections currently followed.
@@ -210,6 +221,7 @@ impl CaptureHealth {
                 Err(e) => tracing::error!("metric label mismatch: {e}"),
             }
         }
+        set_absolute(&self.preambles_without_tls, flows.preambles_without_tls);
     }
 
     /// Counts `n` inputs that failed to decode at `stage` (a fixed name chosen by

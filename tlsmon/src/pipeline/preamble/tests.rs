@@ -1,0 +1,248 @@
+use std::net::SocketAddr;
+
+use super::*;
+
+/// The first bytes of a TLS 1.2 ClientHello record (enough to be "not a preamble").
+const HELLO_START: &[u8] = &[0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0, 0, 1, 3];
+
+fn feed_all(role: Role, parts: &[&[u8]]) -> Vec<Fed> {
+    let mut reader = PreambleReader::new(role);
+    parts.iter().map(|p| reader.feed(p)).collect()
+}
+
+fn v2_header(command: u8, family: u8, addresses: &[u8], tlvs: &[u8]) -> Vec<u8> {
+    let mut h = proxy_protocol::V2_SIGNATURE.to_vec();
+    h.push(0x20 | command);
+    h.push(family);
+    h.extend_from_slice(&((addresses.len() + tlvs.len()) as u16).to_be_bytes());
+    h.extend_from_slice(addresses);
+    h.extend_from_slice(tlvs);
+    h
+}
+
+#[test]
+fn tls_from_the_first_byte_passes_through_untouched() {
+    assert_eq!(
+        feed_all(Role::Client, &[HELLO_START]),
+        vec![Fed::Through(HELLO_START.to_vec())]
+    );
+    // "P" could begin "PROXY ": held until the next byte decides.
+    assert_eq!(
+        feed_all(Role::Client, &[b"P", b"OST /"]),
+        vec![Fed::Held, Fed::Through(b"POST /".to_vec())]
+    );
+}
+
+#[test]
+fn proxy_v1_gives_the_original_client_and_the_tls_offset() {
+    // The example of HAProxy's PROXY protocol specification, section 2.1.
+    let header = b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n";
+    let stream = [&header[..], HELLO_START].concat();
+    let (offset, preamble) = parse_client_stream(&stream).unwrap();
+    assert_eq!(offset, header.len());
+    let preamble = preamble.unwrap();
+    assert_eq!(preamble.kind, PreambleKind::ProxyV1);
+    assert_eq!(
+        preamble.source,
+        Some("192.168.0.1:56324".parse::<SocketAddr>().unwrap())
+    );
+    let v6 = b"PROXY TCP6 2001:db8::1 2001:db8::2 40000 443\r\n";
+    let (_, preamble) = parse_client_stream(&[&v6[..], HELLO_START].concat()).unwrap();
+    assert_eq!(
+        preamble.unwrap().source,
+        Some("[2001:db8::1]:40000".parse().unwrap())
+    );
+    // "PROXY UNKNOWN": the receiver must ignore the addresses.
+    let (offset, preamble) = parse_client_stream(b"PROXY UNKNOWN\r\n\x16").unwrap();
+    assert_eq!((offset, preamble.unwrap().source), (15, None));
+}
+
+#[test]
+fn a_proxy_v1_header_split_anywhere_is_the_same_header() {
+    let header = b"PROXY TCP4 10.0.0.7 10.0.0.1 41000 443\r\n";
+    let stream = [&header[..], HELLO_START].concat();
+    for cut in 1..header.len() {
+        let fed = feed_all(Role::Client, &[&stream[..cut], &stream[cut..]]);
+        assert_eq!(fed[0], Fed::Held, "cut at {cut}");
+        match &fed[1] {
+            Fed::Finished { preamble, rest } => {
+                assert_eq!(rest.as_slice(), HELLO_START, "cut at {cut}");
+                assert_eq!(
+                    preamble.as_ref().unwrap().source,
+                    Some("10.0.0.7:41000".parse().unwrap())
+                );
+            }
+            other => panic!("cut at {cut}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn broken_proxy_v1_headers_fail_with_a_reason() {
+    for bad in [
+        &b"PROXY TCP4 300.0.0.1 10.0.0.1 1 2\r\n"[..],
+        b"PROXY TCP5 10.0.0.1 10.0.0.2 1 2\r\n",
+        b"PROXY TCP4 10.0.0.1 10.0.0.2 1\r\n",
+    ] {
+        assert!(parse_client_stream(bad).is_err(), "{bad:?}");
+    }
+    // 107 bytes without a line end: longer than any v1 header.
+    let long = [&b"PROXY TCP4 "[..], &[b'1'; 120]].concat();
+    assert!(parse_client_stream(&long).is_err());
+}
+
+#[test]
+fn proxy_v2_gives_the_original_client_and_skips_tlvs() {
+    // PROXY command, TCP over IPv4: 10.1.2.3:50000 -> 10.9.9.9:443, one TLV.
+    let addresses = [10, 1, 2, 3, 10, 9, 9, 9, 0xc3, 0x50, 0x01, 0xbb];
+    let tlv = [0x04, 0x00, 0x03, b'a', b'b', b'c']; // PP2_TYPE_NOOP
+    let header = v2_header(0x1, 0x11, &addresses, &tlv);
+    let stream = [&header[..], HELLO_START].concat();
+    let (offset, preamble) = parse_client_stream(&stream).unwrap();
+    assert_eq!(offset, header.len());
+    let preamble = preamble.unwrap();
+    assert_eq!(preamble.kind, PreambleKind::ProxyV2);
+    assert_eq!(preamble.source, Some("10.1.2.3:50000".parse().unwrap()));
+    // LOCAL (a load balancer's health check): no client to report.
+    let local = v2_header(0x0, 0x00, &[], &[]);
+    let (offset, preamble) = parse_client_stream(&[&local[..], HELLO_START].concat()).unwrap();
+    assert_eq!((offset, preamble.unwrap().source), (16, None));
+    // Split in the signature and in the addresses.
+    for cut in [3, 12, 20] {
+        let fed = feed_all(Role::Client, &[&stream[..cut], &stream[cut..]]);
+        assert_eq!(fed[0], Fed::Held, "cut at {cut}");
+        assert!(matches!(&fed[1], Fed::Finished { rest, .. } if rest == HELLO_START));
+    }
+}
+
+#[test]
+fn a_proxy_v2_header_longer_than_the_bound_fails() {
+    let tlv_len = MAX_PREAMBLE_BYTES;
+    let mut tlv = vec![0x04];
+    tlv.extend_from_slice(&(tlv_len as u16).to_be_bytes());
+    tlv.resize(3 + tlv_len, 0);
+    let header = v2_header(0x1, 0x11, &[10, 0, 0, 1, 10, 0, 0, 2, 0, 1, 0, 2], &tlv);
+    let mut reader = PreambleReader::new(Role::Client);
+    let mut last = Fed::Held;
+    for chunk in header.chunks(1000) {
+        last = reader.feed(chunk);
+        if last != Fed::Held {
+            break;
+        }
+    }
+    assert!(
+        matches!(&last, Fed::Failed { kind: PreambleKind::ProxyV2, reason } if reason.contains("8192")),
+        "{last:?}"
+    );
+}
+
+#[test]
+fn http_connect_names_the_target_and_a_2xx_opens_the_tunnel() {
+    // RFC 9110 section 9.3.6's example.
+    let request = b"CONNECT server.example.com:80 HTTP/1.1\r\nHost: server.example.com\r\n\r\n";
+    let (offset, preamble) = parse_client_stream(&[&request[..], HELLO_START].concat()).unwrap();
+    assert_eq!(offset, request.len());
+    let preamble = preamble.unwrap();
+    assert_eq!(preamble.kind, PreambleKind::HttpConnect);
+    assert_eq!(
+        preamble.tunnel_target.as_deref(),
+        Some("server.example.com:80")
+    );
+    let reply = Role::Reply(PreambleKind::HttpConnect);
+    let ok = b"HTTP/1.1 200 Connection established\r\n\r\n";
+    assert_eq!(
+        feed_all(reply, &[&ok[..10], &[&ok[10..], &[0x16][..]].concat()]),
+        vec![
+            Fed::Held,
+            Fed::Finished {
+                preamble: None,
+                rest: vec![0x16]
+            }
+        ]
+    );
+    let refused = feed_all(
+        reply,
+        &[b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n"],
+    );
+    assert!(matches!(&refused[0], Fed::Failed { reason, .. } if reason.contains("407")));
+}
+
+#[test]
+fn socks4_and_4a_requests_name_their_target() {
+    let socks4 = [4, 1, 0x01, 0xbb, 10, 0, 0, 5, b'u', 0];
+    let (offset, p) = parse_client_stream(&[&socks4[..], HELLO_START].concat()).unwrap();
+    assert_eq!(offset, socks4.len());
+    assert_eq!(p.unwrap().tunnel_target.as_deref(), Some("10.0.0.5:443"));
+    let socks4a = [&[4, 1, 0x01, 0xbb, 0, 0, 0, 1, 0][..], b"example.org\0"].concat();
+    let (offset, p) = parse_client_stream(&[&socks4a[..], HELLO_START].concat()).unwrap();
+    assert_eq!(offset, socks4a.len());
+    let p = p.unwrap();
+    assert_eq!(p.kind, PreambleKind::Socks4);
+    assert_eq!(p.tunnel_target.as_deref(), Some("example.org:443"));
+    let reply = Role::Reply(PreambleKind::Socks4);
+    assert!(matches!(
+        &feed_all(reply, &[&[0, 0x5a, 0, 0, 0, 0, 0, 0, 0x16]])[0],
+        Fed::Finished { rest, .. } if rest == &[0x16]
+    ));
+    assert!(matches!(
+        &feed_all(reply, &[&[0, 0x5b, 0, 0, 0, 0, 0, 0]])[0],
+        Fed::Failed { .. }
+    ));
+}
+
+#[test]
+fn socks5_with_and_without_credentials() {
+    // RFC 1928: greeting (no authentication), CONNECT to a domain name.
+    let plain = [
+        &[5, 1, 0][..],
+        &[5, 1, 0, 3, 11],
+        b"example.org",
+        &[0x01, 0xbb],
+    ]
+    .concat();
+    let (offset, p) = parse_client_stream(&[&plain[..], HELLO_START].concat()).unwrap();
+    assert_eq!(offset, plain.len());
+    assert_eq!(p.unwrap().tunnel_target.as_deref(), Some("example.org:443"));
+    // RFC 1929 username/password, then CONNECT to an IPv6 address.
+    let mut with_auth = vec![5, 2, 0, 2, 1, 1, b'u', 2, b'p', b'w', 5, 1, 0, 4];
+    with_auth.extend_from_slice(
+        &"2001:db8::7"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    with_auth.extend_from_slice(&[0x20, 0xfb]);
+    let (offset, p) = parse_client_stream(&[&with_auth[..], HELLO_START].concat()).unwrap();
+    assert_eq!(offset, with_auth.len());
+    assert_eq!(
+        p.unwrap().tunnel_target.as_deref(),
+        Some("[2001:db8::7]:8443")
+    );
+
+    let reply = Role::Reply(PreambleKind::Socks5);
+    let granted = [5, 2, 1, 0, 5, 0, 0, 1, 10, 0, 0, 1, 0x1f, 0x90, 0x16];
+    assert!(matches!(
+        &feed_all(reply, &[&granted[..5], &granted[5..]])[1],
+        Fed::Finished { rest, .. } if rest == &[0x16]
+    ));
+    assert!(matches!(
+        &feed_all(reply, &[&[5, 0, 5, 5, 0, 1, 0, 0, 0, 0, 0, 0]])[0],
+        Fed::Failed { reason, .. } if reason.contains("reply 5")
+    ));
+    assert!(matches!(
+        &feed_all(reply, &[&[5, 0xff]])[0],
+        Fed::Failed { .. }
+    ));
+    // BIND is not a tunnel to a target.
+    assert!(parse_client_stream(&[5, 1, 0, 5, 2, 0, 1, 10, 0, 0, 1, 0, 80]).is_err());
+}
+
+#[test]
+fn a_reply_role_exists_only_for_preambles_that_are_answered() {
+    assert_eq!(Role::of_reply(None), None);
+    assert_eq!(Role::of_reply(Some(PreambleKind::ProxyV2)), None);
+    assert_eq!(
+        Role::of_reply(Some(PreambleKind::Socks5)),
+        Some(Role::Reply(PreambleKind::Socks5))
+    );
+}
