@@ -58,12 +58,16 @@ fn json_line_uses_the_public_field_names() {
             "offered_groups",
             "offered_versions",
             "outcome",
+            "peer_ip",
+            "peer_port",
+            "preamble",
             "resumed",
             "server_cert",
             "server_ip",
             "server_port",
             "sni",
             "ts",
+            "tunnel_target",
             "version",
         ]
     );

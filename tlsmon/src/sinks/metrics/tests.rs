@@ -591,7 +591,40 @@ fn every_family_follows_the_naming_rules_and_has_help() {
             .unwrap_or_else(|| panic!("{name} has no HELP"));
         assert!(help.len() > 30, "{name}: HELP too short: {help}");
     }
-    // 10 handshake families, the folded counter, 4 breakdowns, build_info and 17
-    // capture-health families (a vector without series is not rendered).
-    assert_eq!(families, 33);
+    // 10 handshake families, the folded counter, 4 breakdowns, build_info and 19
+    // capture-health families (a vector without series, such as the preamble
+    // handshakes here, is not rendered).
+    assert_eq!(families, 35);
+}
+
+#[test]
+fn handshakes_behind_a_preamble_are_counted_by_kind_and_like_any_other() {
+    use crate::event::PreambleKind;
+    let m = Metrics::new(&LabelOptions::default()).unwrap();
+    m.observe(&record());
+    let behind_proxy = HandshakeEvent {
+        preamble: Some(PreambleKind::ProxyV2),
+        ..record()
+    };
+    m.observe(&behind_proxy);
+    m.observe(&behind_proxy);
+    m.observe(&HandshakeEvent {
+        preamble: Some(PreambleKind::HttpConnect),
+        ..alert_failure()
+    });
+    let text = text_of(&m);
+    assert_eq!(
+        samples(&text, "tlsmon_preamble_handshakes_total"),
+        [
+            r#"tlsmon_preamble_handshakes_total{device="eth0",outcome="established",preamble="proxy_v2"} 2"#,
+            r#"tlsmon_preamble_handshakes_total{device="eth1",outcome="failed",preamble="http_connect"} 1"#,
+        ]
+    );
+    // tlsmon_handshakes_total gains no label and counts them like any other.
+    let all: f64 = samples(&text, "tlsmon_handshakes_total")
+        .iter()
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(all, 4.0);
+    assert!(!text.contains("tlsmon_handshakes_total{preamble"));
 }
