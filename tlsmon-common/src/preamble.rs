@@ -8,6 +8,18 @@
 //! Like `client_hello`, every function is `#[inline(always)]` and small: the
 //! kernel program runs it on the first payload of every untracked connection.
 
+/// Array of u32 words, a bitmap of the server ports whose sessions upgrade to
+/// TLS in-band (STARTTLS), set by userspace at load time.
+pub const STARTTLS_PORTS_MAP: &str = "TLSMON_STARTTLS_PORTS";
+/// Words in [`STARTTLS_PORTS_MAP`]: one bit per port.
+pub const STARTTLS_PORT_WORDS: u32 = 65_536 / 32;
+
+/// The word and bit of `port` in [`STARTTLS_PORTS_MAP`].
+#[inline(always)]
+pub fn starttls_port_bit(port: u16) -> (u32, u32) {
+    (u32::from(port >> 5), 1 << (port & 31))
+}
+
 /// Bytes needed to recognise every preamble but the short SOCKS5 greeting.
 pub const PREAMBLE_PEEK_LEN: usize = 8;
 

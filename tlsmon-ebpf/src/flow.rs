@@ -59,9 +59,9 @@ pub fn classify(ctx: &TcContext, direction: u8) {
     let state = match tracked {
         Some(state) => state,
         None => {
-            // A preamble (PROXY header, CONNECT, SOCKS) may come before the
-            // ClientHello: such a connection is followed the same way.
-            if !starts_client_hello(ctx, &pkt) && !preamble::starts_preamble(ctx, &pkt) {
+            // A preamble (PROXY header, CONNECT, SOCKS, STARTTLS) may come before
+            // the ClientHello: such a connection is followed the same way.
+            if !starts_client_hello(ctx, &pkt) && !preamble::starts_preamble(ctx, &pkt, ifindex) {
                 return;
             }
             match start(ctx, &pkt, ifindex, direction, slot) {

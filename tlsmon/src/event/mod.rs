@@ -75,6 +75,8 @@ pub enum FailureReason {
     ProtocolError,
     /// The client's first bytes were not a TLS ClientHello.
     NotTls,
+    /// The server refused a STARTTLS upgrade (SMTP `454`, PostgreSQL `N`, ...).
+    StarttlsRefused,
 }
 
 impl FailureReason {
@@ -88,6 +90,7 @@ impl FailureReason {
             FailureReason::EncryptedAlert => "encrypted_alert",
             FailureReason::ProtocolError => "protocol_error",
             FailureReason::NotTls => "not_tls",
+            FailureReason::StarttlsRefused => "starttls_refused",
         }
     }
 }

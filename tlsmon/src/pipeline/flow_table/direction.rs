@@ -67,6 +67,8 @@ pub(crate) enum PreambleNews {
         kind: PreambleKind,
         /// Why, for humans.
         reason: String,
+        /// A server refused a STARTTLS upgrade.
+        refused: bool,
     },
 }
 
@@ -94,6 +96,9 @@ impl DirectionStream {
             preamble: preamble.map(|role| Box::new(PreambleReader::new(role))),
             preamble_kind: match preamble {
                 Some(Role::Reply(kind)) => Some(kind),
+                Some(Role::StarttlsClient(protocol) | Role::StarttlsServer { protocol, .. }) => {
+                    Some(protocol.kind())
+                }
                 _ => None,
             },
             preamble_news: None,
@@ -103,6 +108,14 @@ impl DirectionStream {
     /// The preamble this stream began with, once recognised.
     pub fn preamble_kind(&self) -> Option<PreambleKind> {
         self.preamble_kind
+    }
+
+    /// The client asked for a STARTTLS upgrade: this (server) stream's next
+    /// answer decides.
+    pub fn arm_starttls(&mut self) {
+        if let Some(reader) = self.preamble.as_mut() {
+            reader.arm();
+        }
     }
 
     /// What the preamble came to, once (then `None`).
@@ -158,11 +171,19 @@ impl DirectionStream {
                         }
                         Some(rest)
                     }
-                    Fed::Failed { kind, reason } => {
+                    Fed::Failed {
+                        kind,
+                        reason,
+                        refused,
+                    } => {
                         self.preamble_kind = Some(kind);
                         self.preamble = None;
                         self.parser_stopped = true;
-                        self.preamble_news = Some(Box::new(PreambleNews::Failed { kind, reason }));
+                        self.preamble_news = Some(Box::new(PreambleNews::Failed {
+                            kind,
+                            reason,
+                            refused,
+                        }));
                         continue;
                     }
                 },

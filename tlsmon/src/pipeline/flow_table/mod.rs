@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use crate::event::{FailureReason, HandshakeEvent};
 use crate::pipeline::outcome::{Close, Failure, HandshakeTracker, Verdict};
-use crate::pipeline::preamble::{Preamble, Role};
+use crate::pipeline::preamble::{Preamble, Role, StarttlsProtocol, DEFAULT_STARTTLS_PORTS};
 use crate::pipeline::reassembly::ReassemblyLimits;
 use crate::pipeline::tls::TlsMessage;
 use crate::source::segment::{ConnectionKey, Segment, Timestamp};
@@ -91,6 +91,8 @@ pub struct FlowTableOptions {
     pub reassembly: ReassemblyLimits,
     /// Server ports where non-TLS first bytes count as a `not_tls` failure.
     pub tls_ports: Vec<u16>,
+    /// Server ports whose sessions upgrade to TLS in-band, and their protocol.
+    pub starttls_ports: Vec<(u16, StarttlsProtocol)>,
 }
 
 impl Default for FlowTableOptions {
@@ -100,6 +102,7 @@ impl Default for FlowTableOptions {
             max_flows: DEFAULT_MAX_FLOWS,
             reassembly: ReassemblyLimits::default(),
             tls_ports: DEFAULT_TLS_PORTS.to_vec(),
+            starttls_ports: DEFAULT_STARTTLS_PORTS.to_vec(),
         }
     }
 }
@@ -236,6 +239,8 @@ struct Flow {
     tracker: Option<Box<HandshakeTracker>>,
     /// What the client's preamble said, when one came before the ClientHello.
     preamble: Option<Box<Preamble>>,
+    /// The client asked for a STARTTLS upgrade.
+    starttls_requested: bool,
 }
 
 impl Flow {
@@ -472,6 +477,7 @@ impl FlowTable {
                 streams: [None, None],
                 tracker: None,
                 preamble: None,
+                starttls_requested: false,
             }),
         );
     }
@@ -547,18 +553,44 @@ impl FlowTable {
             }
         } else {
             let isn = flow.isn[index].take();
-            let role = flow.preamble_role(index);
+            let role = match starttls_role(
+                &self.options.starttls_ports,
+                segment,
+                flow.starttls_requested,
+            ) {
+                Some(role) => Some(role),
+                None => flow.preamble_role(index),
+            };
             let stream = flow.streams[index].get_or_insert_with(|| {
                 Box::new(DirectionStream::new(limits, segment.direction, isn, role))
             });
             stream.push(segment, &mut self.scratch, &mut messages);
             match stream.take_preamble_news() {
-                Some(PreambleNews::Parsed(said)) => flow.preamble = Some(Box::new(said)),
+                Some(PreambleNews::Parsed(said)) => {
+                    if matches!(role, Some(Role::StarttlsClient(_))) {
+                        flow.starttls_requested = true;
+                        if let Some(server) = flow.streams[1 - index].as_mut() {
+                            server.arm_starttls();
+                        }
+                    }
+                    flow.preamble = Some(Box::new(said));
+                }
                 Some(PreambleNews::Answered) | None => {}
-                Some(PreambleNews::Failed { kind, reason }) => {
-                    tracing::debug!("{} preamble on {key:?}: {reason}", kind.as_str());
+                Some(PreambleNews::Failed {
+                    kind,
+                    reason,
+                    refused,
+                }) => {
                     self.messages = messages;
-                    self.drop_unreported(key);
+                    if refused {
+                        flow.set_client(1 - index);
+                        let mut failure = Failure::new(FailureReason::StarttlsRefused, segment.ts);
+                        failure.detail = Some(reason);
+                        self.decide_without_hello(key, Verdict::Failed(failure), out);
+                    } else {
+                        tracing::debug!("{} preamble on {key:?}: {reason}", kind.as_str());
+                        self.drop_unreported(key);
+                    }
                     return;
                 }
             }
@@ -989,6 +1021,28 @@ fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// The STARTTLS role of a stream that starts with `segment`: its sender is the
+/// client when it sends to a STARTTLS port, the server when it sends from one.
+fn starttls_role(
+    ports: &[(u16, StarttlsProtocol)],
+    segment: &Segment,
+    requested: bool,
+) -> Option<Role> {
+    let protocol_of = |port: u16| {
+        ports
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, proto)| *proto)
+    };
+    if let Some(protocol) = protocol_of(segment.dst.port()) {
+        return Some(Role::StarttlsClient(protocol));
+    }
+    protocol_of(segment.src.port()).map(|protocol| Role::StarttlsServer {
+        protocol,
+        armed: requested,
+    })
 }
 
 /// The flow's endpoints and the hook direction of its client, once known.

@@ -3,7 +3,9 @@
 //! starts. A client's stream may begin with a PROXY protocol header (v1 text,
 //! v2 binary: [`proxy_protocol`]), an HTTP `CONNECT` request ([`http_connect`])
 //! or a SOCKS4/4a/5 request ([`socks`]); the other side of a `CONNECT` or SOCKS
-//! exchange answers before its TLS bytes, and that answer is parsed too.
+//! exchange answers before its TLS bytes, and that answer is parsed too. On a
+//! STARTTLS port ([`starttls`]) both sides speak the plaintext protocol until
+//! the upgrade.
 //!
 //! Every preamble is bounded: one that is not complete within
 //! [`MAX_PREAMBLE_BYTES`] fails, and the flow table counts it.
@@ -11,6 +13,7 @@
 mod http_connect;
 mod proxy_protocol;
 mod socks;
+pub mod starttls;
 
 #[cfg(test)]
 mod tests;
@@ -18,6 +21,9 @@ mod tests;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+
+use starttls::StarttlsScan;
+pub use starttls::{StarttlsProtocol, DEFAULT_STARTTLS_PORTS};
 
 /// Most bytes a preamble (or the answer to one) may take before TLS starts.
 pub const MAX_PREAMBLE_BYTES: usize = 8192;
@@ -36,6 +42,22 @@ pub enum PreambleKind {
     Socks4,
     /// A SOCKS5 greeting and `CONNECT` request.
     Socks5,
+    /// SMTP, upgraded with `STARTTLS`.
+    StarttlsSmtp,
+    /// IMAP, upgraded with `STARTTLS`.
+    StarttlsImap,
+    /// POP3, upgraded with `STLS`.
+    StarttlsPop3,
+    /// FTP, upgraded with `AUTH TLS`.
+    StarttlsFtp,
+    /// XMPP, upgraded with `<starttls/>`.
+    StarttlsXmpp,
+    /// PostgreSQL, upgraded with an SSLRequest.
+    StarttlsPostgres,
+    /// LDAP, upgraded with the StartTLS extended operation.
+    StarttlsLdap,
+    /// MySQL, upgraded with an SSL request.
+    StarttlsMysql,
 }
 
 impl PreambleKind {
@@ -47,6 +69,14 @@ impl PreambleKind {
             PreambleKind::HttpConnect => "http_connect",
             PreambleKind::Socks4 => "socks4",
             PreambleKind::Socks5 => "socks5",
+            PreambleKind::StarttlsSmtp => "starttls_smtp",
+            PreambleKind::StarttlsImap => "starttls_imap",
+            PreambleKind::StarttlsPop3 => "starttls_pop3",
+            PreambleKind::StarttlsFtp => "starttls_ftp",
+            PreambleKind::StarttlsXmpp => "starttls_xmpp",
+            PreambleKind::StarttlsPostgres => "starttls_postgres",
+            PreambleKind::StarttlsLdap => "starttls_ldap",
+            PreambleKind::StarttlsMysql => "starttls_mysql",
         }
     }
 
@@ -85,6 +115,8 @@ pub(crate) enum Parse<T> {
     },
     /// The bytes break the protocol's rules (or the answer refuses the tunnel).
     Invalid(String),
+    /// The server turned a STARTTLS upgrade down.
+    Refused(String),
 }
 
 /// Which preamble a stream may begin with.
@@ -95,6 +127,16 @@ pub(crate) enum Role {
     Client,
     /// The answer to the client's preamble of this kind.
     Reply(PreambleKind),
+    /// The client's side of a STARTTLS session.
+    StarttlsClient(StarttlsProtocol),
+    /// The server's side of a STARTTLS session; `armed` once the client's
+    /// upgrade command was seen.
+    StarttlsServer {
+        /// The protocol.
+        protocol: StarttlsProtocol,
+        /// The client already asked for the upgrade.
+        armed: bool,
+    },
 }
 
 impl Role {
@@ -126,6 +168,8 @@ pub(crate) enum Fed {
         kind: PreambleKind,
         /// Why, for humans.
         reason: String,
+        /// A server refused a STARTTLS upgrade (a failure to report).
+        refused: bool,
     },
 }
 
@@ -135,19 +179,37 @@ pub(crate) struct PreambleReader {
     role: Role,
     kind: Option<PreambleKind>,
     held: Vec<u8>,
+    /// Where a STARTTLS session's reading stands.
+    starttls: Option<StarttlsScan>,
 }
 
 impl PreambleReader {
     /// A reader for a stream in `role`.
     pub fn new(role: Role) -> Self {
-        let kind = match role {
-            Role::Client => None,
-            Role::Reply(kind) => Some(kind),
+        let (kind, starttls) = match role {
+            Role::Client => (None, None),
+            Role::Reply(kind) => (Some(kind), None),
+            Role::StarttlsClient(protocol) => (
+                Some(protocol.kind()),
+                Some(StarttlsScan::new(protocol, true, false)),
+            ),
+            Role::StarttlsServer { protocol, armed } => (
+                Some(protocol.kind()),
+                Some(StarttlsScan::new(protocol, false, armed)),
+            ),
         };
         PreambleReader {
             role,
             kind,
             held: Vec::new(),
+            starttls,
+        }
+    }
+
+    /// The client asked for a STARTTLS upgrade: the server's next answer decides.
+    pub fn arm(&mut self) {
+        if let Some(scan) = self.starttls.as_mut() {
+            scan.arm();
         }
     }
 
@@ -178,17 +240,35 @@ impl PreambleReader {
                 }
             },
         };
-        let parsed = match self.role {
-            Role::Client => parse_client(kind, &self.held),
-            Role::Reply(_) => parse_reply(kind, &self.held).map(|()| None),
+        let parsed = match (self.role, self.starttls.as_mut()) {
+            (_, Some(scan)) => {
+                let said = matches!(self.role, Role::StarttlsClient(_)).then(|| Preamble {
+                    kind,
+                    source: None,
+                    tunnel_target: None,
+                });
+                scan.scan(&self.held).map(|()| said)
+            }
+            (Role::Client, None) => parse_client(kind, &self.held),
+            (_, None) => parse_reply(kind, &self.held).map(|()| None),
         };
         match parsed {
             Parse::Incomplete if self.held.len() > MAX_PREAMBLE_BYTES => Fed::Failed {
                 kind,
                 reason: format!("not complete within {MAX_PREAMBLE_BYTES} bytes"),
+                refused: false,
             },
             Parse::Incomplete => Fed::Held,
-            Parse::Invalid(reason) => Fed::Failed { kind, reason },
+            Parse::Invalid(reason) => Fed::Failed {
+                kind,
+                reason,
+                refused: false,
+            },
+            Parse::Refused(reason) => Fed::Failed {
+                kind,
+                reason,
+                refused: true,
+            },
             Parse::Complete { len, value } => {
                 let mut rest = self.held.split_off(len);
                 rest.extend_from_slice(&bytes[taken..]);
@@ -211,6 +291,7 @@ impl<T> Parse<T> {
                 value: f(value),
             },
             Parse::Invalid(reason) => Parse::Invalid(reason),
+            Parse::Refused(reason) => Parse::Refused(reason),
         }
     }
 }
@@ -258,6 +339,8 @@ fn parse_client(kind: PreambleKind, held: &[u8]) -> Parse<Option<Preamble>> {
         PreambleKind::HttpConnect => http_connect::parse_request(held),
         PreambleKind::Socks4 => socks::parse_socks4_request(held),
         PreambleKind::Socks5 => socks::parse_socks5_request(held),
+        // Recognised by port, read by a StarttlsScan: never here.
+        _ => Parse::Invalid("not a client preamble".to_string()),
     };
     parsed.map(|said| {
         Some(Preamble {
@@ -273,8 +356,8 @@ fn parse_reply(kind: PreambleKind, held: &[u8]) -> Parse<()> {
         PreambleKind::HttpConnect => http_connect::parse_response(held),
         PreambleKind::Socks4 => socks::parse_socks4_reply(held),
         PreambleKind::Socks5 => socks::parse_socks5_reply(held),
-        // Never asked: a PROXY header has no answer.
-        PreambleKind::ProxyV1 | PreambleKind::ProxyV2 => Parse::Complete { len: 0, value: () },
+        // Never asked: a PROXY header has no answer, STARTTLS has its own reader.
+        _ => Parse::Complete { len: 0, value: () },
     }
 }
 

@@ -131,7 +131,7 @@ fn a_proxy_v2_header_longer_than_the_bound_fails() {
         }
     }
     assert!(
-        matches!(&last, Fed::Failed { kind: PreambleKind::ProxyV2, reason } if reason.contains("8192")),
+        matches!(&last, Fed::Failed { kind: PreambleKind::ProxyV2, reason, .. } if reason.contains("8192")),
         "{last:?}"
     );
 }
@@ -245,4 +245,173 @@ fn a_reply_role_exists_only_for_preambles_that_are_answered() {
         Role::of_reply(Some(PreambleKind::Socks5)),
         Some(Role::Reply(PreambleKind::Socks5))
     );
+}
+
+/// Feeds a STARTTLS session's sides in order, as the flow table does: the
+/// server's reader is armed once the client's has seen the upgrade command.
+fn starttls_session(
+    protocol: StarttlsProtocol,
+    turns: &[(bool, &[u8])],
+) -> (Option<Fed>, Option<Fed>) {
+    let mut client = PreambleReader::new(Role::StarttlsClient(protocol));
+    let mut server = PreambleReader::new(Role::StarttlsServer {
+        protocol,
+        armed: false,
+    });
+    let (mut client_done, mut server_done) = (None, None);
+    for (from_client, bytes) in turns {
+        if *from_client && client_done.is_none() {
+            match client.feed(bytes) {
+                Fed::Held => {}
+                fed => {
+                    server.arm();
+                    client_done = Some(fed);
+                }
+            }
+        } else if !*from_client && server_done.is_none() {
+            match server.feed(bytes) {
+                Fed::Held => {}
+                fed => server_done = Some(fed),
+            }
+        }
+    }
+    (client_done, server_done)
+}
+
+fn upgraded(fed: &Option<Fed>, rest: &[u8]) -> bool {
+    matches!(fed, Some(Fed::Finished { rest: r, .. }) if r == rest)
+}
+
+#[test]
+fn smtp_starttls_upgrades_after_the_220_and_a_454_is_a_refusal() {
+    // RFC 3207 section 5's example, then the first TLS bytes.
+    let turns: [(bool, &[u8]); 6] = [
+        (false, b"220 mail.example.com ESMTP\r\n"),
+        (true, b"EHLO mail.example.org\r\n"),
+        (
+            false,
+            b"250-mail.example.com\r\n250-8BITMIME\r\n250 STARTTLS\r\n",
+        ),
+        (true, b"STARTTLS\r\n\x16\x03\x01"),
+        (false, b"220 Go ahead\r\n\x16\x03\x03"),
+        (true, b""),
+    ];
+    let (client, server) = starttls_session(StarttlsProtocol::Smtp, &turns);
+    assert!(upgraded(&client, &[0x16, 3, 1]), "{client:?}");
+    assert!(upgraded(&server, &[0x16, 3, 3]), "{server:?}");
+    let refused: [(bool, &[u8]); 3] = [
+        (false, b"220 mail.example.com ESMTP\r\n"),
+        (true, b"STARTTLS\r\n"),
+        (false, b"454 TLS not available due to temporary reason\r\n"),
+    ];
+    let (_, server) = starttls_session(StarttlsProtocol::Smtp, &refused);
+    assert!(
+        matches!(&server, Some(Fed::Failed { refused: true, reason, .. }) if reason.contains("454")),
+        "{server:?}"
+    );
+}
+
+#[test]
+fn imap_pop3_ftp_and_xmpp_upgrades() {
+    let imap: [(bool, &[u8]); 5] = [
+        (false, b"* OK IMAP4rev1 ready\r\n"),
+        (true, b"a001 CAPABILITY\r\n"),
+        (
+            false,
+            b"* CAPABILITY IMAP4rev1 STARTTLS\r\na001 OK done\r\n",
+        ),
+        (true, b"a002 STARTTLS\r\n"),
+        (false, b"a002 OK Begin TLS negotiation now\r\n\x16"),
+    ];
+    let (client, server) = starttls_session(StarttlsProtocol::Imap, &imap);
+    assert!(upgraded(&client, b"") && upgraded(&server, &[0x16]));
+    let pop3: [(bool, &[u8]); 3] = [
+        (false, b"+OK POP3 ready\r\n"),
+        (true, b"STLS\r\n"),
+        (false, b"-ERR not now\r\n"),
+    ];
+    let (_, server) = starttls_session(StarttlsProtocol::Pop3, &pop3);
+    assert!(matches!(server, Some(Fed::Failed { refused: true, .. })));
+    let ftp: [(bool, &[u8]); 3] = [
+        (false, b"220-Welcome\r\n220 FTP ready\r\n"),
+        (true, b"AUTH TLS\r\n"),
+        (false, b"234 AUTH TLS successful\r\n"),
+    ];
+    let (client, server) = starttls_session(StarttlsProtocol::Ftp, &ftp);
+    assert!(upgraded(&client, b"") && upgraded(&server, b""));
+    let xmpp: [(bool, &[u8]); 4] = [
+        (true, b"<?xml version='1.0'?><stream:stream to='example.com' version='1.0'>"),
+        (false, b"<stream:stream from='example.com' id='1'><stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>"),
+        (true, b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"),
+        (false, b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\x16\x03\x03"),
+    ];
+    let (client, server) = starttls_session(StarttlsProtocol::Xmpp, &xmpp);
+    assert!(upgraded(&client, b""), "{client:?}");
+    assert!(upgraded(&server, &[0x16, 3, 3]), "{server:?}");
+}
+
+#[test]
+fn binary_starttls_postgres_ldap_and_mysql() {
+    let pg: [(bool, &[u8]); 2] = [(true, &[0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f]), (false, b"N")];
+    let (client, server) = starttls_session(StarttlsProtocol::Postgres, &pg);
+    assert!(upgraded(&client, b""));
+    assert!(matches!(server, Some(Fed::Failed { refused: true, .. })));
+    // A StartupMessage without SSLRequest: no upgrade will come.
+    let plain: [(bool, &[u8]); 1] = [(true, &[0, 0, 0, 9, 0, 3, 0, 0, 0])];
+    let (client, _) = starttls_session(StarttlsProtocol::Postgres, &plain);
+    assert!(matches!(client, Some(Fed::Failed { refused: false, .. })));
+
+    // RFC 4511 ExtendedRequest with the StartTLS OID, and a success response.
+    let mut request = vec![0x30, 0x1d, 0x02, 0x01, 0x01, 0x77, 0x18, 0x80, 0x16];
+    request.extend_from_slice(b"1.3.6.1.4.1.1466.20037");
+    let success = [
+        0x30, 0x0c, 0x02, 0x01, 0x01, 0x78, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00,
+    ];
+    let ldap: [(bool, &[u8]); 2] = [(true, &request), (false, &success)];
+    let (client, server) = starttls_session(StarttlsProtocol::Ldap, &ldap);
+    assert!(upgraded(&client, b"") && upgraded(&server, b""));
+    let mut unavailable = success;
+    unavailable[9] = 52;
+    let (_, server) = starttls_session(
+        StarttlsProtocol::Ldap,
+        &[(true, &request), (false, &unavailable)],
+    );
+    assert!(
+        matches!(&server, Some(Fed::Failed { refused: true, reason, .. }) if reason.contains("52"))
+    );
+
+    // MySQL: the server's greeting, the client's 32-byte SSL request, TLS.
+    let greeting = [&[10, 0, 0, 0, 10][..], b"8.0\0", &[0; 5]].concat();
+    let mut ssl_request = vec![32, 0, 0, 1, 0x00, 0x08, 0, 0];
+    ssl_request.resize(36, 0);
+    let mysql: [(bool, &[u8]); 3] = [
+        (false, &greeting),
+        (true, &[&ssl_request[..], &[0x16]].concat()),
+        (false, &[0x16, 3, 3]),
+    ];
+    let (client, server) = starttls_session(StarttlsProtocol::Mysql, &mysql);
+    assert!(upgraded(&client, &[0x16]), "{client:?}");
+    assert!(upgraded(&server, &[0x16, 3, 3]), "{server:?}");
+}
+
+#[test]
+fn a_plaintext_session_that_never_upgrades_stops_at_the_bound() {
+    let mut client = PreambleReader::new(Role::StarttlsClient(StarttlsProtocol::Smtp));
+    let line = b"RCPT TO:<someone@example.org>\r\n";
+    let mut last = Fed::Held;
+    for _ in 0..(MAX_PREAMBLE_BYTES / line.len() + 2) {
+        last = client.feed(line);
+        if last != Fed::Held {
+            break;
+        }
+    }
+    assert!(
+        matches!(last, Fed::Failed { refused: false, .. }),
+        "{last:?}"
+    );
+    assert_eq!(
+        StarttlsProtocol::from_name("postgres"),
+        Some(StarttlsProtocol::Postgres)
+    );
+    assert_eq!(StarttlsProtocol::Smtp.name(), "smtp");
 }

@@ -89,6 +89,10 @@ pub struct CaptureOptions {
     /// Whether attaching takes the interface's lock against a second daemon
     /// (default: only look at it).
     pub interface_lock: InterfaceLocking,
+    /// Server ports whose sessions upgrade to TLS in-band (STARTTLS): the kernel
+    /// follows their connections from the client's first payload (default: the
+    /// well-known ports, `pipeline::preamble::DEFAULT_STARTTLS_PORTS`).
+    pub starttls_ports: Vec<u16>,
 }
 
 impl Default for CaptureOptions {
@@ -98,6 +102,10 @@ impl Default for CaptureOptions {
             attach_mode: AttachMode::Auto,
             kernel_diagnostics: false,
             interface_lock: InterfaceLocking::Observe,
+            starttls_ports: crate::pipeline::preamble::DEFAULT_STARTTLS_PORTS
+                .iter()
+                .map(|(port, _)| *port)
+                .collect(),
         }
     }
 }
@@ -184,7 +192,11 @@ impl Capture {
     /// limit, creates the maps, writes the configuration and verifies both
     /// programs. Nothing is attached yet.
     pub fn load(options: CaptureOptions) -> Result<Capture, CaptureError> {
-        let loaded = loader::load(options.byte_budget, options.kernel_diagnostics)?;
+        let loaded = loader::load(
+            options.byte_budget,
+            options.kernel_diagnostics,
+            &options.starttls_ports,
+        )?;
         let devices = devices::DeviceTable::default();
         Ok(Capture {
             ebpf: loaded.ebpf,
