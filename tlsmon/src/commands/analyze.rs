@@ -15,6 +15,8 @@ use super::use_color;
 pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
     let mut options = AnalyzeOptions::with_timeout(timeout_from_secs(args.handshake_timeout)?);
     options.flows.tls_ports.extend(&args.tls_ports);
+    options.flows.starttls_ports =
+        crate::config::with_default_starttls_ports(args.starttls_ports.clone());
     let color = use_color(args.color);
     let metrics = match args.format {
         AnalyzeFormat::Metrics => Some(Metrics::new(&LabelOptions::default())?),

@@ -145,6 +145,7 @@ pub(super) fn capture_flags(args: &CaptureArgs) -> Config {
         byte_budget: args.byte_budget,
         handshake_timeout_secs: args.handshake_timeout,
         max_flows: args.max_flows,
+        starttls_ports: (!args.starttls_ports.is_empty()).then(|| args.starttls_ports.clone()),
         ..Config::default()
     }
 }
@@ -153,6 +154,7 @@ pub(super) fn flow_options(settings: &Settings) -> FlowTableOptions {
     FlowTableOptions {
         handshake_timeout: settings.handshake_timeout,
         max_flows: settings.max_flows,
+        starttls_ports: settings.starttls_ports.clone(),
         ..FlowTableOptions::default()
     }
 }
@@ -181,6 +183,11 @@ pub(super) fn start_capture(
         byte_budget: settings.byte_budget,
         interface_lock: locking,
         kernel_diagnostics: crate::source::live::kernel_log_wanted(),
+        starttls_ports: settings
+            .starttls_ports
+            .iter()
+            .map(|(port, _)| *port)
+            .collect(),
         ..CaptureOptions::default()
     })?;
     // Following: interfaces that appear or come up later and match are attached too.

@@ -13,6 +13,9 @@ use std::{
     time::Duration,
 };
 
+use crate::pipeline::preamble::{
+    starttls::parse_port_spec, StarttlsProtocol, DEFAULT_STARTTLS_PORTS,
+};
 use serde::{de::Error as _, Deserialize, Deserializer};
 
 use crate::pipeline::flow_table::DEFAULT_HANDSHAKE_TIMEOUT;
@@ -120,6 +123,9 @@ pub struct Config {
     /// TLS and basic authentication for the endpoint (exporter-toolkit web
     /// config, see `crate::sinks::http::web_config`).
     pub web_config_file: Option<PathBuf>,
+    /// STARTTLS ports beyond the well-known ones, as `PROTOCOL:PORT`.
+    #[serde(default, deserialize_with = "starttls_ports")]
+    pub starttls_ports: Option<Vec<(u16, StarttlsProtocol)>>,
 }
 
 /// How log lines are written.
@@ -175,6 +181,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Web config file of the endpoint, if any.
     pub web_config_file: Option<PathBuf>,
+    /// STARTTLS server ports followed: the well-known ones and those configured.
+    pub starttls_ports: Vec<(u16, StarttlsProtocol)>,
 }
 
 impl Config {
@@ -221,6 +229,7 @@ impl Config {
                 .or(self.allow_shared_interface),
             log_format: overrides.log_format.or(self.log_format),
             web_config_file: overrides.web_config_file.or(self.web_config_file),
+            starttls_ports: overrides.starttls_ports.or(self.starttls_ports),
         }
     }
 
@@ -253,6 +262,7 @@ impl Config {
             allow_shared_interface: self.allow_shared_interface.unwrap_or(false),
             log_format: self.log_format.unwrap_or_default(),
             web_config_file: self.web_config_file,
+            starttls_ports: with_default_starttls_ports(self.starttls_ports.unwrap_or_default()),
         }
     }
 }
@@ -300,6 +310,31 @@ where
 
 // Validation happens while deserialising so that toml reports the position of
 // the offending value.
+
+/// The well-known STARTTLS ports followed by `extra` (an extra entry for a
+/// well-known port replaces its protocol).
+pub fn with_default_starttls_ports(
+    extra: Vec<(u16, StarttlsProtocol)>,
+) -> Vec<(u16, StarttlsProtocol)> {
+    let mut ports: Vec<(u16, StarttlsProtocol)> = DEFAULT_STARTTLS_PORTS
+        .iter()
+        .filter(|(port, _)| !extra.iter().any(|(p, _)| p == port))
+        .copied()
+        .collect();
+    ports.extend(extra);
+    ports
+}
+
+fn starttls_ports<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<(u16, StarttlsProtocol)>>, D::Error> {
+    let specs = Vec::<String>::deserialize(d)?;
+    specs
+        .iter()
+        .map(|spec| parse_port_spec(spec).map_err(serde::de::Error::custom))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
 
 fn byte_budget<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let v = u32::deserialize(d)?;

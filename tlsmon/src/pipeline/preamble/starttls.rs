@@ -83,6 +83,27 @@ impl StarttlsProtocol {
     }
 }
 
+/// Parses `PROTO:PORT` (`smtp:2525`), how the command line and the
+/// configuration name an extra STARTTLS port.
+pub fn parse_port_spec(text: &str) -> Result<(u16, StarttlsProtocol), String> {
+    let names = || {
+        StarttlsProtocol::ALL
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (name, port) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not PROTOCOL:PORT (e.g. smtp:2525)"))?;
+    let protocol = StarttlsProtocol::from_name(name)
+        .ok_or_else(|| format!("unknown STARTTLS protocol {name:?} (one of {})", names()))?;
+    match port.parse::<u16>() {
+        Ok(port) if port != 0 => Ok((port, protocol)),
+        _ => Err(format!("{port:?} is not a port number from 1 to 65535")),
+    }
+}
+
 /// PostgreSQL's SSLRequest: length 8, request code 80877103.
 const PG_SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 /// MySQL capability flag CLIENT_SSL.
