@@ -362,8 +362,9 @@ pub enum Counter {
     /// Tracked flows released by userspace once it decided the handshake.
     FlowsReleased = 9,
     /// First payloads of untracked connections that begin a preamble (PROXY
-    /// header, HTTP CONNECT, SOCKS): candidates, tracked if they continue a
-    /// connection seen being set up (then also counted in `FlowsStarted`).
+    /// header, HTTP CONNECT, SOCKS) or go to a STARTTLS port with an opening
+    /// waiting: candidates, tracked if they continue a connection seen being set
+    /// up (then also counted in `FlowsStarted`).
     PreambleCandidates = 10,
 }
 

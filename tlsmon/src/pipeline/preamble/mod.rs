@@ -103,7 +103,7 @@ pub struct Preamble {
 
 /// What one parser made of the bytes so far.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Parse<T> {
+pub enum Parse<T> {
     /// More bytes are needed.
     Incomplete,
     /// The preamble is the first `len` bytes.
@@ -121,7 +121,7 @@ pub(crate) enum Parse<T> {
 
 /// Which preamble a stream may begin with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Role {
+pub enum Role {
     /// The first stream of a connection: a client preamble, if its first bytes
     /// begin one.
     Client,
@@ -149,7 +149,7 @@ impl Role {
 
 /// What feeding bytes to a [`PreambleReader`] gave.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Fed {
+pub enum Fed {
     /// Kept: the preamble is not complete yet.
     Held,
     /// No preamble: these bytes (everything held, then the new ones) are TLS's.
@@ -175,7 +175,7 @@ pub(crate) enum Fed {
 
 /// Holds the first bytes of a stream until its preamble is complete.
 #[derive(Debug)]
-pub(crate) struct PreambleReader {
+pub struct PreambleReader {
     role: Role,
     kind: Option<PreambleKind>,
     held: Vec<u8>,
@@ -363,7 +363,7 @@ fn parse_reply(kind: PreambleKind, held: &[u8]) -> Parse<()> {
 
 /// What a client preamble said, before its kind is attached.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Said {
+pub struct Said {
     /// The original client (PROXY protocol).
     pub source: Option<SocketAddr>,
     /// The tunnel's target (CONNECT, SOCKS).

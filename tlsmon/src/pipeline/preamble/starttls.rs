@@ -129,7 +129,7 @@ enum Judged {
 
 /// Reads one side of a STARTTLS session up to where TLS starts.
 #[derive(Debug)]
-pub(crate) struct StarttlsScan {
+pub struct StarttlsScan {
     protocol: StarttlsProtocol,
     client: bool,
     /// The server's answers are judged once the client asked for the upgrade.
@@ -164,11 +164,17 @@ impl StarttlsScan {
             let rest = &held[self.pos..];
             // The answer was not seen (live capture starts at the client's first
             // payload) or not needed (MySQL): TLS is where a TLS record starts.
-            if !self.client && self.armed && is_tls_record_start(rest) {
-                return Parse::Complete {
-                    len: self.pos,
-                    value: (),
-                };
+            if !self.client && self.armed {
+                match tls_record_start(rest) {
+                    Some(true) => {
+                        return Parse::Complete {
+                            len: self.pos,
+                            value: (),
+                        }
+                    }
+                    Some(false) => {}
+                    None => return Parse::Incomplete,
+                }
             }
             let len = match unit_len(self.protocol, rest) {
                 None => return Parse::Incomplete,
@@ -200,9 +206,14 @@ impl StarttlsScan {
     }
 }
 
-/// A TLS handshake or alert record header (what a server's TLS begins with).
-fn is_tls_record_start(b: &[u8]) -> bool {
-    matches!(b, [22 | 21, 3, 0..=4, ..])
+/// Whether `b` begins a TLS handshake or alert record header (what a server's
+/// TLS begins with); `None` while too few bytes came to tell.
+fn tls_record_start(b: &[u8]) -> Option<bool> {
+    match b {
+        [22 | 21, 3, 0..=4, ..] => Some(true),
+        [] | [22 | 21] | [22 | 21, 3] => None,
+        _ => Some(false),
+    }
 }
 
 /// Length of the unit at the start of `b`; `None` when it is not complete.

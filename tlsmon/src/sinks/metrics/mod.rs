@@ -171,7 +171,7 @@ impl Metrics {
             )?,
             failures: counters(
                 "tlsmon_handshake_failures_total",
-                "Failed TLS handshakes by interface, direction and reason (alert, reset, closed, timeout, encrypted_alert, protocol_error, not_tls); alert and alert_sender tell which TLS alert ended it and who sent it, closed_by who reset or closed the connection, stage whether the server had answered with a ServerHello.",
+                "Failed TLS handshakes by interface, direction and reason (alert, reset, closed, timeout, encrypted_alert, protocol_error, not_tls, starttls_refused); alert and alert_sender tell which TLS alert ended it and who sent it, closed_by who reset or closed the connection, stage whether the server had answered with a ServerHello.",
                 &["device", "direction", "reason", "alert", "alert_sender", "closed_by", "stage"],
             )?,
             alerts: counters(
@@ -201,7 +201,7 @@ impl Metrics {
             )?,
             preamble_handshakes: counters(
                 "tlsmon_preamble_handshakes_total",
-                "TLS handshakes that came after a preamble, by interface, preamble (proxy_v1, proxy_v2, http_connect, socks4, socks5) and outcome; also counted in tlsmon_handshakes_total.",
+                "TLS handshakes that came after a preamble, by interface, preamble (proxy_v1, proxy_v2, http_connect, socks4, socks5, starttls_smtp, starttls_imap, starttls_pop3, starttls_ftp, starttls_xmpp, starttls_postgres, starttls_ldap, starttls_mysql) and outcome; also counted in tlsmon_handshakes_total.",
                 &["device", "preamble", "outcome"],
             )?,
             duration: histograms(

@@ -95,7 +95,7 @@ impl CaptureHealth {
             )?,
             preamble_candidates: counter(
                 "tlsmon_capture_preamble_candidates_total",
-                "First payloads of untracked connections that began a preamble (PROXY protocol header, HTTP CONNECT, SOCKS request): followed like a ClientHello when they continue a connection seen being set up.",
+                "First payloads of untracked connections that began a preamble (PROXY protocol header, HTTP CONNECT, SOCKS request) or went to a STARTTLS port with an opening waiting: followed like a ClientHello when they continue a connection seen being set up.",
             )?,
             kernel_update: Mutex::new(DropWindow::default()),
             flows_tracked: registered(
@@ -121,7 +121,7 @@ impl CaptureHealth {
             )?,
             preambles_without_tls: counter(
                 "tlsmon_preambles_without_tls_total",
-                "Connections that began with a preamble (PROXY protocol header, HTTP CONNECT, SOCKS) that never led to a ClientHello: broken, refused, longer than its bound, not followed by TLS, or ended first. Not reported as handshakes.",
+                "Connections that began with a preamble (PROXY protocol header, HTTP CONNECT, SOCKS, a STARTTLS session) that never led to a ClientHello: broken, refused, longer than its bound, not followed by TLS, or ended first. Not reported as handshakes.",
             )?,
             parse_errors: registered(
                 registry,
