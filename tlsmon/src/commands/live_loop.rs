@@ -81,6 +81,7 @@ pub async fn run_until_signal(
                 for segment in segments.drain(..) {
                     pipeline.push(segment, &mut deliver);
                 }
+                release_dropped_preambles(&mut pipeline, &mut capture);
                 let changes = capture.take_interface_changes();
                 if !changes.is_empty() {
                     observer.interfaces_changed(&changes);
@@ -88,6 +89,7 @@ pub async fn run_until_signal(
             }
             _ = ticker.tick() => {
                 pipeline.advance_clock(wall_clock(), &mut |d| deliver(d, &mut capture, observer));
+                release_dropped_preambles(&mut pipeline, &mut capture);
                 let kernel = capture
                     .counters()
                     .map_err(|err| tracing::warn!("reading kernel counters: {err}"))
@@ -129,6 +131,16 @@ fn deliver(decided: Decided, capture: &mut Capture, observer: &mut dyn LiveObser
         }
     }
     observer.record(&event);
+}
+
+/// Tells the kernel to stop copying connections whose preamble led to no
+/// handshake (a plaintext session on a STARTTLS port, say).
+fn release_dropped_preambles(pipeline: &mut Pipeline, capture: &mut Capture) {
+    for (key, client_seq) in pipeline.take_dropped_preambles() {
+        if let Err(err) = capture.release_flow(&key, client_seq) {
+            tracing::debug!("releasing {key:?}: {err}");
+        }
+    }
 }
 
 /// Now, as the flow table's clock counts it.

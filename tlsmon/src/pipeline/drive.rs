@@ -3,7 +3,7 @@
 //! at once, so memory follows the handshakes in progress, not the input's length.
 
 use crate::pipeline::flow_table::{Decided, FlowStats, FlowTable, FlowTableOptions};
-use crate::source::segment::{Segment, Timestamp};
+use crate::source::segment::{ConnectionKey, Segment, Timestamp};
 
 /// Flows decided per step when the input ends: a full table's events are never
 /// all held at once.
@@ -43,6 +43,12 @@ impl Pipeline {
             self.deliver(sink);
         }
         self.deliver(sink);
+    }
+
+    /// Connections that began with a preamble and ended without a record since
+    /// the last call, with their client's first payload sequence number.
+    pub fn take_dropped_preambles(&mut self) -> Vec<(ConnectionKey, u32)> {
+        self.table.take_dropped_preambles()
     }
 
     /// The flow table's counters.

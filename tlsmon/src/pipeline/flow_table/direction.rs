@@ -50,6 +50,8 @@ pub(crate) struct DirectionStream {
     preamble: Option<Box<PreambleReader>>,
     /// The kind of preamble this stream began with, once recognised.
     preamble_kind: Option<PreambleKind>,
+    /// This stream is read as a client's (it may carry a client preamble).
+    preamble_client: bool,
     /// What the preamble came to, until the flow table takes it.
     preamble_news: Option<Box<PreambleNews>>,
 }
@@ -102,7 +104,13 @@ impl DirectionStream {
                 _ => None,
             },
             preamble_news: None,
+            preamble_client: matches!(preamble, Some(Role::Client | Role::StarttlsClient(_))),
         }
+    }
+
+    /// True when this stream began with a client's preamble.
+    pub fn began_with_client_preamble(&self) -> bool {
+        self.preamble_client && self.preamble_kind.is_some()
     }
 
     /// The preamble this stream began with, once recognised.

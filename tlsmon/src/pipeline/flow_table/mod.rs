@@ -314,6 +314,10 @@ pub struct FlowTable {
     stats: FlowStats,
     scratch: Scratch,
     messages: Vec<TimedMessage>,
+    /// Connections that began with a preamble and ended without a record, with
+    /// their client's first payload sequence number: live, the kernel is told to
+    /// stop copying them (a plaintext session on a STARTTLS port can last long).
+    dropped_preambles: Vec<(ConnectionKey, u32)>,
     /// When maps were last shrunk and memory given back, and flows ended since.
     last_maintenance: Timestamp,
     ended_since_trim: u64,
@@ -334,6 +338,7 @@ impl FlowTable {
             stats: FlowStats::default(),
             scratch: Scratch::default(),
             messages: Vec::new(),
+            dropped_preambles: Vec::new(),
             last_maintenance: Timestamp::ZERO,
             ended_since_trim: 0,
         }
@@ -927,14 +932,29 @@ impl FlowTable {
     /// Forgets a flow that ends without a record, counting a preamble that never
     /// led to a ClientHello.
     fn drop_unreported(&mut self, key: &ConnectionKey) {
-        if self
-            .flows
-            .get(key)
-            .is_some_and(|flow| flow.tracker.is_none() && flow.began_with_preamble())
-        {
-            self.stats.preambles_without_tls += 1;
+        if let Some(flow) = self.flows.get(key) {
+            if flow.tracker.is_none() && flow.began_with_preamble() {
+                self.stats.preambles_without_tls += 1;
+                let client_seq = (0..2)
+                    .find(|&i| {
+                        flow.streams[i]
+                            .as_ref()
+                            .is_some_and(|s| s.began_with_client_preamble())
+                    })
+                    .and_then(|i| flow.first_payload_seq[i]);
+                if let Some(seq) = client_seq {
+                    self.dropped_preambles.push((key.clone(), seq));
+                }
+            }
         }
         self.forget(key);
+    }
+
+    /// Takes the connections that began with a preamble and ended without a
+    /// record since the last call, with their client's first payload sequence
+    /// number (what releasing the kernel's flow needs).
+    pub fn take_dropped_preambles(&mut self) -> Vec<(ConnectionKey, u32)> {
+        std::mem::take(&mut self.dropped_preambles)
     }
 
     /// Removes a flow and remembers it as finished so its later packets are ignored.
