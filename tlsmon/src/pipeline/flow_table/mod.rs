@@ -144,9 +144,10 @@ pub struct FlowStats {
     pub flows_superseded: u64,
     /// Messages that were malformed (each also makes a `protocol_error` record).
     pub parse_errors: u64,
-    /// Connections that began with a preamble (PROXY header, CONNECT, SOCKS) that
-    /// never led to a ClientHello: broken, refused, longer than its bound, not
-    /// followed by TLS, or ended first. Not reported.
+    /// Connections that began with a preamble (PROXY header, CONNECT, SOCKS, a
+    /// STARTTLS session) that never led to a ClientHello: broken, refused (CONNECT,
+    /// SOCKS), longer than its bound, not followed by TLS, or ended first. Not
+    /// reported.
     pub preambles_without_tls: u64,
     /// Retransmitted bytes (exact duplicates) seen by reassembly, over finished flows.
     pub retransmitted_bytes: u64,
@@ -317,6 +318,7 @@ pub struct FlowTable {
     /// Connections that began with a preamble and ended without a record, with
     /// their client's first payload sequence number: live, the kernel is told to
     /// stop copying them (a plaintext session on a STARTTLS port can last long).
+    /// At most `max_flows` entries until taken.
     dropped_preambles: Vec<(ConnectionKey, u32)>,
     /// When maps were last shrunk and memory given back, and flows ended since.
     last_maintenance: Timestamp,
@@ -942,8 +944,12 @@ impl FlowTable {
                             .is_some_and(|s| s.began_with_client_preamble())
                     })
                     .and_then(|i| flow.first_payload_seq[i]);
+                // Bounded like the table: a caller that never takes them
+                // (`analyze`) does not grow it past `max_flows`.
                 if let Some(seq) = client_seq {
-                    self.dropped_preambles.push((key.clone(), seq));
+                    if self.dropped_preambles.len() < self.options.max_flows.max(1) {
+                        self.dropped_preambles.push((key.clone(), seq));
+                    }
                 }
             }
         }

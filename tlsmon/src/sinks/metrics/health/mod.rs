@@ -59,7 +59,7 @@ impl CaptureHealth {
             )?,
             flows_started: counter(
                 "tlsmon_flows_started_total",
-                "TCP connections the kernel program started tracking because their first payload was a TLS ClientHello.",
+                "TCP connections the kernel program started tracking because their first payload was a TLS ClientHello, or a preamble before one (PROXY header, CONNECT, SOCKS, STARTTLS).",
             )?,
             events: counter(
                 "tlsmon_capture_events_total",
