@@ -154,6 +154,13 @@ impl DirectionStream {
             if self.parser_stopped {
                 continue;
             }
+            if self
+                .preamble
+                .as_ref()
+                .is_some_and(|reader| reader.passes_through(&chunk.bytes))
+            {
+                self.preamble = None;
+            }
             let tls_bytes = match self.preamble.as_mut() {
                 None => None,
                 Some(reader) => match reader.feed(&chunk.bytes) {

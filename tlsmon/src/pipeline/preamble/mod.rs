@@ -218,6 +218,14 @@ impl PreambleReader {
         self.kind
     }
 
+    /// True when `next`, the stream's first bytes, begin no preamble: the reader
+    /// is not needed (the common case, a ClientHello, costs no copy).
+    pub fn passes_through(&self, next: &[u8]) -> bool {
+        self.role == Role::Client
+            && self.held.is_empty()
+            && recognise(next) == Recognised::NotPreamble
+    }
+
     /// Takes the stream's next in-order bytes. Once this returns anything but
     /// [`Fed::Held`], the reader is done and must not be fed again.
     pub fn feed(&mut self, bytes: &[u8]) -> Fed {

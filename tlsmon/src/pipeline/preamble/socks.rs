@@ -130,7 +130,7 @@ pub(super) fn parse_socks5_request(held: &[u8]) -> Parse<Said> {
                 "SOCKS5 request version {version} command {command}, not a CONNECT"
             )));
         }
-        Some(address(&mut c)?)
+        address(&mut c)
     })();
     finish(result, c.at, |target| Said {
         source: None,

@@ -34,6 +34,15 @@ fn tls_from_the_first_byte_passes_through_untouched() {
 }
 
 #[test]
+fn a_client_hello_needs_no_reader_but_a_possible_preamble_start_does() {
+    let reader = PreambleReader::new(Role::Client);
+    assert!(reader.passes_through(HELLO_START));
+    assert!(!reader.passes_through(b"PRO"));
+    assert!(!reader.passes_through(&[5, 1, 0]));
+    assert!(!PreambleReader::new(Role::Reply(PreambleKind::Socks5)).passes_through(HELLO_START));
+}
+
+#[test]
 fn proxy_v1_gives_the_original_client_and_the_tls_offset() {
     // The example of HAProxy's PROXY protocol specification, section 2.1.
     let header = b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n";
