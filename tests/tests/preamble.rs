@@ -396,6 +396,21 @@ fn sock(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+/// What the capture test compares of a record: the TCP client port, preamble,
+/// reported client, peer, tunnel target and alert.
+type CaptureRow<'a> = (
+    u16,
+    Option<&'a str>,
+    String,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+/// What the STARTTLS capture test compares: client port, preamble, failure
+/// reason and alert.
+type StarttlsRow<'a> = (u16, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
 /// `tlsmon analyze --format json` of `pcap`: its records and its summary.
 fn analyze(pcap: &Path) -> Result<(Vec<Record>, String)> {
     let out = Command::new(tlsmon_binary()?)
@@ -503,14 +518,7 @@ fn capture_files_through_analyze() -> Result<()> {
     let pcap = dir.join("preambles.pcap");
     write_capture(&pcap, &frames, Duration::from_secs(1_700_000_000))?;
     let (records, summary) = analyze(&pcap)?;
-    let got: Vec<(
-        u16,
-        Option<&str>,
-        String,
-        Option<&str>,
-        Option<&str>,
-        Option<&str>,
-    )> = records
+    let got: Vec<CaptureRow<'_>> = records
         .iter()
         .map(|r| {
             (
@@ -619,7 +627,7 @@ fn starttls_capture_files_through_analyze() -> Result<()> {
     let pcap = dir.join("starttls.pcap");
     write_capture(&pcap, &frames, Duration::from_secs(1_700_000_000))?;
     let (records, summary) = analyze(&pcap)?;
-    let got: Vec<(u16, Option<&str>, Option<&str>, Option<&str>)> = records
+    let got: Vec<StarttlsRow<'_>> = records
         .iter()
         .map(|r| {
             (
