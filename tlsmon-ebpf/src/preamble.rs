@@ -27,7 +27,7 @@ use crate::{
 
 /// Bitmap of STARTTLS server ports (`tlsmon_common::preamble::STARTTLS_PORTS_MAP`).
 #[map(name = "TLSMON_STARTTLS_PORTS")]
-static STARTTLS_PORTS: Array<u32> = Array::with_max_entries(STARTTLS_PORT_WORDS, 0);
+pub static STARTTLS_PORTS: Array<u32> = Array::with_max_entries(STARTTLS_PORT_WORDS, 0);
 
 #[inline(always)]
 fn is_starttls_port(port: u16) -> bool {
