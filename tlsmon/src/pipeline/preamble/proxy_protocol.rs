@@ -17,7 +17,8 @@ const V1_MAX_LEN: usize = 107;
 pub(super) fn parse_v1(held: &[u8]) -> Parse<Said> {
     // The specification has the receiver wait for the CRLF (within 107 bytes)
     // before parsing; ppp takes a port cut short ("44" of "443") for a whole one.
-    let Some(line_end) = held.windows(2).position(|w| w == b"\r\n") else {
+    let line = &held[..held.len().min(V1_MAX_LEN)];
+    let Some(line_end) = line.windows(2).position(|w| w == b"\r\n") else {
         return if held.len() >= V1_MAX_LEN {
             Parse::Invalid(format!(
                 "PROXY v1 header without CRLF in {V1_MAX_LEN} bytes"
