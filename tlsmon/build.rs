@@ -118,6 +118,7 @@ fn link_object(linker: &Path, archive: &Path, object: &Path) {
         common::SCRATCH_MAP,
         common::HINTS_MAP,
         common::OPENINGS_MAP,
+        common::preamble::STARTTLS_PORTS_MAP,
         // aya-log's ring buffer, and its level, which the daemon sets at load.
         "AYA_LOGS",
         "AYA_LOG_LEVEL",

@@ -169,6 +169,25 @@ impl Record {
         })
     }
 
+    /// The TCP connection the record was seen on: behind a PROXY protocol header
+    /// the record names the original client, and `peer_ip`/`peer_port` the
+    /// connection's own client (the load balancer).
+    pub fn tcp_connection(&self) -> Connection {
+        let peer_port = self
+            .fields
+            .get("peer_port")
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok());
+        match (self.text("peer_ip"), peer_port) {
+            (Some(ip), Some(port)) => Connection {
+                client_ip: ip.to_owned(),
+                client_port: port,
+                ..self.connection.clone()
+            },
+            _ => self.connection.clone(),
+        }
+    }
+
     /// A string field, or `None` when it is null or missing.
     pub fn text(&self, name: &str) -> Option<&str> {
         self.fields.get(name).and_then(Value::as_str)
@@ -567,7 +586,7 @@ impl Openings {
     /// 4-tuple at or before its ClientHello (both times from the same capture).
     pub fn of(&self, record: &Record) -> Option<&Opening> {
         self.connections
-            .get(&record.connection)?
+            .get(&record.tcp_connection())?
             .iter()
             .rev()
             .find(|o| o.syn_at <= record.ts)

@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod client_hello;
+pub mod preamble;
 
 /// Name of the classifier attached to tc ingress. Two entry points share one body
 /// because a program cannot otherwise tell which hook runs it.
@@ -380,6 +381,11 @@ pub enum Counter {
     FlowsReplaced = 8,
     /// Tracked flows released by userspace once it decided the handshake.
     FlowsReleased = 9,
+    /// First payloads of untracked connections that begin a preamble (PROXY
+    /// header, HTTP CONNECT, SOCKS) or go to a STARTTLS port with an opening
+    /// waiting: candidates, tracked if they continue a connection seen being set
+    /// up (then also counted in `FlowsStarted`).
+    PreambleCandidates = 10,
 }
 
 impl Counter {
@@ -395,11 +401,12 @@ impl Counter {
         Counter::OtherHostIgnored,
         Counter::FlowsReplaced,
         Counter::FlowsReleased,
+        Counter::PreambleCandidates,
     ];
 }
 
 /// Number of counters in [`COUNTERS_MAP`].
-pub const COUNTER_COUNT: u32 = 10;
+pub const COUNTER_COUNT: u32 = 11;
 
 #[cfg(feature = "user")]
 mod pod {

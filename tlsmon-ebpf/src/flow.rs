@@ -25,6 +25,7 @@ use crate::{
     maps::{byte_budget, count, FLOWS},
     opening,
     packet::{self, bytes_at, Packet},
+    preamble,
     tls::{is_client_hello_start, PEEK_LEN},
 };
 
@@ -76,7 +77,9 @@ pub fn classify(ctx: &TcContext, direction: u8) {
     let state = match tracked {
         Some(state) => state,
         None => {
-            if !starts_client_hello(ctx, &pkt) {
+            // A preamble (PROXY header, CONNECT, SOCKS, STARTTLS) may come before
+            // the ClientHello: such a connection is followed the same way.
+            if !starts_client_hello(ctx, &pkt) && !preamble::starts_preamble(ctx, &pkt, ifindex) {
                 return;
             }
             match start(ctx, &pkt, ifindex, direction, slot) {

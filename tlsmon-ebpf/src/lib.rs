@@ -17,6 +17,7 @@ mod hint;
 mod maps;
 mod opening;
 mod packet;
+mod preamble;
 mod tls;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};

@@ -15,7 +15,8 @@ use anyhow::{bail, Context, Result};
 /// (the proxy path), tshark (cross-checks), tcpdump, bpftool, iproute2 (namespaces,
 /// veth, tc), prometheus (the scrape test, promtool for the alert rules),
 /// tcpreplay (the flood memory test), procps (sysctl, for the namespaces'
-/// settings), python3-venv (the environment for [`PIP_PACKAGES`]).
+/// settings), python3-venv (the environment for [`PIP_PACKAGES`]), curl (the
+/// SOCKS4/SOCKS5 clients of the preamble test).
 pub const TEST_PACKAGES: &[&str] = &[
     "openssl",
     "gnutls-bin",
@@ -29,6 +30,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "tcpreplay",
     "python3-venv",
     "procps",
+    "curl",
 ];
 
 /// PyPI packages the tests run: kubernetes-validate checks the manifests of

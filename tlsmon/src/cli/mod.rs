@@ -1,5 +1,6 @@
 //! Command-line interface: every command and flag, with its help and default.
 
+use crate::pipeline::preamble::{starttls::parse_port_spec, StarttlsProtocol};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -71,6 +72,10 @@ pub struct CaptureArgs {
         )
     )]
     pub max_flows: Option<usize>,
+    /// Extra STARTTLS server port as `PROTOCOL:PORT` (smtp, imap, pop3, ftp, xmpp,
+    /// postgres, ldap, mysql); the well-known ports are always followed; repeatable.
+    #[arg(long = "starttls-port", value_name = "PROTOCOL:PORT", value_parser = parse_port_spec)]
+    pub starttls_ports: Vec<(u16, StarttlsProtocol)>,
 }
 
 /// `tlsmon run`.
@@ -210,6 +215,10 @@ pub struct AnalyzeArgs {
     /// (443, 8443 and other well-known TLS ports are always included); repeatable.
     #[arg(long = "tls-port", value_name = "PORT")]
     pub tls_ports: Vec<u16>,
+    /// Extra STARTTLS server port as `PROTOCOL:PORT` (smtp, imap, pop3, ftp, xmpp,
+    /// postgres, ldap, mysql); the well-known ports are always followed; repeatable.
+    #[arg(long = "starttls-port", value_name = "PROTOCOL:PORT", value_parser = parse_port_spec)]
+    pub starttls_ports: Vec<(u16, StarttlsProtocol)>,
     /// Show only failed handshakes (the summary still counts all).
     #[arg(long)]
     pub failures_only: bool,

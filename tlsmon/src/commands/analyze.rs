@@ -15,6 +15,8 @@ use super::use_color;
 pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
     let mut options = AnalyzeOptions::with_timeout(timeout_from_secs(args.handshake_timeout)?);
     options.flows.tls_ports.extend(&args.tls_ports);
+    options.flows.starttls_ports =
+        crate::config::with_default_starttls_ports(args.starttls_ports.clone());
     let color = use_color(args.color);
     let metrics = match args.format {
         // A capture shows no sockets, so there is no service to break down by.
@@ -109,7 +111,7 @@ fn render_summary(s: &AnalysisTotals) -> String {
     let flows = format!(
         "\n{} handshakes: {} established, {} failed, {} incomplete\n\
          read {} files, {} packets ({} TCP segments, {} not TCP, {} malformed, {} truncated)\n\
-         flows: {} tracked, {} evicted, {} non-TLS ignored, {} joined mid-stream ignored, {} parse errors\n\
+         flows: {} tracked, {} evicted, {} non-TLS ignored, {} joined mid-stream ignored, {} preambles without TLS, {} parse errors\n\
          reassembly: {} retransmitted bytes, {} conflicting overlaps, {} bytes missing, {} bytes over limits\n",
         s.established + s.failed + s.incomplete,
         s.established,
@@ -125,6 +127,7 @@ fn render_summary(s: &AnalysisTotals) -> String {
         f.flows_evicted,
         f.not_tls_ignored,
         f.midstream_ignored,
+        f.preambles_without_tls,
         f.parse_errors,
         f.retransmitted_bytes,
         f.overlap_conflicts,

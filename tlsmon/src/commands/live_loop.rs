@@ -92,6 +92,7 @@ pub async fn run_until_signal(
                 for segment in segments.drain(..) {
                     pipeline.push(segment, &mut deliver);
                 }
+                release_dropped_preambles(&mut pipeline, &mut capture);
                 let changes = capture.take_interface_changes();
                 if !changes.is_empty() {
                     observer.interfaces_changed(&changes);
@@ -102,6 +103,7 @@ pub async fn run_until_signal(
                     wall_clock(),
                     &mut |d| deliver(d, &mut capture, &mut attributor, observer),
                 );
+                release_dropped_preambles(&mut pipeline, &mut capture);
                 let kernel = capture
                     .counters()
                     .map_err(|err| tracing::warn!("reading kernel counters: {err}"))
@@ -160,6 +162,16 @@ fn deliver(
     observer.record(&event);
 }
 
+/// Tells the kernel to stop copying connections whose preamble led to no
+/// handshake (a plaintext session on a STARTTLS port, say).
+fn release_dropped_preambles(pipeline: &mut Pipeline, capture: &mut Capture) {
+    for (key, client_seq) in pipeline.take_dropped_preambles() {
+        if let Err(err) = capture.release_flow(&key, client_seq) {
+            tracing::debug!("releasing {key:?}: {err}");
+        }
+    }
+}
+
 /// Now, as the flow table's clock counts it.
 fn wall_clock() -> Timestamp {
     SystemTime::now()
@@ -174,6 +186,7 @@ pub(super) fn capture_flags(args: &CaptureArgs) -> Config {
         byte_budget: args.byte_budget,
         handshake_timeout_secs: args.handshake_timeout,
         max_flows: args.max_flows,
+        starttls_ports: (!args.starttls_ports.is_empty()).then(|| args.starttls_ports.clone()),
         ..Config::default()
     }
 }
@@ -182,6 +195,7 @@ pub(super) fn flow_options(settings: &Settings) -> FlowTableOptions {
     FlowTableOptions {
         handshake_timeout: settings.handshake_timeout,
         max_flows: settings.max_flows,
+        starttls_ports: settings.starttls_ports.clone(),
         ..FlowTableOptions::default()
     }
 }
@@ -210,6 +224,11 @@ pub(super) fn start_capture(
         byte_budget: settings.byte_budget,
         interface_lock: locking,
         kernel_diagnostics: crate::source::live::kernel_log_wanted(),
+        starttls_ports: settings
+            .starttls_ports
+            .iter()
+            .map(|(port, _)| *port)
+            .collect(),
         ..CaptureOptions::default()
     })?;
     // Following: interfaces that appear or come up later and match are attached too.

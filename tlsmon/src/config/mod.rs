@@ -13,6 +13,9 @@ use std::{
     time::Duration,
 };
 
+use crate::pipeline::preamble::{
+    starttls::parse_port_spec, StarttlsProtocol, DEFAULT_STARTTLS_PORTS,
+};
 use serde::{de::Error as _, Deserialize, Deserializer};
 
 use crate::pipeline::flow_table::DEFAULT_HANDSHAKE_TIMEOUT;
@@ -126,6 +129,9 @@ pub struct Config {
     /// Recent events kept for `/api/v1/events` (default 10,000).
     #[serde(default, deserialize_with = "recent_events")]
     pub recent_events: Option<usize>,
+    /// STARTTLS ports beyond the well-known ones, as `PROTOCOL:PORT`.
+    #[serde(default, deserialize_with = "starttls_ports")]
+    pub starttls_ports: Option<Vec<(u16, StarttlsProtocol)>>,
 }
 
 /// How log lines are written.
@@ -185,6 +191,8 @@ pub struct Settings {
     pub web_config_file: Option<PathBuf>,
     /// Recent events kept for `/api/v1/events`.
     pub recent_events: usize,
+    /// STARTTLS server ports followed: the well-known ones and those configured.
+    pub starttls_ports: Vec<(u16, StarttlsProtocol)>,
 }
 
 impl Config {
@@ -232,6 +240,7 @@ impl Config {
             log_format: overrides.log_format.or(self.log_format),
             web_config_file: overrides.web_config_file.or(self.web_config_file),
             recent_events: overrides.recent_events.or(self.recent_events),
+            starttls_ports: overrides.starttls_ports.or(self.starttls_ports),
         }
     }
 
@@ -266,6 +275,7 @@ impl Config {
             log_format: self.log_format.unwrap_or_default(),
             web_config_file: self.web_config_file,
             recent_events: self.recent_events.unwrap_or(DEFAULT_RECENT_EVENTS),
+            starttls_ports: with_default_starttls_ports(self.starttls_ports.unwrap_or_default()),
         }
     }
 }
@@ -314,6 +324,31 @@ where
 
 // Validation happens while deserialising so that toml reports the position of
 // the offending value.
+
+/// The well-known STARTTLS ports followed by `extra` (an extra entry for a
+/// well-known port replaces its protocol).
+pub fn with_default_starttls_ports(
+    extra: Vec<(u16, StarttlsProtocol)>,
+) -> Vec<(u16, StarttlsProtocol)> {
+    let mut ports: Vec<(u16, StarttlsProtocol)> = DEFAULT_STARTTLS_PORTS
+        .iter()
+        .filter(|(port, _)| !extra.iter().any(|(p, _)| p == port))
+        .copied()
+        .collect();
+    ports.extend(extra);
+    ports
+}
+
+fn starttls_ports<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<(u16, StarttlsProtocol)>>, D::Error> {
+    let specs = Vec::<String>::deserialize(d)?;
+    specs
+        .iter()
+        .map(|spec| parse_port_spec(spec).map_err(serde::de::Error::custom))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
 
 fn byte_budget<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let v = u32::deserialize(d)?;

@@ -48,6 +48,7 @@ top_k = 20
             log_format: Some(LogFormat::Json),
             web_config_file: Some("/etc/tlsmon/web.yml".into()),
             recent_events: None,
+            starttls_ports: None,
         }
     );
 }
@@ -70,6 +71,7 @@ fn empty_file_resolves_to_defaults() {
             log_format: LogFormat::Text,
             web_config_file: None,
             recent_events: 10_000,
+            starttls_ports: crate::pipeline::preamble::DEFAULT_STARTTLS_PORTS.to_vec(),
         }
     );
 }
@@ -128,7 +130,7 @@ top_k = 20
 fn unknown_keys_are_rejected_with_file_and_line() {
     assert_eq!(
         error("listen = \"127.0.0.1:1\"\nlisten_addr = \"x\"\n"),
-        "/etc/tlsmon/tlsmon.toml:2:1: unknown field `listen_addr`, expected one of `listen`, `interfaces`, `byte_budget`, `events_file`, `handshake_timeout_secs`, `max_flows`, `labels`, `log_level`, `allow_shared_interface`, `log_format`, `web_config_file`, `recent_events`"
+        "/etc/tlsmon/tlsmon.toml:2:1: unknown field `listen_addr`, expected one of `listen`, `interfaces`, `byte_budget`, `events_file`, `handshake_timeout_secs`, `max_flows`, `labels`, `log_level`, `allow_shared_interface`, `log_format`, `web_config_file`, `recent_events`, `starttls_ports`"
     );
     assert_eq!(
         error("[labels]\nsni = true\nja5 = true\n"),
@@ -188,4 +190,27 @@ fn unreadable_file_names_the_path() {
     assert_eq!(err.to_string(), said);
     // As the binary prints it, with its causes: the OS error once.
     assert_eq!(format!("{:#}", anyhow::Error::from(err)), said);
+}
+
+#[test]
+fn extra_starttls_ports_join_the_well_known_ones() {
+    use crate::pipeline::preamble::StarttlsProtocol;
+    let settings = parse("starttls_ports = [\"smtp:2525\", \"postgres:5433\"]\n")
+        .unwrap()
+        .resolve();
+    let ports = &settings.starttls_ports;
+    assert!(ports.contains(&(25, StarttlsProtocol::Smtp)));
+    assert!(ports.contains(&(2525, StarttlsProtocol::Smtp)));
+    assert!(ports.contains(&(5433, StarttlsProtocol::Postgres)));
+    let bad = parse("starttls_ports = [\"gopher:70\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        bad.contains("unknown STARTTLS protocol \"gopher\""),
+        "{bad}"
+    );
+    let bad = parse("starttls_ports = [\"smtp:0\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("not a port number"), "{bad}");
 }

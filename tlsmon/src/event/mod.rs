@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime, UtcDateTime};
 
+pub use crate::pipeline::preamble::PreambleKind;
 use crate::source::segment::Timestamp;
 
 /// Which way the handshake crossed the device, from this host's point of view.
@@ -74,6 +75,8 @@ pub enum FailureReason {
     ProtocolError,
     /// The client's first bytes were not a TLS ClientHello.
     NotTls,
+    /// The server refused a STARTTLS upgrade (SMTP `454`, PostgreSQL `N`, ...).
+    StarttlsRefused,
 }
 
 impl FailureReason {
@@ -87,6 +90,7 @@ impl FailureReason {
             FailureReason::EncryptedAlert => "encrypted_alert",
             FailureReason::ProtocolError => "protocol_error",
             FailureReason::NotTls => "not_tls",
+            FailureReason::StarttlsRefused => "starttls_refused",
         }
     }
 }
@@ -164,6 +168,8 @@ pub enum DiagnosisCode {
     ServerTimeout,
     /// One side did not speak TLS.
     NotTls,
+    /// The server turned down a STARTTLS upgrade, so no TLS handshake began.
+    StarttlsRefused,
     /// Malformed or unexpected handshake bytes.
     ProtocolError,
     /// The evidence does not allow more.
@@ -172,7 +178,7 @@ pub enum DiagnosisCode {
 
 impl DiagnosisCode {
     /// Every code, in the order the README explains them.
-    pub const ALL: [DiagnosisCode; 14] = [
+    pub const ALL: [DiagnosisCode; 15] = [
         DiagnosisCode::NoSharedCipher,
         DiagnosisCode::NoSharedVersion,
         DiagnosisCode::NoSharedGroup,
@@ -185,6 +191,7 @@ impl DiagnosisCode {
         DiagnosisCode::ResetAfterClientHello,
         DiagnosisCode::ServerTimeout,
         DiagnosisCode::NotTls,
+        DiagnosisCode::StarttlsRefused,
         DiagnosisCode::ProtocolError,
         DiagnosisCode::Unknown,
     ];
@@ -204,6 +211,7 @@ impl DiagnosisCode {
             DiagnosisCode::ResetAfterClientHello => "reset_after_client_hello",
             DiagnosisCode::ServerTimeout => "server_timeout",
             DiagnosisCode::NotTls => "not_tls",
+            DiagnosisCode::StarttlsRefused => "starttls_refused",
             DiagnosisCode::ProtocolError => "protocol_error",
             DiagnosisCode::Unknown => "unknown",
         }
@@ -231,10 +239,20 @@ pub struct HandshakeEvent {
     pub device: String,
     /// Inbound, outbound or unknown.
     pub direction: Direction,
-    /// Address of the side that sent the ClientHello.
+    /// Address of the side that sent the ClientHello; behind a PROXY protocol
+    /// header, the original client the header names.
     pub client_ip: IpAddr,
-    /// Port of the side that sent the ClientHello.
+    /// Port of the side that sent the ClientHello (or the header's client port).
     pub client_port: u16,
+    /// When a PROXY protocol header named the client: the address of the
+    /// connection's own client (the load balancer). Otherwise null.
+    pub peer_ip: Option<IpAddr>,
+    /// Port of that peer, with `peer_ip`.
+    pub peer_port: Option<u16>,
+    /// What came before the ClientHello (PROXY header, CONNECT, SOCKS), or null.
+    pub preamble: Option<PreambleKind>,
+    /// The `host:port` a CONNECT or SOCKS request asked the proxy for, or null.
+    pub tunnel_target: Option<String>,
     /// Address of the other side.
     pub server_ip: IpAddr,
     /// Port of the other side.

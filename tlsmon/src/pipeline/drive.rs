@@ -11,7 +11,7 @@ use crate::pipeline::flow_table::{
     ClientHelloSeen, Decided, FlowStats, FlowTable, FlowTableOptions,
 };
 use crate::pipeline::forwarding::{ForwardingLinker, ForwardingStats};
-use crate::source::segment::{Segment, Timestamp};
+use crate::source::segment::{ConnectionKey, Segment, Timestamp};
 
 /// Flows decided per step when the input ends: a full table's events are never
 /// all held at once.
@@ -104,6 +104,12 @@ impl Pipeline {
             }
         }
         self.diagnoser.finish(sink);
+    }
+
+    /// Connections that began with a preamble and ended without a record since
+    /// the last call, with their client's first payload sequence number.
+    pub fn take_dropped_preambles(&mut self) -> Vec<(ConnectionKey, u32)> {
+        self.table.take_dropped_preambles()
     }
 
     /// The flow table's counters.

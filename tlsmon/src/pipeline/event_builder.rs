@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use crate::event::{Direction, FailureReason, HandshakeEvent, Outcome, Side};
 use crate::pipeline::diagnosis::HandshakeClues;
 use crate::pipeline::outcome::{HandshakeTracker, Verdict};
+use crate::pipeline::preamble::Preamble;
 use crate::pipeline::tls::names;
 use crate::source::segment::{PacketDirection, Timestamp};
 
@@ -15,6 +16,8 @@ pub(crate) struct FlowContext<'a> {
     pub server: SocketAddr,
     /// Hook direction of the client's first segment.
     pub client_packet_direction: PacketDirection,
+    /// What came before the ClientHello, if anything.
+    pub preamble: Option<&'a Preamble>,
 }
 
 impl FlowContext<'_> {
@@ -28,12 +31,22 @@ impl FlowContext<'_> {
 
     /// A record with only the flow's identity filled in.
     fn bare_record(&self, ts: Timestamp, outcome: Outcome) -> HandshakeEvent {
+        // A PROXY header names the original client; the connection's own client
+        // (the load balancer) becomes the peer.
+        let (client, peer) = match self.preamble.and_then(|p| p.source) {
+            Some(original) => (original, Some(self.client)),
+            None => (self.client, None),
+        };
         HandshakeEvent {
             ts,
             device: self.device.to_string(),
             direction: self.direction(),
-            client_ip: self.client.ip(),
-            client_port: self.client.port(),
+            client_ip: client.ip(),
+            client_port: client.port(),
+            peer_ip: peer.map(|p| p.ip()),
+            peer_port: peer.map(|p| p.port()),
+            preamble: self.preamble.map(|p| p.kind),
+            tunnel_target: self.preamble.and_then(|p| p.tunnel_target.clone()),
             server_ip: self.server.ip(),
             server_port: self.server.port(),
             cgroup: None,

@@ -1,7 +1,8 @@
 //! Segments in, one handshake event per handshake out, with no I/O: the flow
 //! table ([`flow_table`]) keeps per-connection state, [`reassembly`] orders each
-//! direction's bytes, [`tls`] parses records and handshake messages, [`outcome`]
-//! decides how the handshake ended, [`event_builder`] fills the public
+//! direction's bytes, [`preamble`] finds where TLS starts behind a PROXY header,
+//! CONNECT, SOCKS or STARTTLS, [`tls`] parses records and handshake messages,
+//! [`outcome`] decides how the handshake ended, [`event_builder`] fills the public
 //! [`crate::event::HandshakeEvent`], [`forwarding`] links the same ClientHello seen
 //! on two devices, and [`diagnosis`] says why a failed one failed; [`drive::Pipeline`]
 //! is the loop every command runs. Depends on [`crate::source::segment`] and
@@ -13,5 +14,6 @@ pub mod event_builder;
 pub mod flow_table;
 pub mod forwarding;
 pub mod outcome;
+pub mod preamble;
 pub mod reassembly;
 pub mod tls;

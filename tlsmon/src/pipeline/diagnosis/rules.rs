@@ -58,6 +58,7 @@ pub fn diagnose(
     };
     Some(match record.failure_reason {
         Some(FailureReason::NotTls) => facts.not_tls(),
+        Some(FailureReason::StarttlsRefused) => facts.starttls_refused(),
         Some(FailureReason::ProtocolError) => facts.protocol_error(),
         Some(FailureReason::Alert) => facts.alert(),
         Some(FailureReason::EncryptedAlert) => facts.encrypted_alert(),
@@ -170,6 +171,24 @@ impl Facts<'_> {
             DiagnosisCode::NotTls,
             summary,
             vec![detail, format!("server port {}", self.record.server_port)],
+        )
+    }
+
+    fn starttls_refused(&self) -> Diagnosis {
+        let detail = self.record.detail.clone().unwrap_or_default();
+        let protocol = self
+            .record
+            .preamble
+            .map(|kind| kind.as_str())
+            .unwrap_or("starttls");
+        self.diagnosis(
+            DiagnosisCode::StarttlsRefused,
+            format!(
+                "The server at {} turned down the STARTTLS upgrade ({}), so no TLS handshake began.",
+                std::net::SocketAddr::new(self.record.server_ip, self.record.server_port),
+                detail.trim_end_matches('.')
+            ),
+            vec![detail, format!("upgrade asked for as {protocol}")],
         )
     }
 

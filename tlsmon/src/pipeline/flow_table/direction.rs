@@ -1,5 +1,6 @@
 //! One direction of a tracked connection: reassembly feeding the TLS parser.
 
+use crate::pipeline::preamble::{Fed, Preamble, PreambleKind, PreambleReader, Role};
 use crate::pipeline::reassembly::{ReadyChunk, ReassemblyLimits, StreamReassembler};
 use crate::pipeline::tls::{ParsedMessage, TlsMessage, TlsStreamParser};
 use crate::source::segment::{PacketDirection, Segment, Timestamp};
@@ -45,14 +46,42 @@ pub(crate) struct DirectionStream {
     parser_stopped: bool,
     /// Hook direction of the first segment seen this way.
     pub packet_direction: PacketDirection,
+    /// Reads a preamble before the TLS bytes, until it is done (then `None`).
+    preamble: Option<Box<PreambleReader>>,
+    /// The kind of preamble this stream began with, once recognised.
+    preamble_kind: Option<PreambleKind>,
+    /// This stream is read as a client's (it may carry a client preamble).
+    preamble_client: bool,
+    /// What the preamble came to, until the flow table takes it.
+    preamble_news: Option<Box<PreambleNews>>,
+}
+
+/// What a stream's preamble came to, for the flow table.
+#[derive(Debug)]
+pub(crate) enum PreambleNews {
+    /// A client's preamble ended; TLS follows.
+    Parsed(Preamble),
+    /// The answer to the client's preamble opened the tunnel.
+    Answered,
+    /// The preamble (or its answer) broke its rules, was refused or too long.
+    Failed {
+        /// Which preamble.
+        kind: PreambleKind,
+        /// Why, for humans.
+        reason: String,
+        /// A server refused a STARTTLS upgrade.
+        refused: bool,
+    },
 }
 
 impl DirectionStream {
-    /// A stream for a direction whose SYN carried sequence number `isn`, if seen.
+    /// A stream for a direction whose SYN carried sequence number `isn`, if seen,
+    /// that may begin with a preamble in `preamble` role.
     pub fn new(
         limits: ReassemblyLimits,
         packet_direction: PacketDirection,
         isn: Option<u32>,
+        preamble: Option<Role>,
     ) -> Self {
         let mut reassembler = StreamReassembler::new(limits);
         if let Some(isn) = isn {
@@ -66,7 +95,40 @@ impl DirectionStream {
             first_message_done: false,
             parser_stopped: false,
             packet_direction,
+            preamble: preamble.map(|role| Box::new(PreambleReader::new(role))),
+            preamble_kind: match preamble {
+                Some(Role::Reply(kind)) => Some(kind),
+                Some(Role::StarttlsClient(protocol) | Role::StarttlsServer { protocol, .. }) => {
+                    Some(protocol.kind())
+                }
+                _ => None,
+            },
+            preamble_news: None,
+            preamble_client: matches!(preamble, Some(Role::Client | Role::StarttlsClient(_))),
         }
+    }
+
+    /// True when this stream began with a client's preamble.
+    pub fn began_with_client_preamble(&self) -> bool {
+        self.preamble_client && self.preamble_kind.is_some()
+    }
+
+    /// The preamble this stream began with, once recognised.
+    pub fn preamble_kind(&self) -> Option<PreambleKind> {
+        self.preamble_kind
+    }
+
+    /// The client asked for a STARTTLS upgrade: this (server) stream's next
+    /// answer decides.
+    pub fn arm_starttls(&mut self) {
+        if let Some(reader) = self.preamble.as_mut() {
+            reader.arm();
+        }
+    }
+
+    /// What the preamble came to, once (then `None`).
+    pub fn take_preamble_news(&mut self) -> Option<PreambleNews> {
+        self.preamble_news.take().map(|news| *news)
     }
 
     /// Adds a segment and appends the messages it completed to `out`.
@@ -92,11 +154,61 @@ impl DirectionStream {
             if self.parser_stopped {
                 continue;
             }
+            if self
+                .preamble
+                .as_ref()
+                .is_some_and(|reader| reader.passes_through(&chunk.bytes))
+            {
+                self.preamble = None;
+            }
+            let tls_bytes = match self.preamble.as_mut() {
+                None => None,
+                Some(reader) => match reader.feed(&chunk.bytes) {
+                    Fed::Held => {
+                        self.preamble_kind = reader.kind();
+                        continue;
+                    }
+                    Fed::Through(bytes) => {
+                        self.preamble = None;
+                        Some(bytes)
+                    }
+                    Fed::Finished { preamble, rest } => {
+                        self.preamble_kind = reader.kind();
+                        self.preamble = None;
+                        self.preamble_news = Some(Box::new(match preamble {
+                            Some(said) => PreambleNews::Parsed(said),
+                            None => PreambleNews::Answered,
+                        }));
+                        // The ClientHello's segments are counted from here.
+                        self.first_message_segments = 0;
+                        if rest.is_empty() {
+                            continue;
+                        }
+                        Some(rest)
+                    }
+                    Fed::Failed {
+                        kind,
+                        reason,
+                        refused,
+                    } => {
+                        self.preamble_kind = Some(kind);
+                        self.preamble = None;
+                        self.parser_stopped = true;
+                        self.preamble_news = Some(Box::new(PreambleNews::Failed {
+                            kind,
+                            reason,
+                            refused,
+                        }));
+                        continue;
+                    }
+                },
+            };
+            let bytes = tls_bytes.as_deref().unwrap_or(&chunk.bytes);
             if !self.first_message_done {
                 self.first_message_segments = self.first_message_segments.saturating_add(1);
             }
             scratch.parsed.clear();
-            self.parser.feed(&chunk.bytes, &mut scratch.parsed);
+            self.parser.feed(bytes, &mut scratch.parsed);
             self.first_message_done |= !scratch.parsed.is_empty();
             for message in scratch.parsed.drain(..) {
                 self.parser_stopped |= matches!(

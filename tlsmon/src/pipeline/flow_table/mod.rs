@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use crate::event::{FailureReason, HandshakeEvent};
 use crate::pipeline::outcome::{Close, Failure, HandshakeTracker, Verdict};
+use crate::pipeline::preamble::{Preamble, Role, StarttlsProtocol, DEFAULT_STARTTLS_PORTS};
 use crate::pipeline::reassembly::ReassemblyLimits;
 use crate::pipeline::tls::{ClientHello, TlsMessage};
 use crate::source::segment::{ConnectionKey, PacketDirection, Segment, Timestamp};
@@ -41,7 +42,7 @@ use super::diagnosis::HandshakeClues;
 use super::event_builder::{
     clues_of, handshake_record, not_tls_record, record_without_hello, side_of, FlowContext,
 };
-use direction::{DirectionStream, Scratch, TimedMessage};
+use direction::{DirectionStream, PreambleNews, Scratch, TimedMessage};
 use setup::{held_syn, judge_syn_data, Numbering, SynDataVerdict};
 
 /// Connection keys are hashed several times per segment, so SipHash showed up as
@@ -94,6 +95,8 @@ pub struct FlowTableOptions {
     pub reassembly: ReassemblyLimits,
     /// Server ports where non-TLS first bytes count as a `not_tls` failure.
     pub tls_ports: Vec<u16>,
+    /// Server ports whose sessions upgrade to TLS in-band, and their protocol.
+    pub starttls_ports: Vec<(u16, StarttlsProtocol)>,
 }
 
 impl Default for FlowTableOptions {
@@ -103,6 +106,7 @@ impl Default for FlowTableOptions {
             max_flows: DEFAULT_MAX_FLOWS,
             reassembly: ReassemblyLimits::default(),
             tls_ports: DEFAULT_TLS_PORTS.to_vec(),
+            starttls_ports: DEFAULT_STARTTLS_PORTS.to_vec(),
         }
     }
 }
@@ -168,6 +172,11 @@ pub struct FlowStats {
     pub flows_superseded: u64,
     /// Messages that were malformed (each also makes a `protocol_error` record).
     pub parse_errors: u64,
+    /// Connections that began with a preamble (PROXY header, CONNECT, SOCKS, a
+    /// STARTTLS session) that never led to a ClientHello: broken, refused (CONNECT,
+    /// SOCKS), longer than its bound, not followed by TLS, or ended first. Not
+    /// reported.
+    pub preambles_without_tls: u64,
     /// Retransmitted bytes (exact duplicates) seen by reassembly, over finished flows.
     pub retransmitted_bytes: u64,
     /// Overlaps whose bytes disagreed with what was already held (first copy won).
@@ -212,6 +221,7 @@ impl std::ops::AddAssign<&FlowStats> for FlowStats {
             midstream_ignored,
             flows_superseded,
             parse_errors,
+            preambles_without_tls,
             retransmitted_bytes,
             overlap_conflicts,
             gap_bytes,
@@ -226,6 +236,7 @@ impl std::ops::AddAssign<&FlowStats> for FlowStats {
         self.midstream_ignored += midstream_ignored;
         self.flows_superseded += flows_superseded;
         self.parse_errors += parse_errors;
+        self.preambles_without_tls += preambles_without_tls;
         self.retransmitted_bytes += retransmitted_bytes;
         self.overlap_conflicts += overlap_conflicts;
         self.gap_bytes += gap_bytes;
@@ -261,6 +272,10 @@ struct Flow {
     tracker: Option<Box<HandshakeTracker>>,
     /// cgroup v2 id of the local socket, from the first segment that carried one.
     cgroup_id: Option<NonZeroU64>,
+    /// What the client's preamble said, when one came before the ClientHello.
+    preamble: Option<Box<Preamble>>,
+    /// The client asked for a STARTTLS upgrade.
+    starttls_requested: bool,
 }
 
 impl Flow {
@@ -283,6 +298,25 @@ impl Flow {
             (None, _) | (Some(_), None) => FlowClass::Opening,
             (Some(_), Some(client)) if self.streams[1 - client].is_some() => FlowClass::Answered,
             (Some(_), Some(_)) => FlowClass::Unanswered,
+        }
+    }
+
+    /// True when the connection began with a preamble (complete or not).
+    fn began_with_preamble(&self) -> bool {
+        self.preamble.is_some()
+            || self
+                .streams
+                .iter()
+                .flatten()
+                .any(|s| s.preamble_kind().is_some())
+    }
+
+    /// The preamble role of a stream that starts now at `index`: the first stream
+    /// may begin one, the second answers the first's (CONNECT, SOCKS).
+    fn preamble_role(&self, index: usize) -> Option<Role> {
+        match &self.streams[1 - index] {
+            None => Some(Role::Client),
+            Some(other) => Role::of_reply(other.preamble_kind()),
         }
     }
 
@@ -315,6 +349,11 @@ pub struct FlowTable {
     stats: FlowStats,
     scratch: Scratch,
     messages: Vec<TimedMessage>,
+    /// Connections that began with a preamble and ended without a record, with
+    /// their client's first payload sequence number: live, the kernel is told to
+    /// stop copying them (a plaintext session on a STARTTLS port can last long).
+    /// At most `max_flows` entries until taken.
+    dropped_preambles: Vec<(ConnectionKey, u32)>,
     /// When maps were last shrunk and memory given back, and flows ended since.
     last_maintenance: Timestamp,
     ended_since_trim: u64,
@@ -338,6 +377,7 @@ impl FlowTable {
             stats: FlowStats::default(),
             scratch: Scratch::default(),
             messages: Vec::new(),
+            dropped_preambles: Vec::new(),
             last_maintenance: Timestamp::ZERO,
             ended_since_trim: 0,
             client_hellos: None,
@@ -496,6 +536,8 @@ impl FlowTable {
                 streams: [None, None],
                 tracker: None,
                 cgroup_id: None,
+                preamble: None,
+                starttls_requested: false,
             }),
         );
     }
@@ -664,10 +706,47 @@ impl FlowTable {
             }
         } else {
             let isn = flow.numbering[index].take();
+            let role = match starttls_role(
+                &self.options.starttls_ports,
+                segment,
+                flow.starttls_requested,
+            ) {
+                Some(role) => Some(role),
+                None => flow.preamble_role(index),
+            };
             let stream = flow.streams[index].get_or_insert_with(|| {
-                Box::new(DirectionStream::new(limits, segment.direction, isn))
+                Box::new(DirectionStream::new(limits, segment.direction, isn, role))
             });
             stream.push(segment, &mut self.scratch, &mut messages);
+            match stream.take_preamble_news() {
+                Some(PreambleNews::Parsed(said)) => {
+                    if matches!(role, Some(Role::StarttlsClient(_))) {
+                        flow.starttls_requested = true;
+                        if let Some(server) = flow.streams[1 - index].as_mut() {
+                            server.arm_starttls();
+                        }
+                    }
+                    flow.preamble = Some(Box::new(said));
+                }
+                Some(PreambleNews::Answered) | None => {}
+                Some(PreambleNews::Failed {
+                    kind,
+                    reason,
+                    refused,
+                }) => {
+                    self.messages = messages;
+                    if refused {
+                        flow.set_client(1 - index);
+                        let mut failure = Failure::new(FailureReason::StarttlsRefused, segment.ts);
+                        failure.detail = Some(reason);
+                        self.decide_without_hello(key, Verdict::Failed(failure), out);
+                    } else {
+                        tracing::debug!("{} preamble on {key:?}: {reason}", kind.as_str());
+                        self.drop_unreported(key);
+                    }
+                    return;
+                }
+            }
         }
         let verdict = self.handle_messages(key, index, segment, &mut messages, out);
         self.messages = messages;
@@ -722,6 +801,11 @@ impl FlowTable {
                             });
                         }
                     }
+                    // What follows a preamble is not TLS: nothing to report.
+                    TlsMessage::NotTls if flow.preamble.is_some() => {
+                        self.drop_unreported(key);
+                        return true;
+                    }
                     TlsMessage::NotTls if flow.client_stream.is_none() => {
                         flow.set_client(index);
                         let server_port = segment.dst.port();
@@ -762,10 +846,10 @@ impl FlowTable {
                     _ => {
                         if flow.suspect_not_tls {
                             self.stats.not_tls_ignored += 1;
-                        } else {
+                        } else if !flow.began_with_preamble() {
                             self.stats.midstream_ignored += 1;
                         }
-                        self.forget(key);
+                        self.drop_unreported(key);
                         return true;
                     }
                 },
@@ -822,7 +906,7 @@ impl FlowTable {
                     if flow.suspect_not_tls {
                         self.stats.not_tls_ignored += 1;
                     }
-                    self.forget(key);
+                    self.drop_unreported(key);
                 }
             },
         }
@@ -904,7 +988,7 @@ impl FlowTable {
                 if flow.suspect_not_tls {
                     self.stats.not_tls_ignored += 1;
                 }
-                self.forget(key);
+                self.drop_unreported(key);
                 return;
             }
         };
@@ -948,7 +1032,7 @@ impl FlowTable {
                     if flow.suspect_not_tls {
                         self.stats.not_tls_ignored += 1;
                     }
-                    self.forget(key);
+                    self.drop_unreported(key);
                 }
             },
         }
@@ -1007,6 +1091,38 @@ impl FlowTable {
             }
         }
         self.forget(key);
+    }
+
+    /// Forgets a flow that ends without a record, counting a preamble that never
+    /// led to a ClientHello.
+    fn drop_unreported(&mut self, key: &ConnectionKey) {
+        if let Some(flow) = self.flows.get(key) {
+            if flow.tracker.is_none() && flow.began_with_preamble() {
+                self.stats.preambles_without_tls += 1;
+                let client_seq = (0..2)
+                    .find(|&i| {
+                        flow.streams[i]
+                            .as_ref()
+                            .is_some_and(|s| s.began_with_client_preamble())
+                    })
+                    .and_then(|i| flow.first_payload_seq[i]);
+                // Bounded like the table: a caller that never takes them
+                // (`analyze`) does not grow it past `max_flows`.
+                if let Some(seq) = client_seq {
+                    if self.dropped_preambles.len() < self.options.max_flows.max(1) {
+                        self.dropped_preambles.push((key.clone(), seq));
+                    }
+                }
+            }
+        }
+        self.forget(key);
+    }
+
+    /// Takes the connections that began with a preamble and ended without a
+    /// record since the last call, with their client's first payload sequence
+    /// number (what releasing the kernel's flow needs).
+    pub fn take_dropped_preambles(&mut self) -> Vec<(ConnectionKey, u32)> {
+        std::mem::take(&mut self.dropped_preambles)
     }
 
     /// Removes a flow and remembers it as finished so its later packets are ignored.
@@ -1095,8 +1211,30 @@ fn release_free_memory() {
     }
 }
 
+/// The STARTTLS role of a stream that starts with `segment`: its sender is the
+/// client when it sends to a STARTTLS port, the server when it sends from one.
+fn starttls_role(
+    ports: &[(u16, StarttlsProtocol)],
+    segment: &Segment,
+    requested: bool,
+) -> Option<Role> {
+    let protocol_of = |port: u16| {
+        ports
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, proto)| *proto)
+    };
+    if let Some(protocol) = protocol_of(segment.dst.port()) {
+        return Some(Role::StarttlsClient(protocol));
+    }
+    protocol_of(segment.src.port()).map(|protocol| Role::StarttlsServer {
+        protocol,
+        armed: requested,
+    })
+}
+
 /// The flow's endpoints and the hook direction of its client, once known.
-fn context_of<'a>(key: &'a ConnectionKey, flow: &Flow) -> Option<FlowContext<'a>> {
+fn context_of<'a>(key: &'a ConnectionKey, flow: &'a Flow) -> Option<FlowContext<'a>> {
     let client_index = flow.client()?;
     let (client, server) = if client_index == 0 {
         (key.lo, key.hi)
@@ -1109,6 +1247,7 @@ fn context_of<'a>(key: &'a ConnectionKey, flow: &Flow) -> Option<FlowContext<'a>
         client,
         server,
         client_packet_direction,
+        preamble: flow.preamble.as_deref(),
     })
 }
 

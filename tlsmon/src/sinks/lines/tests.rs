@@ -62,6 +62,9 @@ fn json_line_uses_the_public_field_names() {
             "offered_groups",
             "offered_versions",
             "outcome",
+            "peer_ip",
+            "peer_port",
+            "preamble",
             "resumed",
             "server_cert",
             "server_ip",
@@ -69,6 +72,7 @@ fn json_line_uses_the_public_field_names() {
             "service",
             "sni",
             "ts",
+            "tunnel_target",
             "version",
         ]
     );

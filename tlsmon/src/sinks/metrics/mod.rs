@@ -125,6 +125,7 @@ pub struct Metrics {
     offered_ciphers: IntCounterVec,
     offered_groups: IntCounterVec,
     negotiated_groups: IntCounterVec,
+    preamble_handshakes: IntCounterVec,
     duration: HistogramVec,
     client_hello_size: HistogramVec,
     client_hello_segments: HistogramVec,
@@ -180,7 +181,7 @@ impl Metrics {
             )?,
             failures: counters(
                 "tlsmon_handshake_failures_total",
-                "Failed TLS handshakes by interface, direction and reason (alert, reset, closed, timeout, encrypted_alert, protocol_error, not_tls); alert and alert_sender tell which TLS alert ended it and who sent it, closed_by who reset or closed the connection, stage whether the server had answered with a ServerHello.",
+                "Failed TLS handshakes by interface, direction and reason (alert, reset, closed, timeout, encrypted_alert, protocol_error, not_tls, starttls_refused); alert and alert_sender tell which TLS alert ended it and who sent it, closed_by who reset or closed the connection, stage whether the server had answered with a ServerHello.",
                 &["device", "direction", "reason", "alert", "alert_sender", "closed_by", "stage"],
             )?,
             diagnoses: counters(
@@ -212,6 +213,11 @@ impl Metrics {
                 "tlsmon_handshake_groups_total",
                 "Handshakes in which the server chose a key exchange group, by interface, group and outcome.",
                 &["device", "group", "outcome"],
+            )?,
+            preamble_handshakes: counters(
+                "tlsmon_preamble_handshakes_total",
+                "TLS handshakes that came after a preamble, by interface, preamble (proxy_v1, proxy_v2, http_connect, socks4, socks5, starttls_smtp, starttls_imap, starttls_pop3, starttls_ftp, starttls_xmpp, starttls_postgres, starttls_ldap, starttls_mysql) and outcome; also counted in tlsmon_handshakes_total.",
+                &["device", "preamble", "outcome"],
             )?,
             duration: histograms(
                 "tlsmon_handshake_duration_seconds",
@@ -307,6 +313,13 @@ impl Metrics {
             &self.handshakes,
             &[&device, direction, version, cipher, outcome],
         );
+
+        if let Some(preamble) = record.preamble {
+            inc(
+                &self.preamble_handshakes,
+                &[&device, preamble.as_str(), outcome],
+            );
+        }
 
         if record.outcome == Outcome::Failed {
             let reason = record.failure_reason.map_or("", |r| r.as_str());

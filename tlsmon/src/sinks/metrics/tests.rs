@@ -12,6 +12,10 @@ pub(crate) fn record() -> HandshakeEvent {
         device: "eth0".into(),
         direction: Direction::Inbound,
         client_ip: IpAddr::from([192, 0, 2, 10]),
+        peer_ip: None,
+        peer_port: None,
+        preamble: None,
+        tunnel_target: None,
         client_port: 50_000,
         server_ip: IpAddr::from([192, 0, 2, 1]),
         server_port: 443,
@@ -604,10 +608,11 @@ fn every_family_follows_the_naming_rules_and_has_help() {
         assert!(help.len() > 30, "{name}: HELP too short: {help}");
     }
     // 11 handshake families (diagnoses included), the folded counter, 5
-    // breakdowns (by service included), build_info, 20 capture-health families
-    // (server profile evictions and cgroup lookups included) and the forwarding
-    // linker's unlinked counter (a vector without series is not rendered).
-    assert_eq!(families, 39);
+    // breakdowns (by service included), build_info, 22 capture-health families
+    // (server profile evictions, cgroup lookups and preambles included) and the
+    // forwarding linker's unlinked counter (a vector without series, such as the
+    // preamble handshakes here, is not rendered).
+    assert_eq!(families, 41);
 }
 
 #[test]
@@ -789,4 +794,36 @@ fn cgroup_lookups_are_exported_by_result_from_zero() {
         samples(&text, "tlsmon_cgroup_cache_evictions_total"),
         ["tlsmon_cgroup_cache_evictions_total 2"]
     );
+}
+
+#[test]
+fn handshakes_behind_a_preamble_are_counted_by_kind_and_like_any_other() {
+    use crate::event::PreambleKind;
+    let m = Metrics::new(&LabelOptions::default()).unwrap();
+    m.observe(&record());
+    let behind_proxy = HandshakeEvent {
+        preamble: Some(PreambleKind::ProxyV2),
+        ..record()
+    };
+    m.observe(&behind_proxy);
+    m.observe(&behind_proxy);
+    m.observe(&HandshakeEvent {
+        preamble: Some(PreambleKind::HttpConnect),
+        ..alert_failure()
+    });
+    let text = text_of(&m);
+    assert_eq!(
+        samples(&text, "tlsmon_preamble_handshakes_total"),
+        [
+            r#"tlsmon_preamble_handshakes_total{device="eth0",outcome="established",preamble="proxy_v2"} 2"#,
+            r#"tlsmon_preamble_handshakes_total{device="eth1",outcome="failed",preamble="http_connect"} 1"#,
+        ]
+    );
+    // tlsmon_handshakes_total gains no label and counts them like any other.
+    let all: f64 = samples(&text, "tlsmon_handshakes_total")
+        .iter()
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(all, 4.0);
+    assert!(!text.contains("tlsmon_handshakes_total{preamble"));
 }

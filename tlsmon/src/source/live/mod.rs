@@ -89,6 +89,10 @@ pub struct CaptureOptions {
     /// Whether attaching takes the interface's lock against a second daemon
     /// (default: only look at it).
     pub interface_lock: InterfaceLocking,
+    /// Server ports whose sessions upgrade to TLS in-band (STARTTLS): the kernel
+    /// follows their connections from the client's first payload (default: the
+    /// well-known ports, `pipeline::preamble::DEFAULT_STARTTLS_PORTS`).
+    pub starttls_ports: Vec<u16>,
 }
 
 impl Default for CaptureOptions {
@@ -98,6 +102,10 @@ impl Default for CaptureOptions {
             attach_mode: AttachMode::Auto,
             kernel_diagnostics: false,
             interface_lock: InterfaceLocking::Observe,
+            starttls_ports: crate::pipeline::preamble::DEFAULT_STARTTLS_PORTS
+                .iter()
+                .map(|(port, _)| *port)
+                .collect(),
         }
     }
 }
@@ -126,6 +134,9 @@ pub struct KernelCounters {
     pub flows_replaced: u64,
     /// Tracked flows released by userspace once their handshake was decided.
     pub flows_released: u64,
+    /// First payloads of untracked connections that began a preamble (PROXY
+    /// header, HTTP CONNECT, SOCKS): candidates for a ClientHello behind it.
+    pub preamble_candidates: u64,
 }
 
 /// Identity and run statistics of one loaded classifier program.
@@ -181,7 +192,11 @@ impl Capture {
     /// limit, creates the maps, writes the configuration and verifies both
     /// programs. Nothing is attached yet.
     pub fn load(options: CaptureOptions) -> Result<Capture, CaptureError> {
-        let loaded = loader::load(options.byte_budget, options.kernel_diagnostics)?;
+        let loaded = loader::load(
+            options.byte_budget,
+            options.kernel_diagnostics,
+            &options.starttls_ports,
+        )?;
         let devices = devices::DeviceTable::default();
         Ok(Capture {
             ebpf: loaded.ebpf,
@@ -396,6 +411,7 @@ impl Capture {
             other_host_ignored: sums[Counter::OtherHostIgnored as usize],
             flows_replaced: sums[Counter::FlowsReplaced as usize],
             flows_released: sums[Counter::FlowsReleased as usize],
+            preamble_candidates: sums[Counter::PreambleCandidates as usize],
         })
     }
 

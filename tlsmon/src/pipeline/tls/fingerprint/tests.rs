@@ -152,3 +152,53 @@ fn ja3s_joins_version_cipher_and_extensions() {
     assert_eq!(ja3s(771, 4865, &[43, 51]), md5_hex("771,4865,43-51"));
     assert_eq!(ja3s_string(769, 47, &[]), "769,47,");
 }
+
+/// The specification's "TLS and DTLS Version" and "SNI" rules: the highest
+/// supported_versions value, GREASE ignored, else the ClientHello's version;
+/// 2-character codes including SSL 3.0 ("s3") and unknown values ("00"); "d"
+/// when the SNI extension exists, "i" when it does not.
+#[test]
+fn ja4_version_and_sni_rules_from_the_specification() {
+    let base = ClientHelloFields {
+        legacy_version: 0x0303,
+        supported_versions: &[0x0a0a, 0x0303, 0x0304, 0xfafa],
+        cipher_suites: &[0x1301],
+        extensions: &[0x002b],
+        supported_groups: &[],
+        ec_point_formats: &[],
+        signature_algorithms: &[],
+        first_alpn: None,
+    };
+    assert!(ja4(&base).starts_with("t13i0101"), "{}", ja4(&base));
+    // Only GREASE in supported_versions: the ClientHello's version counts.
+    let grease_only = ClientHelloFields {
+        supported_versions: &[0x1a1a],
+        ..base
+    };
+    assert!(
+        ja4(&grease_only).starts_with("t12i"),
+        "{}",
+        ja4(&grease_only)
+    );
+    let ssl3 = ClientHelloFields {
+        legacy_version: 0x0300,
+        supported_versions: &[],
+        ..base
+    };
+    assert!(ja4(&ssl3).starts_with("ts3i"), "{}", ja4(&ssl3));
+    let unknown = ClientHelloFields {
+        supported_versions: &[0x7f1c],
+        ..base
+    };
+    assert!(ja4(&unknown).starts_with("t00i"), "{}", ja4(&unknown));
+    // SNI present: "d"; it is counted among the extensions but left out of the
+    // extension hash, as ALPN is.
+    let with_sni = ClientHelloFields {
+        extensions: &[0x0000, 0x002b, 0x0010],
+        first_alpn: Some(b"h2"),
+        ..base
+    };
+    let fp = ja4(&with_sni);
+    assert!(fp.starts_with("t13d0103h2_"), "{fp}");
+    assert_eq!(fp.rsplit('_').next(), ja4(&base).rsplit('_').next());
+}

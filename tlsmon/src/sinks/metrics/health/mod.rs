@@ -27,6 +27,7 @@ pub struct CaptureHealth {
     other_host_ignored: IntCounter,
     flows_replaced: IntCounter,
     flows_released: IntCounter,
+    preamble_candidates: IntCounter,
     /// Serialises [`Self::set_kernel_counters`] (it reads then adds, and two
     /// concurrent callers would otherwise both add the same difference), and
     /// keeps the recent history of RingBuf drops.
@@ -35,6 +36,7 @@ pub struct CaptureHealth {
     reassembly_evictions: IntCounter,
     server_profiles_evicted: IntCounter,
     flows_dropped: IntCounterVec,
+    preambles_without_tls: IntCounter,
     parse_errors: IntCounterVec,
     events_file_errors: IntCounter,
     events_file_records_lost: IntCounter,
@@ -61,7 +63,7 @@ impl CaptureHealth {
             )?,
             flows_started: counter(
                 "tlsmon_flows_started_total",
-                "TCP connections the kernel program started tracking because their first payload was a TLS ClientHello.",
+                "TCP connections the kernel program started tracking because their first payload was a TLS ClientHello, or a preamble before one (PROXY header, CONNECT, SOCKS, STARTTLS).",
             )?,
             events: counter(
                 "tlsmon_capture_events_total",
@@ -95,6 +97,10 @@ impl CaptureHealth {
                 "tlsmon_capture_flows_released_total",
                 "Tracked flows the daemon released in the kernel once it had decided their handshake.",
             )?,
+            preamble_candidates: counter(
+                "tlsmon_capture_preamble_candidates_total",
+                "First payloads of untracked connections that began a preamble (PROXY protocol header, HTTP CONNECT, SOCKS request) or went to a STARTTLS port with an opening waiting: followed like a ClientHello when they continue a connection seen being set up.",
+            )?,
             kernel_update: Mutex::new(DropWindow::default()),
             flows_tracked: registered(
                 registry,
@@ -120,6 +126,10 @@ impl CaptureHealth {
                     ),
                     &["cause"],
                 ),
+            )?,
+            preambles_without_tls: counter(
+                "tlsmon_preambles_without_tls_total",
+                "Connections that began with a preamble (PROXY protocol header, HTTP CONNECT, SOCKS, a STARTTLS session) that never led to a ClientHello: broken, refused, longer than its bound, not followed by TLS, or ended first. Not reported as handshakes.",
             )?,
             parse_errors: registered(
                 registry,
@@ -208,6 +218,7 @@ impl CaptureHealth {
         set_absolute(&self.other_host_ignored, snapshot.other_host_ignored);
         set_absolute(&self.flows_replaced, snapshot.flows_replaced);
         set_absolute(&self.flows_released, snapshot.flows_released);
+        set_absolute(&self.preamble_candidates, snapshot.preamble_candidates);
     }
 
     /// Sets the number of connections currently followed.
@@ -233,6 +244,7 @@ impl CaptureHealth {
                 Err(e) => tracing::error!("metric label mismatch: {e}"),
             }
         }
+        set_absolute(&self.preambles_without_tls, flows.preambles_without_tls);
     }
 
     /// Moves `tlsmon_server_profiles_evicted_total` to the diagnosis stage's total.

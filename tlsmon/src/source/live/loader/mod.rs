@@ -6,6 +6,7 @@ use aya::{
     programs::ProgramError,
     Ebpf, EbpfError, EbpfLoader,
 };
+use tlsmon_common::preamble::{starttls_port_bit, STARTTLS_PORTS_MAP, STARTTLS_PORT_WORDS};
 use tlsmon_common::{
     FlowKey, FlowState, KernelConfig, CONFIG_MAP, CONTROL_PROGRAM, COUNTERS_MAP, EGRESS_PROGRAM,
     EVENTS_MAP, FLOWS_MAP, HINTS_MAP, INGRESS_PROGRAM,
@@ -38,7 +39,11 @@ pub(crate) fn map_error(map: &'static str, e: &dyn std::error::Error) -> Capture
 /// and verifies the programs (both classifiers and the control program). With
 /// `diagnostics`, the programs report rare events through aya-log; without, the
 /// verifier removes those reports (aya-log's level is a frozen `.rodata` global).
-pub(crate) fn load(byte_budget: u32, diagnostics: bool) -> Result<Loaded, CaptureError> {
+pub(crate) fn load(
+    byte_budget: u32,
+    diagnostics: bool,
+    starttls_ports: &[u16],
+) -> Result<Loaded, CaptureError> {
     privileges::check()?;
     let memlock_unlimited = privileges::raise_memlock();
     let level = kernel_log::level(diagnostics);
@@ -59,6 +64,8 @@ pub(crate) fn load(byte_budget: u32, diagnostics: bool) -> Result<Loaded, Captur
     config
         .set(0, config_value, 0)
         .map_err(|e| map_error(CONFIG_MAP, &e))?;
+
+    set_starttls_ports(&mut ebpf, starttls_ports)?;
 
     for name in [INGRESS_PROGRAM, EGRESS_PROGRAM, CONTROL_PROGRAM] {
         attach::program_mut(&mut ebpf, name)?
@@ -88,6 +95,25 @@ pub(crate) fn load(byte_budget: u32, diagnostics: bool) -> Result<Loaded, Captur
         flows,
         hints,
     })
+}
+
+/// Marks the STARTTLS server ports in the kernel's bitmap.
+fn set_starttls_ports(ebpf: &mut Ebpf, ports: &[u16]) -> Result<(), CaptureError> {
+    let mut words = [0u32; STARTTLS_PORT_WORDS as usize];
+    for &port in ports {
+        let (word, bit) = starttls_port_bit(port);
+        words[word as usize] |= bit;
+    }
+    let mut map: Array<_, u32> = ebpf
+        .map_mut(STARTTLS_PORTS_MAP)
+        .ok_or_else(|| CaptureError::Load(format!("map {STARTTLS_PORTS_MAP} missing")))?
+        .try_into()
+        .map_err(|e: MapError| map_error(STARTTLS_PORTS_MAP, &e))?;
+    for (index, word) in words.iter().enumerate().filter(|(_, w)| **w != 0) {
+        map.set(index as u32, *word, 0)
+            .map_err(|e| map_error(STARTTLS_PORTS_MAP, &e))?;
+    }
+    Ok(())
 }
 
 /// Explains a failed object load in the user's terms.
