@@ -29,3 +29,48 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Whether an end-to-end test that needs root can run: true as root. Otherwise it
+/// is an error under CI (which must run it) and, outside CI, `false` with a line
+/// saying that `test` was skipped.
+pub fn root_or_skip(test: &str) -> anyhow::Result<bool> {
+    if is_root() {
+        return Ok(true);
+    }
+    if std::env::var_os("CI").is_some() {
+        anyhow::bail!("this end-to-end test needs root, and CI must run it");
+    }
+    eprintln!("SKIPPED {test}: needs root (namespaces, BPF)");
+    Ok(false)
+}
+
+/// Runs `scenario` as root (see [`root_or_skip`]) in `$TMPDIR/tlsmon-<name>-<pid>`,
+/// which is removed when the scenario passed and kept (its path printed) when it
+/// failed or panicked, for its logs.
+pub fn in_scratch_dir(
+    name: &str,
+    scenario: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if !root_or_skip(name)? {
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("tlsmon-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut kept = KeptUnlessPassed(dir, false);
+    let result = scenario(&kept.0);
+    kept.1 = result.is_ok();
+    result
+}
+
+/// A scratch directory removed on drop once its scenario passed, kept otherwise.
+struct KeptUnlessPassed(std::path::PathBuf, bool);
+
+impl Drop for KeptUnlessPassed {
+    fn drop(&mut self) {
+        if self.1 && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            eprintln!("logs kept in {}", self.0.display());
+        }
+    }
+}

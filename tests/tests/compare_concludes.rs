@@ -10,10 +10,10 @@
 
 use std::{collections::BTreeMap, path::Path, process::Command};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use tlsmon_tests::{
     binary::tlsmon_binary,
-    is_root,
+    in_scratch_dir,
     pki::Pki,
     topology::{TwoPaths, NIC_A, NIC_B},
     two_path_scenario::{
@@ -38,23 +38,7 @@ fn compare(tlsmon: &Path, args: &[&str], files: &[&Path]) -> Result<String> {
 
 #[test]
 fn compare_names_the_planted_differences_and_none_between_identical_paths() -> Result<()> {
-    if !is_root() {
-        if std::env::var_os("CI").is_some() {
-            bail!("this end-to-end test needs root, and CI must run it");
-        }
-        eprintln!("SKIPPED compare_concludes: needs root (namespaces)");
-        return Ok(());
-    }
-    let tlsmon = tlsmon_binary()?;
-    let dir = std::env::temp_dir().join(format!("tlsmon-compare-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = scenario(&tlsmon, &dir);
-    if result.is_ok() {
-        let _ = std::fs::remove_dir_all(&dir);
-    } else {
-        eprintln!("logs kept in {}", dir.display());
-    }
-    result
+    in_scratch_dir("compare_concludes", |dir| scenario(&tlsmon_binary()?, dir))
 }
 
 fn scenario(tlsmon: &Path, dir: &Path) -> Result<()> {

@@ -31,9 +31,9 @@ use std::{
     process::Command,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
-use tlsmon_tests::is_root;
+use tlsmon_tests::in_scratch_dir;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use tlsmon_tests::{
     binary::tlsmon_binary,
@@ -167,35 +167,9 @@ fn scrape(server: &Netns) -> Result<Scrape> {
     Ok(Scrape::parse(&resp.body)?)
 }
 
-/// A scratch directory removed at the end unless the test failed.
-struct Scratch(PathBuf, bool);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if std::thread::panicking() || !self.1 {
-            eprintln!("logs kept in {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 #[test]
 fn every_dashboard_panel_has_data_from_the_two_path_scenario() -> Result<()> {
-    if !is_root() {
-        if std::env::var_os("CI").is_some() {
-            bail!("this end-to-end test needs root, and CI must run it");
-        }
-        eprintln!("SKIPPED dashboard: needs root (namespaces, BPF)");
-        return Ok(());
-    }
-    let tlsmon = tlsmon_binary()?;
-    let dir = std::env::temp_dir().join(format!("tlsmon-dashboard-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let mut scratch = Scratch(dir.clone(), false);
-    let result = scenario(&tlsmon, &dir);
-    scratch.1 = result.is_ok();
-    result
+    in_scratch_dir("dashboard", |dir| scenario(&tlsmon_binary()?, dir))
 }
 
 fn scenario(tlsmon: &Path, dir: &Path) -> Result<()> {

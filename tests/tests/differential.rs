@@ -19,9 +19,9 @@ use std::{
     sync::{Arc, Barrier, Mutex, MutexGuard},
     time::Duration,
 };
-use tlsmon_tests::is_root;
+use tlsmon_tests::root_or_skip;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
 use tlsmon_tests::{
     binary::tlsmon_binary,
@@ -65,11 +65,7 @@ fn burst_seconds() -> Result<u32> {
 /// The tlsmon binary and the serialisation guard, or `None` when the test must
 /// be skipped (not root, outside CI).
 fn setup(name: &str) -> Result<Option<(PathBuf, MutexGuard<'static, ()>)>> {
-    if !is_root() {
-        if std::env::var_os("CI").is_some() {
-            bail!("this end-to-end test needs root, and CI must run it");
-        }
-        eprintln!("SKIPPED differential {name}: needs root (namespaces, BPF)");
+    if !root_or_skip(&format!("differential {name}"))? {
         return Ok(None);
     }
     let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());

@@ -24,13 +24,13 @@
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use tlsmon_tests::{
     binary::tlsmon_binary,
     exposition::Scrape,
     http_get::{get, Response},
-    is_root,
+    in_scratch_dir,
     netns::Netns,
     pki::Pki,
     process::{poll, run_bounded, run_checked, Background},
@@ -231,29 +231,9 @@ fn linked(changes: &[&str]) -> Value {
     })
 }
 
-/// Runs `scenario` with a scratch directory that is kept (and named) on failure.
-fn with_scratch(name: &str, scenario: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    if !is_root() {
-        if std::env::var_os("CI").is_some() {
-            bail!("this end-to-end test needs root, and CI must run it");
-        }
-        eprintln!("SKIPPED {name}: needs root (namespaces, BPF)");
-        return Ok(());
-    }
-    let dir = std::env::temp_dir().join(format!("tlsmon-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = scenario(&dir);
-    if result.is_ok() {
-        let _ = std::fs::remove_dir_all(&dir);
-    } else {
-        eprintln!("logs kept in {}", dir.display());
-    }
-    result
-}
-
 #[test]
 fn a_routed_handshake_is_linked_across_the_two_nics() -> Result<()> {
-    with_scratch("forwarding-router", |dir| {
+    in_scratch_dir("forwarding-router", |dir| {
         let pki = Pki::generate(dir, SERVER_NAME)?;
         let chain = Chain::build(81)?;
         chain.route_through_middle()?;
@@ -308,7 +288,7 @@ fn haproxy_config(chain: &Chain, dir: &Path) -> Result<std::path::PathBuf> {
 
 #[test]
 fn proxied_handshakes_are_linked_and_a_meddled_client_hello_shows_what_was_removed() -> Result<()> {
-    with_scratch("forwarding-proxy", |dir| {
+    in_scratch_dir("forwarding-proxy", |dir| {
         let pki = Pki::generate(dir, SERVER_NAME)?;
         let chain = Chain::build(82)?;
         let mut ok_server = s_server(&chain, &pki, PORT_OK, &[], dir)?;

@@ -8,9 +8,9 @@
 //! `CI` is set: then it fails.
 
 use std::{path::Path, process::Stdio, time::Duration};
-use tlsmon_tests::is_root;
+use tlsmon_tests::root_or_skip;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use tlsmon_tests::{
     attached::tcx_programs_of_ours,
     binary::tlsmon_binary,
@@ -120,11 +120,7 @@ fn session(dir: &Path, name: &str, extra: &[&str]) -> Result<(String, usize, usi
 
 #[test]
 fn log_lines_are_plain_one_per_event_and_json_on_request() -> Result<()> {
-    if !is_root() {
-        if std::env::var_os("CI").is_some() {
-            bail!("this end-to-end test needs root, and CI must run it");
-        }
-        eprintln!("SKIPPED logs: needs root (namespaces, BPF)");
+    if !root_or_skip("logs")? {
         return Ok(());
     }
     let dir = std::env::temp_dir().join(format!("tlsmon-logs-{}", std::process::id()));

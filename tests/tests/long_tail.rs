@@ -32,10 +32,10 @@ use tlsmon_tests::{
     certificate_names::leaf_names,
     differential::{analyze, observe, Record, Scratch},
     frames::{self, Shape, ACK, PSH, RST, SYN},
-    is_root,
     netns::{Netns, VethLink},
     pki::Pki,
     process::{poll, run_bounded, run_checked, Background},
+    root_or_skip,
     syn_ack_rewrite::second_syn_ack,
     tshark,
     two_path_scenario::wait_listening,
@@ -50,11 +50,7 @@ const TFO_NAME: &str = "tfo.test";
 /// The serialisation guard, or `None` when the test must be skipped (not root,
 /// outside CI).
 fn setup(name: &str) -> Result<Option<MutexGuard<'static, ()>>> {
-    if !is_root() {
-        if std::env::var_os("CI").is_some() {
-            bail!("this end-to-end test needs root, and CI must run it");
-        }
-        eprintln!("SKIPPED long_tail {name}: needs root (namespaces, BPF)");
+    if !root_or_skip(&format!("long_tail {name}"))? {
         return Ok(None);
     }
     Ok(Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner())))

@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use tlsmon::source::live::{Capture, CaptureOptions};
 use tlsmon::source::segment::PacketDirection;
 use tlsmon_tests::{
@@ -28,6 +28,7 @@ use tlsmon_tests::{
     netns::VethLink,
     pki::Pki,
     process::{run_checked, Background},
+    root_or_skip,
     topology::{TwoPaths, NIC_B, PROXY_BACK, PROXY_FRONT, SERVER_B},
     two_path_scenario::wait_listening,
 };
@@ -48,11 +49,7 @@ const PORT_TLS: u16 = 8443;
 const CLIENT_P: &str = "10.77.2.2";
 
 fn setup(name: &str) -> Result<Option<MutexGuard<'static, ()>>> {
-    if !is_root() {
-        if std::env::var_os("CI").is_some() {
-            bail!("this end-to-end test needs root, and CI must run it");
-        }
-        eprintln!("SKIPPED preamble {name}: needs root (namespaces, BPF)");
+    if !root_or_skip(&format!("preamble {name}"))? {
         return Ok(None);
     }
     Ok(Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner())))

@@ -20,9 +20,9 @@
 //! and iproute2. Without root it is skipped, unless `CI` is set: then it fails.
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
-use tlsmon_tests::is_root;
+use tlsmon_tests::in_scratch_dir;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use tlsmon_tests::{
     binary::tlsmon_binary,
     exposition::Scrape,
@@ -139,36 +139,9 @@ fn prometheus_config(dir: &Path) -> Result<std::path::PathBuf> {
     Ok(path)
 }
 
-/// A scratch directory removed at the end unless the test failed (then its
-/// logs are worth keeping; the path is printed).
-struct Scratch(std::path::PathBuf, bool);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if std::thread::panicking() || !self.1 {
-            eprintln!("logs kept in {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 #[test]
 fn two_paths_failures_are_counted_exactly_on_the_right_nic() -> Result<()> {
-    if !is_root() {
-        if std::env::var_os("CI").is_some() {
-            bail!("this end-to-end test needs root, and CI must run it");
-        }
-        eprintln!("SKIPPED two_paths: needs root (namespaces, BPF)");
-        return Ok(());
-    }
-    let tlsmon = tlsmon_binary()?;
-    let dir = std::env::temp_dir().join(format!("tlsmon-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let mut scratch = Scratch(dir.clone(), false);
-    let result = scenario(&tlsmon, &dir);
-    scratch.1 = result.is_ok();
-    result
+    in_scratch_dir("two_paths", |dir| scenario(&tlsmon_binary()?, dir))
 }
 
 fn scenario(tlsmon: &Path, dir: &Path) -> Result<()> {

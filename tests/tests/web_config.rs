@@ -14,9 +14,9 @@
 //! skipped, unless `CI` is set: then it fails.
 
 use std::{net::SocketAddr, path::Path, time::Duration};
-use tlsmon_tests::is_root;
+use tlsmon_tests::in_scratch_dir;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use tlsmon_tests::{
     binary::tlsmon_binary,
     http_get::{encode_query_value, get},
@@ -63,22 +63,7 @@ fn status_of(output: &str) -> &str {
 
 #[test]
 fn the_endpoint_wants_tls_and_a_password_like_node_exporter() -> Result<()> {
-    if !is_root() {
-        if std::env::var_os("CI").is_some() {
-            bail!("this end-to-end test needs root, and CI must run it");
-        }
-        eprintln!("SKIPPED web_config: needs root (namespaces, BPF)");
-        return Ok(());
-    }
-    let dir = std::env::temp_dir().join(format!("tlsmon-webcfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = scenario(&dir);
-    if result.is_ok() {
-        let _ = std::fs::remove_dir_all(&dir);
-    } else {
-        eprintln!("logs kept in {}", dir.display());
-    }
-    result
+    in_scratch_dir("web_config", scenario)
 }
 
 fn scenario(dir: &Path) -> Result<()> {
