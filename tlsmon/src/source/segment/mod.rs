@@ -113,6 +113,33 @@ impl Segment {
     }
 }
 
+/// One UDP datagram (or its first bytes) as captured: QUIC's unit, as [`Segment`]
+/// is TCP's. Live capture and the pcap reader both produce it.
+///
+/// A QUIC short-header packet matters only as the fact that it was seen (the
+/// connection reached 1-RTT keys); live capture then carries just its first byte
+/// in `payload`, with the rest counted in `cut`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Datagram {
+    /// When it was seen.
+    pub ts: Timestamp,
+    /// Interface (or capture) it was seen on.
+    pub device: Device,
+    /// Which way it crossed that interface.
+    pub direction: PacketDirection,
+    /// Sender.
+    pub src: SocketAddr,
+    /// Receiver.
+    pub dst: SocketAddr,
+    /// Captured UDP payload bytes, from the first.
+    pub payload: Vec<u8>,
+    /// UDP payload bytes after `payload` that were not captured.
+    pub cut: u32,
+    /// cgroup v2 id of the local socket, when the kernel saw one on egress; `None`
+    /// while unknown, for forwarded traffic and in captures.
+    pub cgroup_id: Option<u64>,
+}
+
 /// Identity of a TCP connection on one device, the same for both directions.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ConnectionKey {
