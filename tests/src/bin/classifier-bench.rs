@@ -41,7 +41,10 @@ struct StatsEnabled(String);
 impl StatsEnabled {
     fn set(on: bool) -> StatsEnabled {
         let old = stdout("sysctl", &["-n", STATS_SYSCTL]).trim().to_owned();
-        stdout("sysctl", &["-qw", &format!("{STATS_SYSCTL}={}", u8::from(on))]);
+        stdout(
+            "sysctl",
+            &["-qw", &format!("{STATS_SYSCTL}={}", u8::from(on))],
+        );
         StatsEnabled(old)
     }
 }
@@ -225,7 +228,10 @@ fn iperf_bulk(link: &VethLink, capture: &Capture, seconds: u64, reverse: bool) {
     let noop_after = noop_stats();
     let gbps = received_gbps(&output);
     let (key, title) = if reverse {
-        ("bulk_egress", "plain TCP bulk, server -> client (iperf3 -R):")
+        (
+            "bulk_egress",
+            "plain TCP bulk, server -> client (iperf3 -R):",
+        )
     } else {
         ("bulk_ingress", "plain TCP bulk, client -> server (iperf3):")
     };
@@ -458,7 +464,10 @@ impl NoopAttached {
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
         let mut fds = Vec::new();
         let flags = if first { BPF_F_BEFORE } else { BPF_F_AFTER };
-        for (hook, prog_name) in [BPF_TCX_INGRESS, BPF_TCX_EGRESS].into_iter().zip(NOOP_NAMES) {
+        for (hook, prog_name) in [BPF_TCX_INGRESS, BPF_TCX_EGRESS]
+            .into_iter()
+            .zip(NOOP_NAMES)
+        {
             let prog = load_noop(prog_name)?;
             fds.push(prog);
             let mut attr = [0u8; 64];
@@ -537,8 +546,8 @@ fn main() {
     if args.pairs > 0 {
         throughput_pairs(&link, &mut capture, args.pairs, args.pair_seconds);
     }
-    let _noop = NoopAttached::new(&link.server_if, args.noop_first)
-        .expect("attaching the reference no-op");
+    let _noop =
+        NoopAttached::new(&link.server_if, args.noop_first).expect("attaching the reference no-op");
     let _stats = StatsEnabled::set(true);
     iperf_bulk(&link, &capture, args.seconds, false);
     iperf_bulk(&link, &capture, args.seconds, true);
