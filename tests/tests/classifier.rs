@@ -208,9 +208,12 @@ fn a_client_hello_that_continues_no_connection_starts_nothing() {
     );
     assert!(drain(&mut c).is_empty());
     let k = counters(&c);
+    // The spoofed packet sent before any SYN-ACK fell in a slot holding neither
+    // a flow nor an opening: it returned at the hint read, unlooked at. The
+    // three sent where the opening lives were looked at and refused.
     assert_eq!(
         (k.flows_started, k.client_hellos_unverified, k.openings_seen),
-        (0, 4, 1)
+        (0, 3, 1)
     );
     assert_eq!(c.tracked_flows(), 0);
     // The genuine first payload still starts the flow: the opening was not used up.
@@ -744,6 +747,101 @@ fn a_new_client_hello_on_a_reused_tuple_after_close_starts_again() {
     assert_eq!(drain(&mut c).len(), 1);
     after_hello(&mut c, CLIENT4, SERVER4);
     assert_eq!(counters(&c).flows_started, 2);
+}
+
+#[test]
+fn an_opening_holds_its_slot_until_its_first_payload_passes() {
+    // Bulk data returns at the hint read only if a connection that can still
+    // start tracking always counts in its slot, and one that cannot no longer
+    // does. A hello-shaped payload at the opening's sequence numbers shows which:
+    // looked at (and refused, counted unverified) while the slot counts, not
+    // looked at once it does not.
+    let mut c = load();
+    let ch = frames::client_hello(300);
+    let client = addr(CLIENT4);
+    let server = addr(SERVER4);
+    let late_hello = frames::tcp(client, server, 1000, ACK | PSH, &ch);
+    open(
+        &mut c,
+        CLIENT4,
+        SERVER4,
+        1000,
+        Shape::default(),
+        PacketDirection::Ingress,
+    );
+    // Healing leaves an opening's count alone: it lives.
+    assert_eq!(c.heal_hints().unwrap().slots_too_high, 0);
+    // Bulk from the server that does not begin where its bytes begin (not its
+    // first payload) consumes nothing.
+    run(
+        &mut c,
+        &frames::tcp(server, client, 5000, ACK, &[0x42; 1400]),
+        PacketDirection::Egress,
+    );
+    // The client's first payload is plain HTTP: no flow, and the opening is used up.
+    run(
+        &mut c,
+        &frames::tcp(client, server, 1000, ACK | PSH, b"GET / HTTP/1.1\r\n\r\n"),
+        PacketDirection::Ingress,
+    );
+    run(&mut c, &late_hello, PacketDirection::Ingress);
+    let k = counters(&c);
+    assert_eq!(
+        (k.flows_started, k.client_hellos_unverified),
+        (0, 0),
+        "the slot counted nothing after the first payload"
+    );
+    assert_eq!(c.heal_hints().unwrap().slots_too_high, 0);
+
+    // The same for a connection that ends before any payload (FIN from the
+    // client at its first sequence number), and for one the server resets.
+    for (flags, from_client) in [(ACK | FIN, true), (RST, false)] {
+        open(
+            &mut c,
+            CLIENT4,
+            SERVER4,
+            1000,
+            Shape::default(),
+            PacketDirection::Ingress,
+        );
+        let before = counters(&c).client_hellos_unverified;
+        // Looked at while the opening lives: the wrong sequence number is refused.
+        run(
+            &mut c,
+            &frames::tcp(client, server, 999, ACK | PSH, &ch),
+            PacketDirection::Ingress,
+        );
+        assert_eq!(counters(&c).client_hellos_unverified, before + 1);
+        let end = if from_client {
+            frames::tcp(client, server, 1000, flags, &[])
+        } else {
+            frames::tcp(server, client, 1, flags, &[])
+        };
+        let hook = if from_client {
+            PacketDirection::Ingress
+        } else {
+            PacketDirection::Egress
+        };
+        run(&mut c, &end, hook);
+        run(&mut c, &late_hello, PacketDirection::Ingress);
+        assert_eq!(
+            counters(&c).client_hellos_unverified,
+            before + 1,
+            "flags {flags:#x}: the slot counted nothing after the end"
+        );
+    }
+    assert_eq!(c.heal_hints().unwrap().slots_too_high, 0);
+    assert!(drain(&mut c).is_empty());
+
+    // A ClientHello consumes its opening too, and the slot then counts the flow
+    // alone: releasing it leaves nothing for healing to fix.
+    let hello_seg = after_hello(&mut c, CLIENT4, SERVER4);
+    assert!(c
+        .release_flow(&ConnectionKey::of(&hello_seg), 1000)
+        .unwrap());
+    run(&mut c, &late_hello, PacketDirection::Ingress);
+    assert!(drain(&mut c).is_empty());
+    assert_eq!(c.heal_hints().unwrap().slots_too_high, 0);
 }
 
 #[test]

@@ -24,10 +24,11 @@ pub const CONFIG_MAP: &str = "TLSMON_CONFIG";
 /// Per-CPU scratch buffer in which an event is built before it is output.
 pub const SCRATCH_MAP: &str = "TLSMON_SCRATCH";
 /// Array of u64 hint words: per slot (a hash of the connection), in the low 32
-/// bits how many tracked flows may live there, in the high 32 bits how many flows
-/// ever started there (an epoch, so that userspace can correct a count that an
-/// LRU eviction left too high without racing a new flow). A zero count lets a
-/// packet skip the flow lookup entirely.
+/// bits how many tracked flows and openings (connections between SYN-ACK and
+/// first payload) may live there, in the high 32 bits how many flows and
+/// openings ever started there (an epoch, so that userspace can correct a count
+/// that an LRU eviction left too high without racing a new one). A zero count
+/// lets a packet return at once: nothing it could continue or start hashes there.
 pub const HINTS_MAP: &str = "TLSMON_HINTS";
 /// Slots in [`HINTS_MAP`] (a power of two).
 pub const HINT_SLOTS: u32 = 65_536;
@@ -271,6 +272,10 @@ pub struct Opening {
     /// Bytes a client's SYN carried (TCP Fast Open); zero for a SYN-ACK's opening.
     /// A SYN-ACK accepts them when it acknowledges `client_seq + syn_data_len`.
     pub syn_data_len: u32,
+    /// 1 while this opening is counted in its [`HINTS_MAP`] slot (a SYN-ACK's
+    /// opening, until its connection's first payload, FIN or RST passes); swapped
+    /// to 0 atomically when the count is given back. Zero for a SYN with data.
+    pub hint_held: u32,
 }
 
 /// [`ControlCommand::op`]: forget a flow userspace has decided, if it is still
@@ -295,7 +300,7 @@ pub struct ControlCommand {
     pub key: FlowKey,
     /// Release: [`FlowState::client_seq`] of the connection to release.
     pub client_seq: u32,
-    /// Heal: flows userspace found in the slot.
+    /// Heal: flows and openings userspace found holding the slot.
     pub count: u32,
     /// Explicit padding; always zero.
     pub _pad: u32,

@@ -67,19 +67,21 @@ pub fn classify(ctx: &TcContext, direction: u8) {
         return;
     }
     let slot = hint::slot(&pkt, ifindex);
-    let tracked = if hint::occupied(slot) {
-        let (key, _) = key_of(&pkt, ifindex);
-        FLOWS.get_ptr_mut(&key)
-    } else {
-        // No tracked flow hashes here: only the start of a new one matters.
-        None
-    };
-    let state = match tracked {
+    if !hint::occupied(slot) {
+        // Neither a tracked flow nor an opening hashes here: the packet can
+        // continue nothing and start nothing (every flow starts at an opening).
+        // Bulk data of untracked and finished connections ends here, without
+        // the flow key, a hash lookup or a look at its payload.
+        return;
+    }
+    let (key, _) = key_of(&pkt, ifindex);
+    let state = match FLOWS.get_ptr_mut(&key) {
         Some(state) => state,
         None => {
             // A preamble (PROXY header, CONNECT, SOCKS, STARTTLS) may come before
             // the ClientHello: such a connection is followed the same way.
             if !starts_client_hello(ctx, &pkt) && !preamble::starts_preamble(ctx, &pkt, ifindex) {
+                opening::passed(&pkt, ifindex, slot);
                 return;
             }
             match start(ctx, &pkt, ifindex, direction, slot) {
@@ -237,13 +239,20 @@ fn start(
     let (key, src_is_lo) = key_of(pkt, ifindex);
     // Exactly one packet (and one CPU) consumes an opening: a retransmitted
     // ClientHello after the flow ended starts nothing.
-    if !opening::continued_by(&key, pkt, src_is_lo) {
+    let mut held = 0u32;
+    if !opening::continued_by(&key, pkt, src_is_lo, &mut held) {
         count(Counter::ClientHellosUnverified, 1);
         return None;
     }
     // An older connection on this 4-tuple was forgotten when this one's SYN-ACK
     // passed (`opening::record`); the insert replaces whatever raced in since.
-    track(&key, slot, pkt.seq, 0, ifindex, pkt)
+    let state = track(&key, slot, pkt.seq, 0, ifindex, pkt);
+    // The opening's count is given back only now that the flow holds its own,
+    // so that the slot never reads empty for this connection in between.
+    if held != 0 {
+        hint::give_back(slot);
+    }
+    state
 }
 
 /// Stores a new flow whose client payload starts at `client_seq`, counted in hint

@@ -1,13 +1,17 @@
 //! The hint table: per slot of a direction-independent connection hash, a count
-//! of tracked flows that may live there (low 32 bits) and an epoch of flows ever
-//! started there (high 32 bits). A packet whose slot counts zero cannot belong
-//! to a tracked flow, so it skips building the flow key and the hash lookup:
-//! bulk traffic of untracked and finished connections costs an array read.
+//! of tracked flows and of openings (connections between their SYN-ACK and
+//! their first payload) that may live there (low 32 bits), and an epoch of
+//! flows and openings ever counted there (high 32 bits). Every flow starts from
+//! an opening, so a packet whose slot counts zero can neither continue a
+//! tracked flow nor start one: it returns after one array read, without the
+//! flow key, a hash lookup or a look at its payload. That is the path of bulk
+//! data of untracked and finished connections.
 //!
-//! Counts only err upwards: a flow the flow map's LRU evicts keeps its count.
-//! Userspace heals that ([`heal`]): it reads a slot, counts the flows it finds
-//! there, and the kernel lowers the count only if the word is still the one
-//! userspace read (a start would have moved the epoch, a release the count).
+//! Counts only err upwards: a flow or opening its map's LRU evicts keeps its
+//! count. Userspace heals that ([`heal`]): it reads a slot, counts the flows and
+//! openings it finds there, and the kernel lowers the count only if the word is
+//! still the one userspace read (a start would have moved the epoch, a release
+//! the count).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,7 +33,7 @@ fn word(slot: u32) -> Option<&'static AtomicU64> {
     Some(unsafe { AtomicU64::from_ptr(ptr) })
 }
 
-/// True when a tracked flow may live in `slot`.
+/// True when a tracked flow or an opening may live in `slot`.
 #[inline(always)]
 pub fn occupied(slot: u32) -> bool {
     // A missing slot cannot happen (slot < HINT_SLOTS); err on the safe side.
@@ -42,7 +46,7 @@ pub fn occupied(slot: u32) -> bool {
     unsafe { core::ptr::read_volatile(ptr) & HINT_COUNT_MASK != 0 }
 }
 
-/// Counts a flow that starts tracking in `slot`.
+/// Counts a flow or an opening that starts in `slot` (and moves the epoch).
 #[inline(always)]
 pub fn take(slot: u32) {
     if let Some(w) = word(slot) {
@@ -50,8 +54,8 @@ pub fn take(slot: u32) {
     }
 }
 
-/// Gives back the count of the flow whose `held` flag this is, exactly once even
-/// when several CPUs race (the flag is swapped atomically).
+/// Gives back the count of the flow or opening whose `held` flag this is,
+/// exactly once even when several CPUs race (the flag is swapped atomically).
 #[inline(always)]
 pub fn release(slot: u32, held: *mut u32) {
     // SAFETY: `held` points into a live flow-map value, naturally aligned.
@@ -60,6 +64,15 @@ pub fn release(slot: u32, held: *mut u32) {
         if let Some(w) = word(slot) {
             w.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Gives back one count of `slot` that the caller took itself (an opening's,
+/// handed over to the flow it started once the flow holds its own).
+#[inline(always)]
+pub fn give_back(slot: u32) {
+    if let Some(w) = word(slot) {
+        w.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -36,8 +36,9 @@ fn is_starttls_port(port: u16) -> bool {
 }
 
 /// True when `pkt`'s payload begins a preamble, or is a client's first payload
-/// to a STARTTLS port; counted as a candidate. Only runs for payloads that are
-/// not a ClientHello start of an untracked flow.
+/// to a STARTTLS port; counted as a candidate. Only runs for payloads of an
+/// untracked flow that do not start a ClientHello, in a hint slot that counts
+/// an opening or a flow (elsewhere nothing could start).
 #[inline(always)]
 pub fn starts_preamble(ctx: &TcContext, pkt: &Packet, ifindex: u32) -> bool {
     if is_starttls_port(pkt.dst_port) {

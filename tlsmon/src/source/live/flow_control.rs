@@ -12,24 +12,25 @@ use aya::{
     Ebpf,
 };
 use tlsmon_common::{
-    hint_slot, ControlCommand, FlowKey, FlowState, CONTROL_HEAL_HINT, CONTROL_PROGRAM,
+    hint_slot, ControlCommand, FlowKey, FlowState, Opening, CONTROL_HEAL_HINT, CONTROL_PROGRAM,
     CONTROL_RELEASE_FLOW, FAMILY_IPV4, FAMILY_IPV6, FLOWS_MAP, HINTS_MAP, HINT_COUNT_MASK,
-    HINT_SLOTS,
+    HINT_SLOTS, OPENINGS_MAP,
 };
 
 use super::{attach, devices::DeviceTable, error_chain, loader::map_error, CaptureError};
 use crate::source::segment::ConnectionKey;
 
-/// The kernel's flow and hint maps, as userspace sees them.
+/// The kernel's flow, hint and openings maps, as userspace sees them.
 pub(crate) struct FlowControl {
     flows: HashMap<MapData, FlowKey, FlowState>,
     hints: Array<MapData, u64>,
+    openings: HashMap<MapData, FlowKey, Opening>,
 }
 
 /// What one pass of [`FlowControl::heal_hints`] found and fixed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HintHealing {
-    /// Slots whose count was higher than the flows living there.
+    /// Slots whose count was higher than the flows and openings living there.
     pub slots_too_high: u64,
     /// Of those, slots the kernel lowered (the others changed meanwhile).
     pub slots_healed: u64,
@@ -94,8 +95,13 @@ impl FlowControl {
     pub(crate) fn new(
         flows: HashMap<MapData, FlowKey, FlowState>,
         hints: Array<MapData, u64>,
+        openings: HashMap<MapData, FlowKey, Opening>,
     ) -> Self {
-        FlowControl { flows, hints }
+        FlowControl {
+            flows,
+            hints,
+            openings,
+        }
     }
 
     /// Releases `connection`, the one whose first client payload byte had
@@ -133,11 +139,12 @@ impl FlowControl {
         self.flows.keys().filter(Result::is_ok).count()
     }
 
-    /// Lowers every hint count that is higher than the flows living in its slot
-    /// (the flow map's LRU evicts without giving counts back). Reads the hint
-    /// words first and counts flows after, so a count can only be found too high
-    /// by mistake, never too low; the kernel applies a correction only if the
-    /// word is unchanged since it was read.
+    /// Lowers every hint count that is higher than the flows and openings living
+    /// in its slot (the maps' LRU evicts without giving counts back). Reads the
+    /// hint words first and counts flows and openings after, so a count can only
+    /// be found too high by mistake, never too low; the kernel applies a
+    /// correction only if the word is unchanged since it was read (every new
+    /// flow or opening moves the word's epoch).
     pub(crate) fn heal_hints(&self, ebpf: &mut Ebpf) -> Result<HintHealing, CaptureError> {
         let mut seen = Vec::new();
         for slot in 0..HINT_SLOTS {
@@ -156,6 +163,12 @@ impl FlowControl {
         for entry in self.flows.iter() {
             let (key, state) = entry.map_err(|e| map_error(FLOWS_MAP, &e))?;
             if state.hint_held != 0 {
+                *living.entry(slot_of(&key)).or_default() += 1;
+            }
+        }
+        for entry in self.openings.iter() {
+            let (key, opening) = entry.map_err(|e| map_error(OPENINGS_MAP, &e))?;
+            if opening.hint_held != 0 {
                 *living.entry(slot_of(&key)).or_default() += 1;
             }
         }

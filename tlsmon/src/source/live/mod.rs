@@ -202,7 +202,11 @@ impl Capture {
             ebpf: loaded.ebpf,
             events: events::EventSource::Plain(loaded.ring),
             counters: loaded.counters,
-            flow_control: flow_control::FlowControl::new(loaded.flows, loaded.hints),
+            flow_control: flow_control::FlowControl::new(
+                loaded.flows,
+                loaded.hints,
+                loaded.openings,
+            ),
             devices,
             options,
             attachments: BTreeMap::new(),

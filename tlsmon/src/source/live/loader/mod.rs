@@ -8,8 +8,8 @@ use aya::{
 };
 use tlsmon_common::preamble::{starttls_port_bit, STARTTLS_PORTS_MAP, STARTTLS_PORT_WORDS};
 use tlsmon_common::{
-    FlowKey, FlowState, KernelConfig, CONFIG_MAP, CONTROL_PROGRAM, COUNTERS_MAP, EGRESS_PROGRAM,
-    EVENTS_MAP, FLOWS_MAP, HINTS_MAP, INGRESS_PROGRAM,
+    FlowKey, FlowState, KernelConfig, Opening, CONFIG_MAP, CONTROL_PROGRAM, COUNTERS_MAP,
+    EGRESS_PROGRAM, EVENTS_MAP, FLOWS_MAP, HINTS_MAP, INGRESS_PROGRAM, OPENINGS_MAP,
 };
 
 use super::{attach, error, error_chain, kernel_log, privileges, CaptureError};
@@ -25,6 +25,7 @@ pub(crate) struct Loaded {
     pub(crate) counters: PerCpuArray<MapData, u64>,
     pub(crate) flows: HashMap<MapData, FlowKey, FlowState>,
     pub(crate) hints: Array<MapData, u64>,
+    pub(crate) openings: HashMap<MapData, FlowKey, Opening>,
     pub(crate) kernel_log: Option<kernel_log::KernelLog>,
 }
 
@@ -82,6 +83,8 @@ pub(crate) fn load(
         PerCpuArray::try_from(take(COUNTERS_MAP)?).map_err(|e| map_error(COUNTERS_MAP, &e))?;
     let flows = HashMap::try_from(take(FLOWS_MAP)?).map_err(|e| map_error(FLOWS_MAP, &e))?;
     let hints = Array::try_from(take(HINTS_MAP)?).map_err(|e| map_error(HINTS_MAP, &e))?;
+    let openings =
+        HashMap::try_from(take(OPENINGS_MAP)?).map_err(|e| map_error(OPENINGS_MAP, &e))?;
     let kernel_log = if diagnostics {
         Some(kernel_log::KernelLog::new(&mut ebpf).map_err(|e| map_error("AYA_LOGS", &e))?)
     } else {
@@ -94,6 +97,7 @@ pub(crate) fn load(
         counters,
         flows,
         hints,
+        openings,
     })
 }
 
