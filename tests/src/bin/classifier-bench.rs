@@ -84,7 +84,7 @@ fn report(key: &str, title: &str, before: &[ProgramStats], after: &[ProgramStats
 /// Prints the reference no-op's runs and ns per run on each hook between two
 /// snapshots, and `RESULT {key}_noop_{hook}_ns` lines.
 fn report_noop(key: &str, before: &[(u64, u64)], after: &[(u64, u64)]) {
-    for ((hook, b), a) in NOOP_NAMES.iter().zip(before).zip(after) {
+    for ((hook, b), a) in reference_names().iter().zip(before).zip(after) {
         let runs = a.0 - b.0;
         let ns = a.1 - b.1;
         let per_run = if runs == 0 {
@@ -96,7 +96,7 @@ fn report_noop(key: &str, before: &[(u64, u64)], after: &[(u64, u64)]) {
             "  {:<15} runs {:>9}  run_time {:>12} ns  {:>7.1} ns/run",
             hook, runs, ns, per_run
         );
-        let short = hook.trim_start_matches("tlsmon_noop_");
+        let short = hook.rsplit('_').next().unwrap_or(hook);
         println!("RESULT {key}_noop_{short}_ns={per_run:.1}");
     }
 }
@@ -407,6 +407,36 @@ const BPF_F_AFTER: u32 = 1 << 4;
 /// The reference no-op's program names, one program per hook (so that bpf_stats
 /// tells the hooks apart): ingress, then egress.
 const NOOP_NAMES: [&str; 2] = ["tlsmon_noop_in", "tlsmon_noop_eg"];
+/// The same for the header-touching reference (`--touch-first`).
+const TOUCH_NAMES: [&str; 2] = ["tlsmon_touch_in", "tlsmon_touch_eg"];
+/// Set by `--touch-first`: the reference reads a header byte and runs first.
+static TOUCH_FIRST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The attached reference programs' names (ingress, egress).
+fn reference_names() -> [&'static str; 2] {
+    if TOUCH_FIRST.load(std::sync::atomic::Ordering::Relaxed) {
+        TOUCH_NAMES
+    } else {
+        NOOP_NAMES
+    }
+}
+
+/// A classifier that reads one byte of the packet (where an untagged IPv4
+/// packet's TCP flags are) and returns `TC_ACT_UNSPEC`: the floor of any
+/// classifier that looks at headers, and, attached first, the one that pays
+/// for bringing them into this CPU's cache.
+const TOUCH_INSNS: [u64; 8] = [
+    0x0000_0000_004c_1261, // r2 = *(u32 *)(r1 + 76)   skb->data
+    0x0000_0000_0050_1361, // r3 = *(u32 *)(r1 + 80)   skb->data_end
+    0x0000_0000_0000_24bf, // r4 = r2
+    0x0000_0030_0000_0407, // r4 += 48
+    0x0000_0000_0001_342d, // if r4 > r3 goto +1
+    0x0000_0000_002f_2571, // r5 = *(u8 *)(r2 + 47)
+    0xffff_ffff_0000_00b7, // r0 = -1
+    0x0000_0000_0000_0095, // exit
+];
+/// The two-instruction no-op: `r0 = -1; exit`.
+const NOOP_INSNS: [u64; 2] = [0xffff_ffff_0000_00b7, 0x0000_0000_0000_0095];
 
 fn bpf(cmd: libc::c_long, attr: &mut [u8]) -> std::io::Result<i64> {
     // SAFETY: bpf(2) with an attr buffer of the documented layout, zero-padded;
@@ -423,11 +453,15 @@ fn bpf(cmd: libc::c_long, attr: &mut [u8]) -> std::io::Result<i64> {
 /// bytes): the floor every classifier pays here. Loaded with the raw bpf(2)
 /// syscall because aya loads programs only from ELF objects. Returns its fd.
 fn load_noop(name: &str) -> std::io::Result<i32> {
-    let insns: [u64; 2] = [0xffff_ffff_0000_00b7, 0x0000_0000_0000_0095];
+    load_program(name, &NOOP_INSNS)
+}
+
+/// Loads `insns` as a classifier named `name`; returns its fd.
+fn load_program(name: &str, insns: &[u64]) -> std::io::Result<i32> {
     let license = b"GPL\0";
     let mut attr = [0u8; 128];
     attr[0..4].copy_from_slice(&BPF_PROG_TYPE_SCHED_CLS.to_ne_bytes());
-    attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
+    attr[4..8].copy_from_slice(&(insns.len() as u32).to_ne_bytes());
     attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
     attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
     attr[48..48 + name.len()].copy_from_slice(name.as_bytes());
@@ -449,16 +483,19 @@ fn noop_cost(frame: &[u8], repeat: u32) -> std::io::Result<u64> {
     result
 }
 
-/// A no-op attached with TCX to each hook of `dev`, so that bpf_stats measures
-/// the floor on the same traffic: after tlsmon by default, before it with
-/// `first` (then the no-op, not tlsmon, is the first program of the chain; it
-/// reads no packet byte either way). Dropping the fds detaches.
+/// A reference attached with TCX to each hook of `dev`, so that bpf_stats
+/// measures the floor on the same traffic: the no-op after tlsmon by default,
+/// before it with `--noop-first` (it reads no packet byte either way), or with
+/// `--touch-first` the header-touching program before tlsmon (it, not tlsmon,
+/// then brings the headers into the cache). Dropping the fds detaches.
 struct NoopAttached {
     fds: Vec<i32>,
 }
 
 impl NoopAttached {
     fn new(dev: &str, first: bool) -> std::io::Result<NoopAttached> {
+        let touch = TOUCH_FIRST.load(std::sync::atomic::Ordering::Relaxed);
+        let first = first || touch;
         let name = std::ffi::CString::new(dev).unwrap();
         // SAFETY: a NUL-terminated name.
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -466,9 +503,10 @@ impl NoopAttached {
         let flags = if first { BPF_F_BEFORE } else { BPF_F_AFTER };
         for (hook, prog_name) in [BPF_TCX_INGRESS, BPF_TCX_EGRESS]
             .into_iter()
-            .zip(NOOP_NAMES)
+            .zip(reference_names())
         {
-            let prog = load_noop(prog_name)?;
+            let insns: &[u64] = if touch { &TOUCH_INSNS } else { &NOOP_INSNS };
+            let prog = load_program(prog_name, insns)?;
             fds.push(prog);
             let mut attr = [0u8; 64];
             attr[0..4].copy_from_slice(&(prog as u32).to_ne_bytes());
@@ -490,9 +528,12 @@ impl Drop for NoopAttached {
     }
 }
 
-/// run_cnt and run_time_ns of each no-op (ingress, egress).
+/// run_cnt and run_time_ns of each reference program (ingress, egress).
 fn noop_stats() -> Vec<(u64, u64)> {
-    NOOP_NAMES.iter().map(|name| noop_stats_of(name)).collect()
+    reference_names()
+        .iter()
+        .map(|name| noop_stats_of(name))
+        .collect()
 }
 
 /// run_cnt and run_time_ns of the program `name`, from `bpftool prog show name`.
@@ -526,10 +567,15 @@ struct Args {
     /// Attach the reference no-op before tlsmon instead of after it.
     #[arg(long)]
     noop_first: bool,
+    /// Use a reference that reads one header byte, attached before tlsmon:
+    /// shows what bringing the headers into the cache costs on its own.
+    #[arg(long)]
+    touch_first: bool,
 }
 
 fn main() {
     let args = Args::parse();
+    TOUCH_FIRST.store(args.touch_first, std::sync::atomic::Ordering::Relaxed);
     let link = VethLink::new(200);
     link.server.enter_current_thread();
     let mut capture = Capture::load(CaptureOptions::default()).expect("load (run as root)");

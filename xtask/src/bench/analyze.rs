@@ -32,7 +32,6 @@ pub struct AnalyzeArgs {
 /// The figures bench.py prints for one tool.
 #[derive(Default)]
 struct Timing {
-    command: String,
     wall: String,
     cpu: String,
     per_cpu_second: String,
@@ -46,17 +45,16 @@ fn between(line: &str, start: &str, end: &str) -> String {
         .map_or_else(String::new, |v| v.trim().to_owned())
 }
 
-/// bench.py's lines for `tool`: "TOOL: CMD", "  wall W s (...), CPU C s (...)",
+/// bench.py's lines for `tool` after "TOOL: CMD": "  wall W s (...), CPU C s (...)",
 /// "  per CPU second: H handshakes, ...; peak RSS R MiB".
 fn timing(output: &str, tool: &str) -> Option<Timing> {
     let mut lines = output
         .lines()
         .skip_while(|l| !l.starts_with(&format!("{tool}: ")));
-    let command = lines.next()?.split_once(": ")?.1.to_owned();
+    lines.next()?;
     let times = lines.next()?;
     let rates = lines.next()?;
     Some(Timing {
-        command,
         wall: between(times, "wall ", ","),
         cpu: between(times, "), CPU ", ","),
         per_cpu_second: between(rates, "per CPU second: ", " handshakes"),
@@ -108,18 +106,21 @@ pub fn run(bench: &Bench, args: &AnalyzeArgs) -> Result<String> {
     let mut md = format!(
         "\n#### Analyze\n\n\
          `cargo xtask bench --part analyze --handshakes {n}` (`tests/corpus/tools/bench.py \
-         generate` then `run`), capture {capture}: {summary}\n\n\
+         generate` then `run`; tlsmon binary `{tlsmon}`): {summary}\n\n\
          | tool | wall (median) | CPU (median) | handshakes per CPU second | peak RSS |\n\
          | --- | ---: | ---: | ---: | ---: |\n",
         n = args.handshakes,
-        capture = capture.display(),
+        tlsmon = tlsmon.display(),
         summary = output.lines().next().unwrap_or("").trim(),
     );
-    for tool in ["tlsmon", "tshark"] {
+    for (tool, label) in [
+        ("tlsmon", "`tlsmon analyze --format json`"),
+        ("tshark", "`tshark -Y tls.handshake -T fields` (13 fields)"),
+    ] {
         if let Some(t) = timing(&output, tool) {
             md.push_str(&format!(
-                "| `{}` | {} | {} | {} | {} |\n",
-                t.command, t.wall, t.cpu, t.per_cpu_second, t.peak_rss
+                "| {label} | {} | {} | {} | {} |\n",
+                t.wall, t.cpu, t.per_cpu_second, t.peak_rss
             ));
         }
     }
