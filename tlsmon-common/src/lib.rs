@@ -455,7 +455,7 @@ mod tests {
         assert_eq!(size_of::<EventHeader>() % 8, 0);
         assert_eq!(size_of::<FlowKey>(), 4 + 1 + 3 + 16 + 16 + 2 + 2);
         assert_eq!(size_of::<FlowState>(), 32);
-        assert_eq!(size_of::<Opening>(), 16);
+        assert_eq!(size_of::<Opening>(), 20);
         assert_eq!(size_of::<ControlCommand>(), 4 + 4 + 44 + 4 + 4 + 4 + 8);
         assert_eq!(size_of::<KernelConfig>(), 8);
     }
