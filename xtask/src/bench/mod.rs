@@ -2,6 +2,10 @@
 //! part lives in a file of its own and returns a markdown section; the run
 //! prints them under one header naming the machine and the commit, ready to
 //! paste into BENCHMARKS.md.
+//!
+//! A part is a file of its own here with `run(&Bench, &Args) -> Result<String>`
+//! (its options a clap `Args` struct flattened into [`BenchArgs`]), a variant of
+//! [`Part`] and one arm in [`run`].
 
 mod analyze;
 mod datapath;
