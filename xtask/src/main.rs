@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask <command>`.
 
+mod bench;
 mod fuzz;
 mod packages;
 mod run;
@@ -37,6 +38,8 @@ enum Task {
     TestDeps,
     /// Run each cargo-fuzz target for a bounded time (nightly; installs cargo-fuzz if missing).
     Fuzz(fuzz::FuzzArgs),
+    /// Run benchmarks (datapath, analyze, ...) and print a markdown report for BENCHMARKS.md.
+    Bench(bench::BenchArgs),
 }
 
 fn workspace_root() -> PathBuf {
@@ -52,5 +55,6 @@ fn main() -> anyhow::Result<()> {
         Task::Test { args } => run::test(&workspace_root(), args),
         Task::TestDeps => packages::ensure_test_packages(&workspace_root()),
         Task::Fuzz(args) => fuzz::run(args),
+        Task::Bench(args) => bench::run(&workspace_root(), args),
     }
 }

@@ -13,7 +13,7 @@ fn is_root() -> bool {
 
 /// `command` as root: itself when already root, else through sudo (keeping the
 /// environment so cargo and rustup are found).
-fn as_root(mut command: Command) -> Result<Command> {
+pub(crate) fn as_root(mut command: Command) -> Result<Command> {
     if is_root() {
         return Ok(command);
     }

@@ -8,8 +8,14 @@
 //! 3. each code path alone, timed by BPF_PROG_TEST_RUN over many repeats (the
 //!    kernel's average per run, without bpf_stats' own per-run overhead).
 //!
-//! Run as root: `cargo run -p tlsmon-tests --bin classifier-bench [SECONDS]`.
-//! Needs iperf3, openssl, bpftool. Restores the sysctl and removes its namespaces.
+//! With `--pairs N` it first measures throughput: N alternating pairs of iperf3
+//! runs without and with tlsmon attached (bpf_stats off, no reference no-op), and
+//! reports each pair's loss and the median. Lines starting `RESULT ` repeat the
+//! figures as `key=value` for `cargo xtask bench datapath`.
+//!
+//! Run as root: `cargo run -p tlsmon-tests --bin classifier-bench [SECONDS]
+//! [--pairs N] [--pair-seconds S]`. Needs iperf3, openssl, bpftool. Restores the
+//! sysctl and removes its namespaces.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -17,6 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use clap::Parser;
 use tlsmon::{
     source::live::{Capture, CaptureOptions, ProgramStats},
     source::segment::{ConnectionKey, PacketDirection},
@@ -28,13 +35,16 @@ use tlsmon_tests::{
 
 const STATS_SYSCTL: &str = "kernel.bpf_stats_enabled";
 
-/// Turns bpf_stats on and puts the old value back on drop.
+/// Sets bpf_stats on or off and puts the old value back on drop.
 struct StatsEnabled(String);
 
 impl StatsEnabled {
-    fn new() -> StatsEnabled {
+    fn set(on: bool) -> StatsEnabled {
         let old = stdout("sysctl", &["-n", STATS_SYSCTL]).trim().to_owned();
-        stdout("sysctl", &["-qw", &format!("{STATS_SYSCTL}=1")]);
+        stdout(
+            "sysctl",
+            &["-qw", &format!("{STATS_SYSCTL}={}", u8::from(on))],
+        );
         StatsEnabled(old)
     }
 }
@@ -51,8 +61,9 @@ fn stats(capture: &Capture) -> Vec<ProgramStats> {
     capture.program_stats().expect("program stats")
 }
 
-/// Prints per-program runs and ns per run between two snapshots.
-fn report(title: &str, before: &[ProgramStats], after: &[ProgramStats], extra: &str) {
+/// Prints per-program runs and ns per run between two snapshots, and a `RESULT`
+/// line per program (`{key}_{program}_ns`).
+fn report(key: &str, title: &str, before: &[ProgramStats], after: &[ProgramStats], extra: &str) {
     println!("{title}{extra}");
     for (b, a) in before.iter().zip(after) {
         let runs = a.run_count - b.run_count;
@@ -66,24 +77,43 @@ fn report(title: &str, before: &[ProgramStats], after: &[ProgramStats], extra: &
             "  {:<15} id {:<5} runs {:>9}  run_time {:>12} ns  {:>7.1} ns/run",
             a.name, a.id, runs, ns, per_run
         );
+        println!("RESULT {key}_{}_ns={per_run:.1}", a.name);
     }
 }
 
-fn report_noop(before: (u64, u64), after: (u64, u64)) {
-    let runs = after.0 - before.0;
-    let ns = after.1 - before.1;
-    let per_run = if runs == 0 {
-        0.0
-    } else {
-        ns as f64 / runs as f64
-    };
-    println!(
-        "  {:<15} (both hooks) runs {:>9}  run_time {:>12} ns  {:>7.1} ns/run",
-        "reference no-op", runs, ns, per_run
-    );
+/// Prints the reference no-op's runs and ns per run on each hook between two
+/// snapshots, and `RESULT {key}_noop_{hook}_ns` lines.
+fn report_noop(key: &str, before: &[(u64, u64)], after: &[(u64, u64)]) {
+    for ((hook, b), a) in NOOP_NAMES.iter().zip(before).zip(after) {
+        let runs = a.0 - b.0;
+        let ns = a.1 - b.1;
+        let per_run = if runs == 0 {
+            0.0
+        } else {
+            ns as f64 / runs as f64
+        };
+        println!(
+            "  {:<15} runs {:>9}  run_time {:>12} ns  {:>7.1} ns/run",
+            hook, runs, ns, per_run
+        );
+        let short = hook.trim_start_matches("tlsmon_noop_");
+        println!("RESULT {key}_noop_{short}_ns={per_run:.1}");
+    }
 }
 
-fn iperf_bulk(link: &VethLink, capture: &Capture, seconds: u64) {
+/// Gbit/s the receiver counted, from iperf3's JSON report (0 when it has none).
+fn received_gbps(json: &str) -> f64 {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v["end"]["sum_received"]["bits_per_second"].as_f64())
+        .map(|bps| bps / 1e9)
+        .unwrap_or(0.0)
+}
+
+/// One iperf3 test of `seconds` between the namespaces; `reverse`: the server
+/// sends (data on the server's egress hook) instead of receiving. Returns the
+/// client's JSON report.
+fn iperf(link: &VethLink, seconds: u64, reverse: bool) -> String {
     let _server = ChildGuard(
         link.server
             .command("iperf3")
@@ -94,36 +124,125 @@ fn iperf_bulk(link: &VethLink, capture: &Capture, seconds: u64) {
             .expect("iperf3 (apt-get install iperf3)"),
     );
     wait_listening(&link.server, 5201);
-    let before = stats(capture);
-    let noop_before = noop_stats();
-    let output = link.client.exec(&[
+    let seconds = seconds.to_string();
+    let mut args = vec![
         "iperf3",
         "-c",
         &link.server_ip,
         "-p",
         "5201",
         "-t",
-        &seconds.to_string(),
+        &seconds,
         "-J",
-    ]);
+    ];
+    if reverse {
+        args.push("-R");
+    }
+    link.client.exec(&args)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Throughput with and without tlsmon: `pairs` pairs of iperf3 runs, the order
+/// alternating between pairs so that a drift of the machine's load hits both
+/// sides alike; bpf_stats is off (its clock reads would be part of the cost).
+/// Leaves tlsmon attached.
+fn throughput_pairs(link: &VethLink, capture: &mut Capture, pairs: usize, seconds: u64) {
+    let _stats_off = StatsEnabled::set(false);
+    println!("throughput, {pairs} alternating pairs of {seconds} s iperf3 runs, bpf_stats off:");
+    let mut losses = Vec::new();
+    let (mut all_without, mut all_with) = (Vec::new(), Vec::new());
+    for pair in 0..pairs {
+        let order = if pair % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        let (mut without, mut with) = (0.0, 0.0);
+        for attached in order {
+            if attached {
+                capture.attach(&link.server_if).expect("attach");
+            } else {
+                capture.detach(&link.server_if).expect("detach");
+            }
+            let gbps = received_gbps(&iperf(link, seconds, false));
+            if attached {
+                with = gbps;
+            } else {
+                without = gbps;
+            }
+        }
+        let loss = if without > 0.0 {
+            (without - with) / without * 100.0
+        } else {
+            0.0
+        };
+        println!(
+            "  pair {}: without {without:.2} Gbit/s, with {with:.2} Gbit/s, loss {loss:.2} %",
+            pair + 1
+        );
+        losses.push(loss);
+        all_without.push(without);
+        all_with.push(with);
+    }
+    capture.attach(&link.server_if).expect("attach");
+    let list = losses
+        .iter()
+        .map(|l| format!("{l:.2}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    println!("RESULT throughput_pairs={pairs}");
+    println!("RESULT throughput_pair_seconds={seconds}");
+    println!("RESULT throughput_losses_pct={list}");
+    println!(
+        "RESULT throughput_without_median_gbps={:.2}",
+        median(&mut all_without)
+    );
+    println!(
+        "RESULT throughput_with_median_gbps={:.2}",
+        median(&mut all_with)
+    );
+    println!(
+        "RESULT throughput_loss_median_pct={:.2}",
+        median(&mut losses)
+    );
+}
+
+/// Bulk TCP through the veth with bpf_stats on: tlsmon's and the no-op's ns per
+/// run on both hooks. `reverse`: the server sends, so the data passes egress.
+fn iperf_bulk(link: &VethLink, capture: &Capture, seconds: u64, reverse: bool) {
+    let before = stats(capture);
+    let noop_before = noop_stats();
+    let output = iperf(link, seconds, reverse);
     let after = stats(capture);
     let noop_after = noop_stats();
-    let gbps = output
-        .lines()
-        .skip_while(|l| !l.contains("\"sum_received\""))
-        .find_map(|l| {
-            let v = l.trim().strip_prefix("\"bits_per_second\":")?;
-            v.trim().trim_end_matches(',').parse::<f64>().ok()
-        })
-        .map(|bps| bps / 1e9)
-        .unwrap_or(0.0);
+    let gbps = received_gbps(&output);
+    let (key, title) = if reverse {
+        (
+            "bulk_egress",
+            "plain TCP bulk, server -> client (iperf3 -R):",
+        )
+    } else {
+        ("bulk_ingress", "plain TCP bulk, client -> server (iperf3):")
+    };
     report(
-        "plain TCP bulk, client -> server (iperf3):",
+        key,
+        title,
         &before,
         &after,
         &format!(" {gbps:.2} Gbit/s received"),
     );
-    report_noop(noop_before, noop_after);
+    report_noop(key, &noop_before, &noop_after);
 }
 
 fn tls_bulk_after_done(link: &VethLink, capture: &mut Capture, megabytes: usize) {
@@ -177,6 +296,7 @@ fn tls_bulk_after_done(link: &VethLink, capture: &mut Capture, megabytes: usize)
     let noop_after = noop_stats();
     let counters_after = capture.counters().unwrap();
     report(
+        "tls_bulk",
         &format!("TLS bulk after release ({megabytes} MiB, OpenSSL):"),
         &before,
         &after,
@@ -186,7 +306,7 @@ fn tls_bulk_after_done(link: &VethLink, capture: &mut Capture, megabytes: usize)
             counters_after.events_sent - counters_before.events_sent
         ),
     );
-    report_noop(noop_before, noop_after);
+    report_noop("tls_bulk", &noop_before, &noop_after);
 }
 
 /// Average ns per run of each code path, from BPF_PROG_TEST_RUN.
@@ -203,27 +323,42 @@ fn per_path_costs() {
     let hello = frames::tcp(client, server, 1, ACK | PSH, &frames::client_hello(517));
 
     let mut c = Capture::load(CaptureOptions::default()).expect("load (run as root)");
-    let time = |c: &mut Capture, frame: &[u8], what: &str| {
+    let time = |c: &mut Capture, frame: &[u8], what: &str, key: &str| {
         let t = c
             .test_run()
             .time_on_frame(frame, PacketDirection::Ingress, REPEAT)
             .expect("test run");
         println!("  {what:<58} {:>6} ns/run", t.as_nanos());
+        println!("RESULT path_{key}_ns={}", t.as_nanos());
     };
     println!("per code path, BPF_PROG_TEST_RUN x {REPEAT}:");
     match noop_cost(&ack, REPEAT) {
-        Ok(ns) => println!(
-            "  {:<58} {ns:>6} ns/run",
-            "reference: a no-op classifier (2 instructions)"
-        ),
+        Ok(ns) => {
+            println!(
+                "  {:<58} {ns:>6} ns/run",
+                "reference: a no-op classifier (2 instructions)"
+            );
+            println!("RESULT path_noop_ns={ns}");
+        }
         Err(e) => println!("  reference no-op classifier unavailable: {e}"),
     }
-    time(&mut c, &ack, "pure ACK (returns before any map access)");
-    time(&mut c, &data, "1448-byte segment, untracked flow, not TLS");
+    time(
+        &mut c,
+        &ack,
+        "pure ACK (returns before any map access)",
+        "pure_ack",
+    );
+    time(
+        &mut c,
+        &data,
+        "1448-byte segment, untracked flow, not TLS",
+        "untracked",
+    );
     time(
         &mut c,
         &tls_data,
         "1448-byte TLS application data, untracked flow",
+        "untracked_tls",
     );
     // Open the connection, start the flow, then release it as the daemon would.
     let syn_ack = frames::syn_ack(server, client, 0, 1, frames::Shape::default());
@@ -237,7 +372,12 @@ fn per_path_costs() {
     c.drain_segments(&mut segments);
     let key = ConnectionKey::of(&segments[0]);
     assert!(c.release_flow(&key, 1).unwrap());
-    time(&mut c, &data, "1448-byte segment of a flow released");
+    time(
+        &mut c,
+        &data,
+        "1448-byte segment of a flow released",
+        "released",
+    );
     // A flow being copied: an unlimited budget, so every run sends an event.
     let mut copying = Capture::load(CaptureOptions {
         byte_budget: u32::MAX,
@@ -252,6 +392,7 @@ fn per_path_costs() {
         &mut copying,
         &hello,
         "517-byte ClientHello copied to the RingBuf (tracked)",
+        "client_hello",
     );
 }
 
@@ -261,7 +402,11 @@ const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_TCX_INGRESS: u32 = 46;
 const BPF_TCX_EGRESS: u32 = 47;
+const BPF_F_BEFORE: u32 = 1 << 3;
 const BPF_F_AFTER: u32 = 1 << 4;
+/// The reference no-op's program names, one program per hook (so that bpf_stats
+/// tells the hooks apart): ingress, then egress.
+const NOOP_NAMES: [&str; 2] = ["tlsmon_noop_in", "tlsmon_noop_eg"];
 
 fn bpf(cmd: libc::c_long, attr: &mut [u8]) -> std::io::Result<i64> {
     // SAFETY: bpf(2) with an attr buffer of the documented layout, zero-padded;
@@ -274,10 +419,10 @@ fn bpf(cmd: libc::c_long, attr: &mut [u8]) -> std::io::Result<i64> {
     }
 }
 
-/// A two-instruction classifier (`r0 = -1; exit`) named tlsmon_noop: the floor
-/// every classifier pays here. Loaded with the raw bpf(2) syscall because aya
-/// loads programs only from ELF objects. Returns its fd.
-fn load_noop() -> std::io::Result<i32> {
+/// A two-instruction classifier (`r0 = -1; exit`) named `name` (at most 15
+/// bytes): the floor every classifier pays here. Loaded with the raw bpf(2)
+/// syscall because aya loads programs only from ELF objects. Returns its fd.
+fn load_noop(name: &str) -> std::io::Result<i32> {
     let insns: [u64; 2] = [0xffff_ffff_0000_00b7, 0x0000_0000_0000_0095];
     let license = b"GPL\0";
     let mut attr = [0u8; 128];
@@ -285,13 +430,13 @@ fn load_noop() -> std::io::Result<i32> {
     attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
     attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
     attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
-    attr[48..59].copy_from_slice(b"tlsmon_noop");
+    attr[48..48 + name.len()].copy_from_slice(name.as_bytes());
     bpf(BPF_PROG_LOAD, &mut attr).map(|fd| fd as i32)
 }
 
 /// Average ns per run of the no-op classifier on `frame` (BPF_PROG_TEST_RUN).
 fn noop_cost(frame: &[u8], repeat: u32) -> std::io::Result<u64> {
-    let fd = load_noop()?;
+    let fd = load_noop(NOOP_NAMES[0])?;
     let mut test = [0u8; 80];
     test[0..4].copy_from_slice(&(fd as u32).to_ne_bytes());
     test[8..12].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
@@ -304,25 +449,32 @@ fn noop_cost(frame: &[u8], repeat: u32) -> std::io::Result<u64> {
     result
 }
 
-/// The no-op attached with TCX to both hooks of `dev` (after tlsmon), so that
-/// bpf_stats measures the floor on the same traffic. Dropping the fds detaches.
+/// A no-op attached with TCX to each hook of `dev`, so that bpf_stats measures
+/// the floor on the same traffic: after tlsmon by default, before it with
+/// `first` (then the no-op, not tlsmon, is the first program of the chain; it
+/// reads no packet byte either way). Dropping the fds detaches.
 struct NoopAttached {
     fds: Vec<i32>,
 }
 
 impl NoopAttached {
-    fn new(dev: &str) -> std::io::Result<NoopAttached> {
+    fn new(dev: &str, first: bool) -> std::io::Result<NoopAttached> {
         let name = std::ffi::CString::new(dev).unwrap();
         // SAFETY: a NUL-terminated name.
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        let prog = load_noop()?;
-        let mut fds = vec![prog];
-        for hook in [BPF_TCX_INGRESS, BPF_TCX_EGRESS] {
+        let mut fds = Vec::new();
+        let flags = if first { BPF_F_BEFORE } else { BPF_F_AFTER };
+        for (hook, prog_name) in [BPF_TCX_INGRESS, BPF_TCX_EGRESS]
+            .into_iter()
+            .zip(NOOP_NAMES)
+        {
+            let prog = load_noop(prog_name)?;
+            fds.push(prog);
             let mut attr = [0u8; 64];
             attr[0..4].copy_from_slice(&(prog as u32).to_ne_bytes());
             attr[4..8].copy_from_slice(&ifindex.to_ne_bytes());
             attr[8..12].copy_from_slice(&hook.to_ne_bytes());
-            attr[12..16].copy_from_slice(&BPF_F_AFTER.to_ne_bytes());
+            attr[12..16].copy_from_slice(&flags.to_ne_bytes());
             fds.push(bpf(BPF_LINK_CREATE, &mut attr)? as i32);
         }
         Ok(NoopAttached { fds })
@@ -338,9 +490,14 @@ impl Drop for NoopAttached {
     }
 }
 
-/// run_cnt and run_time_ns of the no-op, from `bpftool prog show name`.
-fn noop_stats() -> (u64, u64) {
-    let json = stdout("bpftool", &["prog", "show", "name", "tlsmon_noop", "-j"]);
+/// run_cnt and run_time_ns of each no-op (ingress, egress).
+fn noop_stats() -> Vec<(u64, u64)> {
+    NOOP_NAMES.iter().map(|name| noop_stats_of(name)).collect()
+}
+
+/// run_cnt and run_time_ns of the program `name`, from `bpftool prog show name`.
+fn noop_stats_of(name: &str) -> (u64, u64) {
+    let json = stdout("bpftool", &["prog", "show", "name", name, "-j"]);
     let field = |name: &str| {
         json.split(&format!("\"{name}\":"))
             .nth(1)
@@ -354,24 +511,46 @@ fn noop_stats() -> (u64, u64) {
     (field("run_cnt"), field("run_time_ns"))
 }
 
+/// What the benchmark measures, and how long.
+#[derive(Parser)]
+struct Args {
+    /// Seconds of each bulk run with bpf_stats on.
+    #[arg(default_value_t = 5)]
+    seconds: u64,
+    /// Throughput pairs (without / with tlsmon) to run first; 0 skips them.
+    #[arg(long, default_value_t = 0)]
+    pairs: usize,
+    /// Seconds of each iperf3 run of a throughput pair.
+    #[arg(long, default_value_t = 5)]
+    pair_seconds: u64,
+    /// Attach the reference no-op before tlsmon instead of after it.
+    #[arg(long)]
+    noop_first: bool,
+}
+
 fn main() {
-    let seconds: u64 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let args = Args::parse();
     let link = VethLink::new(200);
     link.server.enter_current_thread();
     let mut capture = Capture::load(CaptureOptions::default()).expect("load (run as root)");
     capture.attach(&link.server_if).expect("attach");
-    let _noop = NoopAttached::new(&link.server_if).expect("attaching the reference no-op");
-    let _stats = StatsEnabled::new();
     for s in stats(&capture) {
         println!(
             "{} id {} verified instructions {:?} (bpftool prog show id {})",
             s.name, s.id, s.verified_instructions, s.id
         );
+        if let Some(n) = s.verified_instructions {
+            println!("RESULT verified_{}={n}", s.name);
+        }
     }
-    iperf_bulk(&link, &capture, seconds);
+    if args.pairs > 0 {
+        throughput_pairs(&link, &mut capture, args.pairs, args.pair_seconds);
+    }
+    let _noop =
+        NoopAttached::new(&link.server_if, args.noop_first).expect("attaching the reference no-op");
+    let _stats = StatsEnabled::set(true);
+    iperf_bulk(&link, &capture, args.seconds, false);
+    iperf_bulk(&link, &capture, args.seconds, true);
     tls_bulk_after_done(&link, &mut capture, 256);
     per_path_costs();
     let ids: Vec<String> = stats(&capture).iter().map(|s| s.id.to_string()).collect();
