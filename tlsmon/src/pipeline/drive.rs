@@ -16,7 +16,7 @@ use crate::pipeline::flow_table::{
     ClientHelloSeen, Decided, FlowStats, FlowTable, FlowTableOptions,
 };
 use crate::pipeline::forwarding::{ForwardingLinker, ForwardingStats};
-use crate::pipeline::shards::Shards;
+use crate::pipeline::shards::{Output, Shards};
 use crate::source::segment::{ConnectionKey, Segment, Timestamp};
 
 /// Flows decided per step when the input ends: a full table's events are never
@@ -33,6 +33,8 @@ pub struct Pipeline {
     /// The table's options, for workers started later.
     options: FlowTableOptions,
     decided: Vec<Decided>,
+    /// What the workers handed back, in order (with workers only).
+    outputs: Vec<Output>,
     /// Links the same ClientHello on two devices (live capture only).
     forwarding: Option<Linking>,
     diagnoser: Diagnoser,
@@ -60,6 +62,7 @@ impl Pipeline {
             options,
             in_flight_limit: 0,
             decided: Vec::new(),
+            outputs: Vec::new(),
             forwarding: None,
             diagnoser: Diagnoser::live(),
         }
@@ -113,7 +116,7 @@ impl Pipeline {
         match &mut self.flows {
             FlowStage::Single(table) => table.push(segment, &mut self.decided),
             FlowStage::Sharded(shards) => {
-                shards.push_batch(&mut vec![segment], self.in_flight_limit, &mut self.decided)
+                shards.push_batch(&mut vec![segment], self.in_flight_limit, &mut self.outputs)
             }
         }
         self.deliver(sink);
@@ -125,7 +128,7 @@ impl Pipeline {
     /// [`finish`](Self::finish)).
     pub fn push_batch(&mut self, segments: &mut Vec<Segment>, sink: &mut dyn FnMut(Decided)) {
         if let FlowStage::Sharded(shards) = &mut self.flows {
-            shards.push_batch(segments, self.in_flight_limit, &mut self.decided);
+            shards.push_batch(segments, self.in_flight_limit, &mut self.outputs);
             self.deliver(sink);
             return;
         }
@@ -139,7 +142,7 @@ impl Pipeline {
     pub fn advance_clock(&mut self, now: Timestamp, sink: &mut dyn FnMut(Decided)) {
         match &mut self.flows {
             FlowStage::Single(table) => table.advance_clock(now, &mut self.decided),
-            FlowStage::Sharded(shards) => shards.advance_clock(now, &mut self.decided),
+            FlowStage::Sharded(shards) => shards.advance_clock(now, &mut self.outputs),
         }
         self.deliver(sink);
         if let Some(linking) = &mut self.forwarding {
@@ -156,7 +159,7 @@ impl Pipeline {
         loop {
             let more = match &mut self.flows {
                 FlowStage::Single(table) => table.finish_some(FINISH_BATCH, &mut self.decided),
-                FlowStage::Sharded(shards) => shards.finish_some(FINISH_BATCH, &mut self.decided),
+                FlowStage::Sharded(shards) => shards.finish_some(FINISH_BATCH, &mut self.outputs),
             };
             self.deliver(sink);
             if !more {
@@ -203,20 +206,33 @@ impl Pipeline {
     }
 
     fn deliver(&mut self, sink: &mut dyn FnMut(Decided)) {
+        // The workers' outputs, interleaved as one table's would be: each
+        // ClientHello reaches the linker before the decisions that followed it.
+        for output in self.outputs.drain(..) {
+            match (output, &mut self.forwarding) {
+                (Output::ClientHello(seen), Some(linking)) => {
+                    linking.linker.sighting(seen, &mut linking.linked)
+                }
+                (Output::ClientHello(_), None) => {}
+                (Output::Decided(decided), Some(linking)) => {
+                    linking.linker.decided(decided, &mut linking.linked)
+                }
+                (Output::Decided(decided), None) => self.decided.push(decided),
+            }
+        }
         if let Some(linking) = &mut self.forwarding {
-            // ClientHellos first: a handshake decided in the same step as its
-            // ClientHello was read must find its sighting.
-            match &mut self.flows {
-                FlowStage::Single(table) => table.take_client_hellos(&mut linking.hellos),
-                FlowStage::Sharded(shards) => shards.take_client_hellos(&mut linking.hellos),
+            if let FlowStage::Single(table) = &mut self.flows {
+                // ClientHellos first: a handshake decided in the same step as its
+                // ClientHello was read must find its sighting.
+                table.take_client_hellos(&mut linking.hellos);
+                for seen in linking.hellos.drain(..) {
+                    linking.linker.sighting(seen, &mut linking.linked);
+                }
+                for decided in self.decided.drain(..) {
+                    linking.linker.decided(decided, &mut linking.linked);
+                }
             }
-            for seen in linking.hellos.drain(..) {
-                linking.linker.sighting(seen, &mut linking.linked);
-            }
-            for decided in self.decided.drain(..) {
-                linking.linker.decided(decided, &mut linking.linked);
-            }
-            std::mem::swap(&mut self.decided, &mut linking.linked);
+            self.decided.append(&mut linking.linked);
         }
         for decided in self.decided.drain(..) {
             self.diagnoser.take(decided, sink);

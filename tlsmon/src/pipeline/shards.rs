@@ -56,9 +56,21 @@ enum Job {
     FinishSome(usize),
 }
 
-/// When, in the merged order, a decision comes.
+/// What the workers hand back, in one table's order.
+pub enum Output {
+    /// A ClientHello was read (collected for the forwarding linker only).
+    ClientHello(ClientHelloSeen),
+    /// A handshake was decided.
+    Decided(Decided),
+}
+
+/// When, in the merged order, an output comes within its step: as one table's
+/// pipeline hands them on after a push, ClientHellos first, then what timed out
+/// as the clock reached the step's time, then what the segment decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Phase {
+    /// A ClientHello read from the step's segment.
+    Hello,
     /// Timed out as the clock reached the step's time (before its segment).
     Clock,
     /// Decided by the step's segment.
@@ -67,8 +79,7 @@ enum Phase {
 
 /// What a worker did with one job.
 struct Done {
-    decided: Vec<(u64, Phase, Decided)>,
-    hellos: Vec<ClientHelloSeen>,
+    outputs: Vec<(u64, Phase, Output)>,
     dropped_preambles: Vec<(ConnectionKey, u32)>,
     stats: FlowStats,
     tracked: usize,
@@ -93,9 +104,8 @@ pub struct Shards {
     in_flight: usize,
     next_step: u64,
     stats: FlowStats,
-    hellos: Vec<ClientHelloSeen>,
     dropped_preambles: Vec<(ConnectionKey, u32)>,
-    merged: Vec<(u64, Phase, Decided)>,
+    merged: Vec<(u64, Phase, Output)>,
 }
 
 impl Shards {
@@ -132,7 +142,6 @@ impl Shards {
             in_flight: 0,
             next_step: 0,
             stats: FlowStats::default(),
-            hellos: Vec::new(),
             dropped_preambles: Vec::new(),
             merged: Vec::new(),
         }
@@ -157,7 +166,7 @@ impl Shards {
         &mut self,
         segments: &mut Vec<Segment>,
         in_flight_limit: usize,
-        out: &mut Vec<Decided>,
+        out: &mut Vec<Output>,
     ) {
         if segments.is_empty() {
             return;
@@ -187,29 +196,24 @@ impl Shards {
     }
 
     /// Every worker's clock moves to `now`; what timed out goes to `out`.
-    pub fn advance_clock(&mut self, now: Timestamp, out: &mut Vec<Decided>) {
+    pub fn advance_clock(&mut self, now: Timestamp, out: &mut Vec<Output>) {
         self.collect_all(out);
         self.broadcast(|| Job::Advance(now));
         self.collect_one(out);
     }
 
     /// Decides up to `limit` open flows per worker; true while some remain.
-    pub fn finish_some(&mut self, limit: usize, out: &mut Vec<Decided>) -> bool {
+    pub fn finish_some(&mut self, limit: usize, out: &mut Vec<Output>) -> bool {
         self.collect_all(out);
         self.broadcast(|| Job::FinishSome(limit));
         self.collect_one(out)
     }
 
     /// Waits for every batch still being worked on.
-    pub fn collect_all(&mut self, out: &mut Vec<Decided>) {
+    pub fn collect_all(&mut self, out: &mut Vec<Output>) {
         while self.in_flight > 0 {
             self.collect_one(out);
         }
-    }
-
-    /// Moves the ClientHellos collected so far into `out`.
-    pub fn take_client_hellos(&mut self, out: &mut Vec<ClientHelloSeen>) {
-        out.append(&mut self.hellos);
     }
 
     /// Connections that began with a preamble and ended without a record.
@@ -241,14 +245,13 @@ impl Shards {
 
     /// Collects the oldest job from every worker and appends its decisions, in
     /// merged order, to `out`; true if some worker still has open flows.
-    fn collect_one(&mut self, out: &mut Vec<Decided>) -> bool {
+    fn collect_one(&mut self, out: &mut Vec<Output>) -> bool {
         let mut more = false;
         self.merged.clear();
         for worker in &mut self.workers {
             let done = receive(worker);
             more |= done.more;
-            self.merged.extend(done.decided);
-            self.hellos.extend(done.hellos);
+            self.merged.extend(done.outputs);
             self.dropped_preambles.extend(done.dropped_preambles);
             worker.stats = done.stats;
             worker.tracked = done.tracked;
@@ -256,12 +259,16 @@ impl Shards {
         self.in_flight = self.in_flight.saturating_sub(1);
         // Stable: one worker's decisions of one step keep their order.
         self.merged.sort_by(|a, b| {
-            (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| match a.1 {
-                Phase::Clock => start_of(&a.2).cmp(&start_of(&b.2)),
-                Phase::Segment => std::cmp::Ordering::Equal,
-            })
+            (a.0, a.1)
+                .cmp(&(b.0, b.1))
+                .then_with(|| match (&a.2, &b.2) {
+                    (Output::Decided(x), Output::Decided(y)) if a.1 == Phase::Clock => {
+                        start_of(x).cmp(&start_of(y))
+                    }
+                    _ => std::cmp::Ordering::Equal,
+                })
         });
-        out.extend(self.merged.drain(..).map(|(_, _, decided)| decided));
+        out.extend(self.merged.drain(..).map(|(_, _, output)| output));
         let mut stats = FlowStats::default();
         for worker in &self.workers {
             stats += &worker.stats;
@@ -328,11 +335,17 @@ impl Drop for Shards {
     }
 }
 
+/// Moves the decisions in `out` to `outputs`, tagged with their step and phase.
+fn tag(outputs: &mut Vec<(u64, Phase, Output)>, step: u64, phase: Phase, out: &mut Vec<Decided>) {
+    outputs.extend(out.drain(..).map(|d| (step, phase, Output::Decided(d))));
+}
+
 /// A worker's loop: one job at a time until the caller hangs up.
 fn work(mut table: FlowTable, jobs: Receiver<Job>, results: SyncSender<Done>) {
     let mut out = Vec::new();
+    let mut hellos = Vec::new();
     for job in jobs {
-        let mut decided = Vec::new();
+        let mut outputs = Vec::new();
         let mut more = false;
         match job {
             Job::Batch {
@@ -345,28 +358,31 @@ fn work(mut table: FlowTable, jobs: Receiver<Job>, results: SyncSender<Done>) {
                     let step = first_step + offset as u64;
                     if ts > table.clock() {
                         table.advance_clock(ts, &mut out);
-                        decided.extend(out.drain(..).map(|d| (step, Phase::Clock, d)));
+                        tag(&mut outputs, step, Phase::Clock, &mut out);
                     }
                     if let Some((_, segment)) = own.next_if(|(o, _)| *o as usize == offset) {
                         table.push(segment, &mut out);
-                        decided.extend(out.drain(..).map(|d| (step, Phase::Segment, d)));
+                        table.take_client_hellos(&mut hellos);
+                        outputs.extend(
+                            hellos
+                                .drain(..)
+                                .map(|h| (step, Phase::Hello, Output::ClientHello(h))),
+                        );
+                        tag(&mut outputs, step, Phase::Segment, &mut out);
                     }
                 }
             }
             Job::Advance(now) => {
                 table.advance_clock(now, &mut out);
-                decided.extend(out.drain(..).map(|d| (0, Phase::Clock, d)));
+                tag(&mut outputs, 0, Phase::Clock, &mut out);
             }
             Job::FinishSome(limit) => {
                 more = table.finish_some(limit, &mut out);
-                decided.extend(out.drain(..).map(|d| (0, Phase::Segment, d)));
+                tag(&mut outputs, 0, Phase::Segment, &mut out);
             }
         }
-        let mut hellos = Vec::new();
-        table.take_client_hellos(&mut hellos);
         let done = Done {
-            decided,
-            hellos,
+            outputs,
             dropped_preambles: table.take_dropped_preambles(),
             stats: table.stats().clone(),
             tracked: table.tracked(),

@@ -91,9 +91,21 @@ fn measure(tlsmon: &std::path::Path, args: &DaemonArgs, work: &std::path::Path) 
     sh(
         "openssl",
         &[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-days", "1", "-subj", "/CN=bench.test", "-keyout",
-            key.to_str().context("path")?, "-out", cert.to_str().context("path")?,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=bench.test",
+            "-keyout",
+            key.to_str().context("path")?,
+            "-out",
+            cert.to_str().context("path")?,
         ],
     )?;
     let server = Running(
@@ -118,8 +130,16 @@ fn measure(tlsmon: &std::path::Path, args: &DaemonArgs, work: &std::path::Path) 
     let out = sh(
         "ip",
         &[
-            "netns", "exec", CLIENT_NS, "openssl", "s_time", "-connect",
-            &format!("{SERVER_IP}:{PORT}"), "-new", "-tls1_3", "-time",
+            "netns",
+            "exec",
+            CLIENT_NS,
+            "openssl",
+            "s_time",
+            "-connect",
+            &format!("{SERVER_IP}:{PORT}"),
+            "-new",
+            "-tls1_3",
+            "-time",
             &args.daemon_seconds.to_string(),
         ],
     )?;

@@ -143,7 +143,15 @@ impl Daemon {
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(tlsmon)
-            .args(["run", "--interface", dev, "--listen", &listen, "--log-level", "warn"])
+            .args([
+                "run",
+                "--interface",
+                dev,
+                "--listen",
+                &listen,
+                "--log-level",
+                "warn",
+            ])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -86,10 +86,8 @@ struct AtRate {
 pub fn run(bench: &Bench, args: &ReplayArgs) -> Result<String> {
     let tlsmon = tlsmon_binary(bench, args.replay_tlsmon.as_deref())?;
     let script = bench.root.join("tests/corpus/tools/bench.py");
-    let capture = std::env::temp_dir().join(format!(
-        "tlsmon-bench-{}.pcap",
-        args.replay_handshakes
-    ));
+    let capture =
+        std::env::temp_dir().join(format!("tlsmon-bench-{}.pcap", args.replay_handshakes));
     if !capture.exists() {
         output_of(
             Command::new("python3")
@@ -212,7 +210,12 @@ fn replay_all(
         let out = sh(
             "ip",
             &[
-                "netns", "exec", SENDER_NS, "tcpreplay", "-i", "br-a",
+                "netns",
+                "exec",
+                SENDER_NS,
+                "tcpreplay",
+                "-i",
+                "br-a",
                 &format!("--multiplier={multiplier}"),
                 rewritten.to_str().context("path")?,
             ],
