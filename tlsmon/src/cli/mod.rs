@@ -77,7 +77,9 @@ pub struct CaptureArgs {
     #[arg(long = "starttls-port", value_name = "PROTOCOL:PORT", value_parser = parse_port_spec)]
     pub starttls_ports: Vec<(u16, StarttlsProtocol)>,
     /// Worker threads for the flow table (reassembly and parsing), each
-    /// connection in one of them; default: one per CPU, at most 8.
+    /// connection in one of them; default 1 (the loop's own thread): live
+    /// batches are small, and handing them to workers costs more than it saves
+    /// until one core is not enough. At most 8.
     #[arg(long, value_name = "N", value_parser = parse_workers)]
     pub workers: Option<usize>,
 }

@@ -85,7 +85,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         .with_workers(
             args.capture
                 .workers
-                .unwrap_or_else(crate::pipeline::shards::default_workers),
+                .unwrap_or(crate::pipeline::shards::LIVE_DEFAULT_WORKERS),
         );
     let result = live_loop::run_until_signal(capture, table, signals, &mut observer).await;
     let served = running.shutdown().await.context("metrics endpoint");

@@ -28,7 +28,7 @@ pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
         .with_workers(
             args.capture
                 .workers
-                .unwrap_or_else(crate::pipeline::shards::default_workers),
+                .unwrap_or(crate::pipeline::shards::LIVE_DEFAULT_WORKERS),
         );
     let color = crate::commands::use_color(args.color);
     let mut observer = WatchObserver {

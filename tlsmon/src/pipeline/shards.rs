@@ -34,7 +34,16 @@ pub const MAX_WORKERS: usize = 8;
 /// and the next one.
 const QUEUE_DEPTH: usize = 2;
 
-/// The default number of workers: one per CPU, at most [`MAX_WORKERS`].
+/// Workers of `run` and `watch` unless told otherwise: none besides the loop's
+/// own thread. Live batches are small (what arrived in one drain interval), and
+/// handing each to workers and back cost more than it saved at ordinary rates
+/// (TLS 1.3 handshakes from s_time: 63 µs of daemon CPU per handshake with two
+/// workers, 40 µs without; BENCHMARKS.md, "Daemon throughput (issue 16)").
+/// `--workers N` when one core is not enough.
+pub const LIVE_DEFAULT_WORKERS: usize = 1;
+
+/// The default number of workers over capture files: one per CPU, at most
+/// [`MAX_WORKERS`].
 pub fn default_workers() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
