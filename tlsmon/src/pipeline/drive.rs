@@ -42,7 +42,8 @@ pub struct Pipeline {
 
 /// The flow table stage: one table in the caller's thread, or workers.
 enum FlowStage {
-    Single(FlowTable),
+    /// Boxed: the table is large, the shards' handle small.
+    Single(Box<FlowTable>),
     Sharded(Shards),
 }
 
@@ -58,7 +59,7 @@ impl Pipeline {
     /// what was known at the time.
     pub fn new(options: FlowTableOptions) -> Self {
         Pipeline {
-            flows: FlowStage::Single(FlowTable::new(options.clone())),
+            flows: FlowStage::Single(Box::new(FlowTable::new(options.clone()))),
             options,
             in_flight_limit: 0,
             decided: Vec::new(),
