@@ -1,8 +1,13 @@
 //! Builds RingBuf events in the per-CPU scratch buffer and sends them.
 
-use aya_ebpf::{helpers::bpf_skb_load_bytes, programs::TcContext};
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_NO_WAKEUP},
+    helpers::bpf_skb_load_bytes,
+    programs::TcContext,
+};
 use tlsmon_common::{
-    Counter, EventHeader, EventKind, CHUNK_SIZE, MAX_CHUNKS_PER_PACKET, TCP_FIN, TCP_RST,
+    Counter, EventHeader, EventKind, CHUNK_SIZE, MAX_CHUNKS_PER_PACKET, RINGBUF_BYTES, TCP_FIN,
+    TCP_RST,
 };
 
 use crate::{
@@ -43,6 +48,13 @@ fn header(sighting: &Sighting, pkt: &Packet, kind: EventKind, seq: u32, flags: u
     }
 }
 
+/// Unread RingBuf bytes above which an event wakes the daemon at once. Below it
+/// events are written without a wake-up and the daemon collects them on its
+/// drain timer (every 20 ms, `tlsmon/src/source/live/events.rs`), so a burst of
+/// handshakes costs one wake-up instead of one per event. 1/16 of the ring: a
+/// daemon woken here still has 15/16 of it left before anything is dropped.
+const WAKEUP_THRESHOLD: u64 = RINGBUF_BYTES as u64 / 16;
+
 /// Sends `len` bytes of the scratch record (header plus payload) to the RingBuf.
 #[inline(always)]
 fn output(record: &EventRecord, len: u32) -> bool {
@@ -51,7 +63,14 @@ fn output(record: &EventRecord, len: u32) -> bool {
     let bytes = unsafe {
         core::slice::from_raw_parts(record as *const EventRecord as *const u8, len as usize)
     };
-    if EVENTS.output::<[u8]>(bytes, 0).is_ok() {
+    // BPF_RB_NO_WAKEUP (1) while the unread bytes are at most the threshold,
+    // BPF_RB_FORCE_WAKEUP (2) above it. Computed without a branch: the top bit
+    // of `threshold - unread` is set exactly when unread exceeds the threshold
+    // (unread is at most the ring's size, far below 2^63), so the verifier
+    // walks one path, not two per chunk.
+    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let flags = BPF_RB_NO_WAKEUP as u64 + (WAKEUP_THRESHOLD.wrapping_sub(unread) >> 63);
+    if EVENTS.output::<[u8]>(bytes, flags).is_ok() {
         count(Counter::EventsSent, 1);
         true
     } else {

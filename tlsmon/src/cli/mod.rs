@@ -76,6 +76,12 @@ pub struct CaptureArgs {
     /// postgres, ldap, mysql); the well-known ports are always followed; repeatable.
     #[arg(long = "starttls-port", value_name = "PROTOCOL:PORT", value_parser = parse_port_spec)]
     pub starttls_ports: Vec<(u16, StarttlsProtocol)>,
+    /// Worker threads for the flow table (reassembly and parsing), each
+    /// connection in one of them; default 1 (the loop's own thread): live
+    /// batches are small, and handing them to workers costs more than it saves
+    /// until one core is not enough. At most 8.
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
+    pub workers: Option<usize>,
 }
 
 /// `tlsmon run`.
@@ -225,6 +231,10 @@ pub struct AnalyzeArgs {
     /// Colour failures in text output: auto, always, never.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// Worker threads for the flow table (reassembly and parsing), each
+    /// connection in one of them; default: one per CPU, at most 8.
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
+    pub workers: Option<usize>,
 }
 
 /// `tlsmon compare`.
@@ -256,6 +266,10 @@ pub struct CompareArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = CompareFormat::Text)]
     pub format: CompareFormat,
+    /// Worker threads for the flow table (reassembly and parsing), each
+    /// connection in one of them; default: one per CPU, at most 8.
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
+    pub workers: Option<usize>,
 }
 
 /// Output formats of `compare`.
@@ -300,6 +314,10 @@ fn parse_handshake_timeout(text: &str) -> Result<f64, String> {
         text,
         config::MIN_HANDSHAKE_TIMEOUT_SECS..=config::MAX_HANDSHAKE_TIMEOUT_SECS,
     )
+}
+
+fn parse_workers(text: &str) -> Result<usize, String> {
+    parse_in_range(text, 1..=crate::pipeline::shards::MAX_WORKERS)
 }
 
 fn parse_max_flows(text: &str) -> Result<usize, String> {

@@ -14,6 +14,9 @@ use super::use_color;
 /// Runs the command; the error lists every file that could not be read.
 pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
     let mut options = AnalyzeOptions::with_timeout(timeout_from_secs(args.handshake_timeout)?);
+    options.workers = args
+        .workers
+        .unwrap_or_else(crate::pipeline::shards::default_workers);
     options.flows.tls_ports.extend(&args.tls_ports);
     options.flows.starttls_ports =
         crate::config::with_default_starttls_ports(args.starttls_ports.clone());

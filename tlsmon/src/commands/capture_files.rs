@@ -4,6 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+/// Segments handed to the pipeline at once: enough that a worker's share
+/// outweighs passing it between threads, few enough to stay small in memory.
+const BATCH: usize = 1024;
+
 use crate::event::{HandshakeEvent, Outcome};
 use crate::pipeline::diagnosis::DiagnosisStats;
 use crate::pipeline::drive::Pipeline;
@@ -15,6 +19,9 @@ use crate::source::pcap::{CaptureFileError, CaptureFileReader, CaptureFileStats}
 pub struct AnalyzeOptions {
     /// Flow table settings (handshake timeout, bounds, TLS ports).
     pub flows: FlowTableOptions,
+    /// Worker threads for the flow table; 0 or 1: none, the caller's thread
+    /// does it all (the default here; the command line defaults to one per CPU).
+    pub workers: usize,
 }
 
 impl AnalyzeOptions {
@@ -85,18 +92,26 @@ pub fn analyze_file_into(
     sink: &mut dyn FnMut(HandshakeEvent),
 ) -> Result<(), CaptureFileError> {
     let mut reader = CaptureFileReader::open(path)?;
-    let mut pipeline = Pipeline::for_capture_file(options.flows.clone());
+    let mut pipeline =
+        Pipeline::for_capture_file(options.flows.clone()).with_workers(options.workers);
     let mut emit = |decided: Decided| {
         summary.count(&decided.event);
         sink(decided.event);
     };
+    let mut batch = Vec::with_capacity(BATCH);
     let result = loop {
         match reader.next_segment() {
-            Ok(Some(segment)) => pipeline.push(segment, &mut emit),
+            Ok(Some(segment)) => {
+                batch.push(segment);
+                if batch.len() == BATCH {
+                    pipeline.push_batch(&mut batch, &mut emit);
+                }
+            }
             Ok(None) => break Ok(()),
             Err(err) => break Err(err),
         }
     };
+    pipeline.push_batch(&mut batch, &mut emit);
     // What was read before a corrupt tail still counts: decide it, then report.
     pipeline.finish(&mut emit);
     summary.add_file(reader.stats(), pipeline.stats(), pipeline.diagnosis_stats());

@@ -17,7 +17,10 @@ use super::use_color;
 
 /// Runs the command.
 pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
-    let options = AnalyzeOptions::with_timeout(timeout_from_secs(args.handshake_timeout)?);
+    let mut options = AnalyzeOptions::with_timeout(timeout_from_secs(args.handshake_timeout)?);
+    options.workers = args
+        .workers
+        .unwrap_or_else(crate::pipeline::shards::default_workers);
     let mut comparison = Comparison::grouped_by(args.group_by);
     if let Some(url) = &args.from {
         for event in fetch_daemon_events(url)? {

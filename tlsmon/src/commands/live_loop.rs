@@ -89,9 +89,7 @@ pub async fn run_until_signal(
                     break Err(anyhow::Error::new(err).context("reading kernel events"));
                 }
                 let mut deliver = |d: Decided| deliver(d, &mut capture, &mut attributor, observer);
-                for segment in segments.drain(..) {
-                    pipeline.push(segment, &mut deliver);
-                }
+                pipeline.push_batch(&mut segments, &mut deliver);
                 release_dropped_preambles(&mut pipeline, &mut capture);
                 let changes = capture.take_interface_changes();
                 if !changes.is_empty() {

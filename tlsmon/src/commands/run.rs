@@ -80,7 +80,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         basic_auth = auth_on,
         "tlsmon running: /metrics, /healthz and /api/v1/events"
     );
-    let table = Pipeline::new(flow_options(&settings)).with_forwarding();
+    let table = Pipeline::new(flow_options(&settings))
+        .with_forwarding()
+        .with_workers(
+            args.capture
+                .workers
+                .unwrap_or(crate::pipeline::shards::LIVE_DEFAULT_WORKERS),
+        );
     let result = live_loop::run_until_signal(capture, table, signals, &mut observer).await;
     let served = running.shutdown().await.context("metrics endpoint");
     result.and(served)

@@ -23,7 +23,13 @@ pub async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
     // The initial attachments are announced here, later ones as they happen.
     let _ = capture.take_interface_changes();
     eprintln!("watching {} (Ctrl-C to stop)", attached.join(", "));
-    let table = Pipeline::new(flow_options(&settings)).with_forwarding();
+    let table = Pipeline::new(flow_options(&settings))
+        .with_forwarding()
+        .with_workers(
+            args.capture
+                .workers
+                .unwrap_or(crate::pipeline::shards::LIVE_DEFAULT_WORKERS),
+        );
     let color = crate::commands::use_color(args.color);
     let mut observer = WatchObserver {
         json: args.json,

@@ -5,12 +5,18 @@
 //! failed), and goes to the caller's sink, so memory follows the handshakes in
 //! progress, not the input's length (over capture files, failures wait for the end
 //! of the file, bounded: [`crate::pipeline::diagnosis::MAX_DEFERRED`]).
+//!
+//! With [`Pipeline::with_workers`] the flow table stage runs in worker threads,
+//! each connection in one of them ([`crate::pipeline::shards`]); the linker,
+//! the diagnosis and the sink stay single and take the workers' merged output.
+//! Batches ([`Pipeline::push_batch`]) are what make workers pay off.
 
 use crate::pipeline::diagnosis::{Diagnoser, DiagnosisStats};
 use crate::pipeline::flow_table::{
     ClientHelloSeen, Decided, FlowStats, FlowTable, FlowTableOptions,
 };
 use crate::pipeline::forwarding::{ForwardingLinker, ForwardingStats};
+use crate::pipeline::shards::{Output, Shards};
 use crate::source::segment::{ConnectionKey, Segment, Timestamp};
 
 /// Flows decided per step when the input ends: a full table's events are never
@@ -19,11 +25,26 @@ const FINISH_BATCH: usize = 256;
 
 /// The flow table, the buffer its decisions pass through, and the stages after it.
 pub struct Pipeline {
-    table: FlowTable,
+    flows: FlowStage,
+    /// Batches a sharded table may still be working on when a push returns:
+    /// 0 live (decisions go out with the batch that made them), 1 over capture
+    /// files (the workers parse one batch while the next is read).
+    in_flight_limit: usize,
+    /// The table's options, for workers started later.
+    options: FlowTableOptions,
     decided: Vec<Decided>,
+    /// What the workers handed back, in order (with workers only).
+    outputs: Vec<Output>,
     /// Links the same ClientHello on two devices (live capture only).
     forwarding: Option<Linking>,
     diagnoser: Diagnoser,
+}
+
+/// The flow table stage: one table in the caller's thread, or workers.
+enum FlowStage {
+    /// Boxed: the table is large, the shards' handle small.
+    Single(Box<FlowTable>),
+    Sharded(Shards),
 }
 
 /// The linker and its scratch buffers.
@@ -38,8 +59,11 @@ impl Pipeline {
     /// what was known at the time.
     pub fn new(options: FlowTableOptions) -> Self {
         Pipeline {
-            table: FlowTable::new(options),
+            flows: FlowStage::Single(Box::new(FlowTable::new(options.clone()))),
+            options,
+            in_flight_limit: 0,
             decided: Vec::new(),
+            outputs: Vec::new(),
             forwarding: None,
             diagnoser: Diagnoser::live(),
         }
@@ -50,14 +74,31 @@ impl Pipeline {
     pub fn for_capture_file(options: FlowTableOptions) -> Self {
         Pipeline {
             diagnoser: Diagnoser::whole_capture(),
+            in_flight_limit: 1,
             ..Self::new(options)
         }
+    }
+
+    /// Runs the flow table stage in `workers` threads (1: in the caller's thread,
+    /// as without this call). Call before pushing anything, and after
+    /// [`with_forwarding`](Self::with_forwarding).
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        if workers > 1 {
+            let shards = Shards::new(&self.options, workers, self.forwarding.is_some());
+            self.flows = FlowStage::Sharded(shards);
+        }
+        self
     }
 
     /// Links ClientHellos seen arriving on one device and leaving on another
     /// ([`crate::pipeline::forwarding`]); events then carry `forwarded`.
     pub fn with_forwarding(mut self) -> Self {
-        self.table.collect_client_hellos();
+        match &mut self.flows {
+            FlowStage::Single(table) => table.collect_client_hellos(),
+            FlowStage::Sharded(shards) => {
+                *shards = Shards::new(&self.options, shards.workers(), true);
+            }
+        }
         self.forwarding = Some(Linking {
             linker: ForwardingLinker::new(),
             hellos: Vec::new(),
@@ -73,14 +114,37 @@ impl Pipeline {
 
     /// Takes one segment; hands what it decided to `sink`.
     pub fn push(&mut self, segment: Segment, sink: &mut dyn FnMut(Decided)) {
-        self.table.push(segment, &mut self.decided);
+        match &mut self.flows {
+            FlowStage::Single(table) => table.push(segment, &mut self.decided),
+            FlowStage::Sharded(shards) => {
+                shards.push_batch(&mut vec![segment], self.in_flight_limit, &mut self.outputs)
+            }
+        }
         self.deliver(sink);
+    }
+
+    /// Takes a batch of segments (emptying `segments`); hands what they decided
+    /// to `sink`, in the order one table would have. Over capture files the
+    /// decisions of the last batch may come with the next call (or
+    /// [`finish`](Self::finish)).
+    pub fn push_batch(&mut self, segments: &mut Vec<Segment>, sink: &mut dyn FnMut(Decided)) {
+        if let FlowStage::Sharded(shards) = &mut self.flows {
+            shards.push_batch(segments, self.in_flight_limit, &mut self.outputs);
+            self.deliver(sink);
+            return;
+        }
+        for segment in segments.drain(..) {
+            self.push(segment, sink);
+        }
     }
 
     /// Moves time forward (wall time live; capture files advance it with their
     /// packets) and hands handshakes that timed out to `sink`.
     pub fn advance_clock(&mut self, now: Timestamp, sink: &mut dyn FnMut(Decided)) {
-        self.table.advance_clock(now, &mut self.decided);
+        match &mut self.flows {
+            FlowStage::Single(table) => table.advance_clock(now, &mut self.decided),
+            FlowStage::Sharded(shards) => shards.advance_clock(now, &mut self.outputs),
+        }
         self.deliver(sink);
         if let Some(linking) = &mut self.forwarding {
             linking.linker.advance_clock(now, &mut linking.linked);
@@ -93,10 +157,16 @@ impl Pipeline {
     /// The input ended: decides every flow still open with what was seen, and
     /// diagnoses the failures that waited for the end.
     pub fn finish(&mut self, sink: &mut dyn FnMut(Decided)) {
-        while self.table.finish_some(FINISH_BATCH, &mut self.decided) {
+        loop {
+            let more = match &mut self.flows {
+                FlowStage::Single(table) => table.finish_some(FINISH_BATCH, &mut self.decided),
+                FlowStage::Sharded(shards) => shards.finish_some(FINISH_BATCH, &mut self.outputs),
+            };
             self.deliver(sink);
+            if !more {
+                break;
+            }
         }
-        self.deliver(sink);
         if let Some(linking) = &mut self.forwarding {
             linking.linker.finish(&mut linking.linked);
             for decided in linking.linked.drain(..) {
@@ -109,12 +179,18 @@ impl Pipeline {
     /// Connections that began with a preamble and ended without a record since
     /// the last call, with their client's first payload sequence number.
     pub fn take_dropped_preambles(&mut self) -> Vec<(ConnectionKey, u32)> {
-        self.table.take_dropped_preambles()
+        match &mut self.flows {
+            FlowStage::Single(table) => table.take_dropped_preambles(),
+            FlowStage::Sharded(shards) => shards.take_dropped_preambles(),
+        }
     }
 
-    /// The flow table's counters.
+    /// The flow table's counters (summed over workers, as of their last batch).
     pub fn stats(&self) -> &FlowStats {
-        self.table.stats()
+        match &self.flows {
+            FlowStage::Single(table) => table.stats(),
+            FlowStage::Sharded(shards) => shards.stats(),
+        }
     }
 
     /// The diagnosis stage's counters.
@@ -124,21 +200,40 @@ impl Pipeline {
 
     /// Connections followed now.
     pub fn tracked(&self) -> usize {
-        self.table.tracked()
+        match &self.flows {
+            FlowStage::Single(table) => table.tracked(),
+            FlowStage::Sharded(shards) => shards.tracked(),
+        }
     }
 
     fn deliver(&mut self, sink: &mut dyn FnMut(Decided)) {
+        // The workers' outputs, interleaved as one table's would be: each
+        // ClientHello reaches the linker before the decisions that followed it.
+        for output in self.outputs.drain(..) {
+            match (output, &mut self.forwarding) {
+                (Output::ClientHello(seen), Some(linking)) => {
+                    linking.linker.sighting(seen, &mut linking.linked)
+                }
+                (Output::ClientHello(_), None) => {}
+                (Output::Decided(decided), Some(linking)) => {
+                    linking.linker.decided(decided, &mut linking.linked)
+                }
+                (Output::Decided(decided), None) => self.decided.push(decided),
+            }
+        }
         if let Some(linking) = &mut self.forwarding {
-            // ClientHellos first: a handshake decided in the same step as its
-            // ClientHello was read must find its sighting.
-            self.table.take_client_hellos(&mut linking.hellos);
-            for seen in linking.hellos.drain(..) {
-                linking.linker.sighting(seen, &mut linking.linked);
+            if let FlowStage::Single(table) = &mut self.flows {
+                // ClientHellos first: a handshake decided in the same step as its
+                // ClientHello was read must find its sighting.
+                table.take_client_hellos(&mut linking.hellos);
+                for seen in linking.hellos.drain(..) {
+                    linking.linker.sighting(seen, &mut linking.linked);
+                }
+                for decided in self.decided.drain(..) {
+                    linking.linker.decided(decided, &mut linking.linked);
+                }
             }
-            for decided in self.decided.drain(..) {
-                linking.linker.decided(decided, &mut linking.linked);
-            }
-            std::mem::swap(&mut self.decided, &mut linking.linked);
+            self.decided.append(&mut linking.linked);
         }
         for decided in self.decided.drain(..) {
             self.diagnoser.take(decided, sink);

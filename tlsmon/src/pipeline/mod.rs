@@ -16,4 +16,5 @@ pub mod forwarding;
 pub mod outcome;
 pub mod preamble;
 pub mod reassembly;
+pub mod shards;
 pub mod tls;

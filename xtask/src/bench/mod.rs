@@ -8,8 +8,11 @@
 //! [`Part`] and one arm in [`run`].
 
 mod analyze;
+mod daemon;
 mod datapath;
+mod live;
 mod machine;
+mod replay;
 
 use std::{path::Path, process::Command};
 
@@ -24,6 +27,10 @@ pub enum Part {
     Datapath,
     /// `tlsmon analyze` against tshark on a large generated capture.
     Analyze,
+    /// The daemon's CPU against s_server's for real TLS 1.3 handshakes (needs root).
+    Daemon,
+    /// A large generated capture replayed live at increasing rates (needs root).
+    Replay,
 }
 
 /// Options of `cargo xtask bench`.
@@ -36,6 +43,10 @@ pub struct BenchArgs {
     pub datapath: datapath::DatapathArgs,
     #[command(flatten)]
     pub analyze: analyze::AnalyzeArgs,
+    #[command(flatten)]
+    pub daemon: daemon::DaemonArgs,
+    #[command(flatten)]
+    pub replay: replay::ReplayArgs,
 }
 
 /// Everything a part needs to know about where it runs.
@@ -67,6 +78,8 @@ pub fn run(root: &Path, args: BenchArgs) -> Result<()> {
         let section = match part {
             Part::Datapath => datapath::run(&bench, &args.datapath),
             Part::Analyze => analyze::run(&bench, &args.analyze),
+            Part::Daemon => daemon::run(&bench, &args.daemon),
+            Part::Replay => replay::run(&bench, &args.replay),
         }
         .with_context(|| format!("bench part {part:?}"))?;
         report.push_str(&section);

@@ -1,5 +1,11 @@
 //! Reading the RingBuf: registration with tokio on first use, and draining
 //! records into segments.
+//!
+//! Wake-ups are coalesced: the kernel writes events without waking the daemon
+//! until the unread bytes pass a sixteenth of the ring (`tlsmon-ebpf/src/emit.rs`,
+//! `output`), and the daemon drains the ring every [`DRAIN_INTERVAL`] as well as
+//! when woken. A burst of handshakes then costs one wake-up, not one per event;
+//! an event waits at most one interval before it is read.
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::{unix::AsyncFd, Interest};
@@ -11,13 +17,23 @@ use crate::source::segment::{Device, Segment};
 /// caller's other work; the rest is read on the next call.
 pub(crate) const MAX_RECORDS_PER_READ: usize = 4096;
 
+/// How often the RingBuf is drained without a wake-up from the kernel: the
+/// longest an event waits while the ring is below the kernel's wake-up threshold.
+pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The RingBuf, registered with tokio on first use (registration needs a
 /// runtime, loading does not).
 pub(crate) enum EventSource {
     Plain(RingBuf<MapData>),
-    Registered(AsyncFd<RingBuf<MapData>>),
+    Registered(Registered),
     /// Only while switching from one state to the other.
     Switching,
+}
+
+/// The RingBuf registered with tokio, and the timer that drains it.
+pub(crate) struct Registered {
+    fd: AsyncFd<RingBuf<MapData>>,
+    drain_timer: tokio::time::Interval,
 }
 
 /// What reading the RingBuf needs besides the RingBuf itself.
@@ -31,13 +47,13 @@ impl EventSource {
     pub(crate) fn ring(&mut self) -> Option<&mut RingBuf<MapData>> {
         match self {
             EventSource::Plain(ring) => Some(ring),
-            EventSource::Registered(fd) => Some(fd.get_mut()),
+            EventSource::Registered(registered) => Some(registered.fd.get_mut()),
             EventSource::Switching => None,
         }
     }
 
     /// The tokio registration, made now if needed.
-    pub(crate) fn registered(&mut self) -> Result<&mut AsyncFd<RingBuf<MapData>>, CaptureError> {
+    pub(crate) fn registered(&mut self) -> Result<&mut Registered, CaptureError> {
         if let EventSource::Plain(_) = self {
             // Registering without a runtime would panic: say so instead.
             if tokio::runtime::Handle::try_current().is_err() {
@@ -54,7 +70,11 @@ impl EventSource {
             // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged,
             // for as long as it lives, which is as long as the AsyncFd.
             match unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) } {
-                Ok(fd) => *self = EventSource::Registered(fd),
+                Ok(fd) => {
+                    let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
+                    drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    *self = EventSource::Registered(Registered { fd, drain_timer })
+                }
                 Err(e) => {
                     let (ring, error) = e.into_parts();
                     *self = EventSource::Plain(ring);
@@ -66,7 +86,7 @@ impl EventSource {
             }
         }
         match self {
-            EventSource::Registered(fd) => Ok(fd),
+            EventSource::Registered(registered) => Ok(registered),
             _ => Err(CaptureError::Load(
                 "event source in an invalid state".into(),
             )),
@@ -74,26 +94,36 @@ impl EventSource {
     }
 }
 
-/// Waits until records arrive, then appends at least one segment to `out`;
-/// returns how many. Cancel-safe: records are only taken after the wait.
+/// Waits until records arrive (woken by the kernel, or found on the drain
+/// timer), then appends at least one segment to `out`; returns how many.
+/// Cancel-safe: records are only taken after a wait completed.
 pub(crate) async fn read(
-    fd: &mut AsyncFd<RingBuf<MapData>>,
+    registered: &mut Registered,
     decoder: &mut Decoder<'_>,
     out: &mut Vec<Segment>,
 ) -> Result<usize, CaptureError> {
+    let Registered { fd, drain_timer } = registered;
     loop {
-        let mut guard = fd
-            .readable_mut()
-            .await
-            .map_err(|e| CaptureError::io("waiting for RingBuf events", e))?;
-        let appended = drain(guard.get_inner_mut(), decoder, out);
-        // Only a RingBuf read to empty may lose its readiness; a capped read
-        // leaves it set so the next call does not wait.
-        if appended < MAX_RECORDS_PER_READ {
-            guard.clear_ready();
-        }
-        if appended > 0 {
-            return Ok(appended);
+        tokio::select! {
+            guard = fd.readable_mut() => {
+                let mut guard =
+                    guard.map_err(|e| CaptureError::io("waiting for RingBuf events", e))?;
+                let appended = drain(guard.get_inner_mut(), decoder, out);
+                // Only a RingBuf read to empty may lose its readiness; a capped
+                // read leaves it set so the next call does not wait.
+                if appended < MAX_RECORDS_PER_READ {
+                    guard.clear_ready();
+                }
+                if appended > 0 {
+                    return Ok(appended);
+                }
+            }
+            _ = drain_timer.tick() => {
+                let appended = drain(fd.get_mut(), decoder, out);
+                if appended > 0 {
+                    return Ok(appended);
+                }
+            }
         }
     }
 }

@@ -63,6 +63,7 @@ use tlsmon_common::{Counter, COUNTERS_MAP, DEFAULT_BYTE_BUDGET, EGRESS_PROGRAM, 
 pub use attach::{AttachMode, AttachedVia};
 pub use decode::DecodeError;
 pub use error::CaptureError;
+pub use events::DRAIN_INTERVAL;
 pub use flow_control::HintHealing;
 pub use follow::InterfaceChange;
 pub use interface_lock::{InterfaceLocking, LockError, LOCK_DIR};
