@@ -19,6 +19,9 @@ const CLIENT: &str = "10.1.0.1:40000";
 const SERVER: &str = "10.1.0.2:443";
 /// The server's first payload byte: its SYN-ACK's ISN is 0.
 const SERVER_FIRST: u32 = 1;
+/// Segment size of the synthetic streams (BPF_PROG_TEST_RUN refuses frames
+/// much larger than a page).
+const MSS: usize = 1448;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -128,7 +131,7 @@ fn a_large_certificate_flight_copies_headers_small_records_and_the_allowance() {
         starts.push(stream.len());
         stream.extend(record(*t, *len, i as u8 * 40));
     }
-    send_server(&mut c, &stream, SERVER_FIRST, 1448);
+    send_server(&mut c, &stream, SERVER_FIRST, MSS);
     let segs = drain(&mut c);
     let runs = copied_runs(&segs, SERVER_FIRST, &stream);
     let left_for_third = allowance - 16_000;
@@ -162,11 +165,15 @@ fn a_record_header_split_over_two_segments_is_followed() {
     let mut stream = first.clone();
     stream.extend(&second);
     stream.extend(&third);
-    // Segment edges: inside the first body, then two bytes into the second
-    // record's header, then one byte into the third's.
+    // Segment edges: every MSS (BPF_PROG_TEST_RUN takes frames up to about a
+    // page), and two bytes into the second record's header, one byte into the
+    // third's.
     let cut_a = first.len() + 2;
     let cut_b = first.len() + second.len() + 1;
-    let edges = [0, 9_000, cut_a, cut_b, stream.len()];
+    let mut edges: Vec<usize> = (0..stream.len()).step_by(MSS).collect();
+    edges.extend([cut_a, cut_b, stream.len()]);
+    edges.sort_unstable();
+    edges.dedup();
     for w in edges.windows(2) {
         let frame = frames::tcp(
             addr(SERVER),
@@ -215,7 +222,7 @@ fn bytes_that_are_no_tls_records_stop_following_and_are_copied_whole() {
     let mut c = load();
     open_with_hello(&mut c, 1000);
     let stream = b"HTTP/1.1 200 Connection established\r\n\r\n".to_vec();
-    send_server(&mut c, &stream, SERVER_FIRST, 1448);
+    send_server(&mut c, &stream, SERVER_FIRST, MSS);
     let runs = copied_runs(&drain(&mut c), SERVER_FIRST, &stream);
     assert_eq!(runs, vec![(0, stream.len())]);
     assert_eq!(c.counters().unwrap().record_following_stopped, 1);
@@ -274,7 +281,8 @@ fn a_resume_point_holds_across_sequence_wrap_around() {
     let client_seq = 0xffff_f000u32;
     let key = open_with_hello(&mut c, client_seq);
     let next = client_seq.wrapping_add(300);
-    // The point lies after the wrap; the segment spans it.
+    // The point lies after the wrap, inside the segment that spans it (3,796
+    // bytes in; segments of 1,400).
     let resume = 0x10u32;
     let outcome = c
         .resume_flow(
@@ -291,7 +299,7 @@ fn a_resume_point_holds_across_sequence_wrap_around() {
     let stream: Vec<u8> = (0..8_000u32).map(|i| (i % 253) as u8).collect();
     let mut at = 0usize;
     while at < stream.len() {
-        let end = (at + 4_000).min(stream.len());
+        let end = (at + 1_400).min(stream.len());
         let frame = frames::tcp(
             addr(CLIENT),
             addr(SERVER),
@@ -317,7 +325,7 @@ fn records_named_by_userspace_are_followed_and_late_points_are_reported() {
     let key = open_with_hello(&mut c, 1000);
     // A preamble-like reply the kernel copies whole (not records) ...
     let reply = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
-    send_server(&mut c, &reply, SERVER_FIRST, 1448);
+    send_server(&mut c, &reply, SERVER_FIRST, MSS);
     assert_eq!(drain(&mut c).len(), 1);
     let records_at = SERVER_FIRST + reply.len() as u32;
     // ... naming a record start behind bytes it did not walk: not applied.
@@ -350,7 +358,7 @@ fn records_named_by_userspace_are_followed_and_late_points_are_reported() {
     let mut stream = record(22, RECORD_BODY_ALLOWANCE as usize, 5);
     let first_len = stream.len();
     stream.extend(record(22, 5_000, 6));
-    send_server(&mut c, &stream, records_at, 1448);
+    send_server(&mut c, &stream, records_at, MSS);
     let runs = copied_runs(&drain(&mut c), records_at, &stream);
     assert_eq!(runs, vec![(0, first_len + 5)]);
     let k = c.counters().unwrap();
