@@ -18,8 +18,8 @@ use tlsmon_common::{
 
 use crate::{
     diag,
-    emit::{fill_payload_header, output, Sighting},
-    maps::{count, HEADER_LEN, SCRATCH},
+    emit::{fill_payload_header, Sighting},
+    maps::{count, EventRecord, EVENTS, HEADER_LEN, SCRATCH},
     packet::Packet,
 };
 
@@ -422,7 +422,9 @@ fn copy_range(
         };
         let last = sent + n >= wanted || chunk + 1 == MAX_CHUNKS_PER_PACKET;
         let cut = if last { len - sent - n } else { 0 };
-        tlsmon_emit_chunk(skb, job, off + sent, n, cut);
+        if tlsmon_emit_chunk(skb, job, off + sent, n, cut) == CHUNK_RINGBUF_FULL {
+            diag::ringbuf_full();
+        }
         sent += n;
         chunk += 1;
     }
@@ -484,10 +486,30 @@ pub extern "C" fn tlsmon_emit_chunk(
             n,
         )
     };
-    if loaded != 0 || !output(record, HEADER_LEN + n) {
+    if loaded != 0 {
         count(Counter::BytesCut, n as u64);
-        return 0;
+        return CHUNK_NOT_SENT;
     }
+    // SAFETY: HEADER_LEN + n bytes of the live per-CPU record (n <= CHUNK_SIZE).
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            record as *const EventRecord as *const u8,
+            (HEADER_LEN + n) as usize,
+        )
+    };
+    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        count(Counter::EventsDropped, 1);
+        count(Counter::BytesCut, n as u64);
+        return CHUNK_RINGBUF_FULL;
+    }
+    count(Counter::EventsSent, 1);
     job.first_flags = 0;
-    1
+    CHUNK_SENT
 }
+
+/// [`tlsmon_emit_chunk`] results. The RingBuf report is made by its caller: a
+/// report called from here would nest one call deeper than the 512-byte stack
+/// the classifier and its global functions share allows.
+const CHUNK_SENT: i32 = 1;
+const CHUNK_NOT_SENT: i32 = 0;
+const CHUNK_RINGBUF_FULL: i32 = 2;
