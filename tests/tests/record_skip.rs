@@ -11,7 +11,7 @@ use tlsmon::{
     source::live::{Capture, CaptureOptions, ResumeMode, ResumeOutcome, ResumePoint},
     source::segment::{ConnectionKey, PacketDirection, Segment},
 };
-use tlsmon_common::{MAX_RECORDS_PER_PACKET, RECORD_BODY_ALLOWANCE};
+use tlsmon_common::{MAX_HEADER_ONLY_RECORDS, MAX_RECORDS_PER_PACKET, RECORD_BODY_ALLOWANCE};
 use tlsmon_tests::frames::{self, Shape, ACK, PSH};
 
 const TC_ACT_UNSPEC: i32 = -1;
@@ -377,4 +377,31 @@ fn records_named_by_userspace_are_followed_and_late_points_are_reported() {
         )
         .unwrap();
     assert_eq!(again, ResumeOutcome::Late);
+}
+
+#[test]
+fn header_only_records_are_bounded_per_direction_and_the_rest_is_cut() {
+    let mut c = load();
+    open_with_hello(&mut c, 1000);
+    // The allowance spent by one large record, then more large records than
+    // may cost a header-only event each.
+    let extra = 50usize;
+    let n = MAX_HEADER_ONLY_RECORDS as usize + extra;
+    let mut stream = record(23, RECORD_BODY_ALLOWANCE as usize, 1);
+    for i in 0..n {
+        stream.extend(record(23, 2_000, i as u8));
+    }
+    send_server(&mut c, &stream, SERVER_FIRST, MSS);
+    let segs = drain(&mut c);
+    // The first record whole, then one header per record up to the bound
+    // (a header split over two segments comes as two events).
+    let copied: usize = segs.iter().map(|s| s.payload.len()).sum();
+    assert_eq!(
+        copied,
+        5 + RECORD_BODY_ALLOWANCE as usize + 5 * MAX_HEADER_ONLY_RECORDS as usize
+    );
+    let k = c.counters().unwrap();
+    assert_eq!(k.bytes_cut, 5 * extra as u64, "the headers past the bound");
+    assert_eq!(k.bytes_skipped, 2_000 * n as u64);
+    assert_eq!(k.record_following_stopped, 0);
 }

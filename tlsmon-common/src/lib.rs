@@ -316,9 +316,18 @@ pub struct DirectionState {
     /// [`DIR_FOLLOWING`], [`DIR_COPY_ALL`], [`DIR_RESUME`], [`DIR_SKIPPED`],
     /// [`DIR_SEEN`] bits.
     pub flags: u32,
-    /// Explicit padding; always zero.
-    pub _pad: u32,
+    /// Records whose body is skipped whole that may still have their header
+    /// copied; at zero the direction's budget is spent (see
+    /// [`MAX_HEADER_ONLY_RECORDS`]).
+    pub header_only_left: u32,
 }
+
+/// Records per direction whose header alone is copied (body skipped) before the
+/// kernel treats the direction's budget as spent and cuts what follows
+/// (counted): every record header of a certificate chain at the protocol's limit
+/// (2^24 bytes in 16 KiB records), and a bound on the events that bulk data of a
+/// flow not yet released can cost (one per record).
+pub const MAX_HEADER_ONLY_RECORDS: u32 = 1_100;
 
 /// [`DirectionState::flags`]: the kernel follows this direction's TLS records.
 pub const DIR_FOLLOWING: u32 = 1;
@@ -346,7 +355,7 @@ impl DirectionState {
             header_have: 0,
             header_bytes: 0,
             flags: if follow { DIR_FOLLOWING | DIR_SEEN } else { 0 },
-            _pad: 0,
+            header_only_left: MAX_HEADER_ONLY_RECORDS,
         }
     }
 }

@@ -309,6 +309,14 @@ fn start_record(d: &mut DirectionState) -> bool {
         d.body_allowance -= c;
         c
     };
+    if copy == 0 && body != 0 {
+        // Only the header of this record is copied: one event each, bounded.
+        if d.header_only_left == 0 {
+            d.budget = 0;
+        } else {
+            d.header_only_left -= 1;
+        }
+    }
     d.record_left = body;
     d.record_copy = copy;
     true
