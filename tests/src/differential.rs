@@ -69,7 +69,7 @@ pub const NOT_COMPARED: &[&str] = &[
 pub const KERNEL_CHUNK_BYTES: u64 = 2048;
 
 /// The kernel's per-direction copy budget the daemon runs with (`--byte-budget`,
-/// its default).
+/// passed explicitly: 16 KiB, as much as the kernel copies of record bodies).
 pub const BYTE_BUDGET: u64 = 16_384;
 
 /// Mismatches printed in a failure; the rest are only counted.
