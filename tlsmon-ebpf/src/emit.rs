@@ -45,7 +45,7 @@ fn header(sighting: &Sighting, pkt: &Packet, kind: EventKind, seq: u32, flags: u
 
 /// Sends `len` bytes of the scratch record (header plus payload) to the RingBuf.
 #[inline(always)]
-fn output(record: &EventRecord, len: u32) -> bool {
+pub(crate) fn output(record: &EventRecord, len: u32) -> bool {
     // SAFETY: `len` never exceeds size_of::<EventRecord>() (callers mask the
     // payload length to CHUNK_SIZE), and the record is a live per-CPU map value.
     let bytes = unsafe {

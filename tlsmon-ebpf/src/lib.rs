@@ -18,6 +18,7 @@ mod maps;
 mod opening;
 mod packet;
 mod preamble;
+mod quic;
 mod tls;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
