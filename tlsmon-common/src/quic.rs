@@ -90,47 +90,44 @@ pub struct QuicOpeningRate {
 /// What the first byte and the version of a UDP payload say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuicHead {
-    /// Not a QUIC packet tlsmon follows.
+    /// Not a QUIC packet tlsmon follows (a long header of another version).
     Other,
-    /// A long-header packet of QUIC v1 or v2; `initial` for an Initial packet.
+    /// A long-header packet of QUIC v1 or v2; `opens` for an Initial packet
+    /// with its fixed bit set, as a client's first Initial always has it.
     Long {
-        /// The packet type is Initial (0b00 in v1, 0b01 in v2).
-        initial: bool,
+        /// The packet type is Initial (0b00 in v1, 0b01 in v2), fixed bit set.
+        opens: bool,
     },
     /// A Version Negotiation packet (long header, version 0).
     VersionNegotiation,
-    /// A short-header (1-RTT) packet, of any connection.
+    /// A short-header (1-RTT) packet, of any connection, or any other UDP
+    /// payload whose first bit is clear: only a tracked connection tells.
     Short,
 }
 
 /// Classifies a UDP payload by its first byte and, for a long header, the four
 /// version bytes after it (`head`, the payload's first five bytes).
+///
+/// The fixed bit (0x40) is not required: peers that agreed to grease it (RFC
+/// 9287; quinn does) clear it at random in every packet after the client's
+/// first flight. Only a client's first Initial, which opens a connection, is
+/// sent before that agreement and so always has it.
 #[inline(always)]
 pub fn quic_head(head: &[u8; 5]) -> QuicHead {
     let first = head[0];
-    let fixed = first & 0x40 != 0;
     if first & 0x80 == 0 {
-        return if fixed {
-            QuicHead::Short
-        } else {
-            QuicHead::Other
-        };
+        return QuicHead::Short;
     }
     let version = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
-    if version == QUIC_VERSION_NEGOTIATION {
-        // Its fixed bit is unused: any value goes (RFC 9000, 17.2.1).
-        return QuicHead::VersionNegotiation;
-    }
-    if !fixed {
-        return QuicHead::Other;
-    }
+    let fixed = first & 0x40 != 0;
     let packet_type = (first >> 4) & 0x03;
     match version {
+        QUIC_VERSION_NEGOTIATION => QuicHead::VersionNegotiation,
         QUIC_V1 => QuicHead::Long {
-            initial: packet_type == 0,
+            opens: fixed && packet_type == 0,
         },
         QUIC_V2 => QuicHead::Long {
-            initial: packet_type == 1,
+            opens: fixed && packet_type == 1,
         },
         _ => QuicHead::Other,
     }
@@ -144,30 +141,35 @@ mod tests {
     fn long_headers_of_known_versions_are_recognised_with_their_initial_type() {
         assert_eq!(
             quic_head(&[0xc3, 0, 0, 0, 1]),
-            QuicHead::Long { initial: true }
+            QuicHead::Long { opens: true }
         );
         assert_eq!(
             quic_head(&[0xe3, 0, 0, 0, 1]),
-            QuicHead::Long { initial: false }
+            QuicHead::Long { opens: false }
+        );
+        // A greased fixed bit: followed, but opens nothing.
+        assert_eq!(
+            quic_head(&[0x83, 0, 0, 0, 1]),
+            QuicHead::Long { opens: false }
         );
         // v2 numbers its types differently: 0b01 is Initial, 0b00 is Retry.
         assert_eq!(
             quic_head(&[0xd3, 0x6b, 0x33, 0x43, 0xcf]),
-            QuicHead::Long { initial: true }
+            QuicHead::Long { opens: true }
         );
         assert_eq!(
             quic_head(&[0xc3, 0x6b, 0x33, 0x43, 0xcf]),
-            QuicHead::Long { initial: false }
+            QuicHead::Long { opens: false }
         );
     }
 
     #[test]
-    fn version_negotiation_short_headers_and_other_udp_are_told_apart() {
+    fn version_negotiation_short_headers_and_other_versions_are_told_apart() {
         assert_eq!(quic_head(&[0x80, 0, 0, 0, 0]), QuicHead::VersionNegotiation);
         assert_eq!(quic_head(&[0x41, 1, 2, 3, 4]), QuicHead::Short);
-        // No fixed bit: not QUIC (a DNS query id, say).
-        assert_eq!(quic_head(&[0x12, 0x34, 1, 0, 0]), QuicHead::Other);
-        assert_eq!(quic_head(&[0x83, 0, 0, 0, 1]), QuicHead::Other);
+        // A greased short header, or any plain UDP payload with its first bit
+        // clear: only a tracked connection can tell them apart.
+        assert_eq!(quic_head(&[0x12, 0x34, 1, 0, 0]), QuicHead::Short);
         // An unknown version is not followed.
         assert_eq!(quic_head(&[0xc3, 0xff, 0, 0, 0x1d]), QuicHead::Other);
     }

@@ -17,9 +17,11 @@
 //! Every UDP datagram runs [`tlsmon_quic_datagram`], a global BPF function: the
 //! verifier checks it once on its own instead of on every classifier path that
 //! leads to it; each datagram of a GSO batch is looked at by a second one,
-//! [`tlsmon_quic_one`], checked once too. Plain UDP returns after its first byte (no map access); a
-//! short header costs one array read unless a tracked QUIC connection hashes
-//! to its slot of the QUIC hint table.
+//! [`tlsmon_quic_one`], checked once too. A long header of an unknown version
+//! returns after its first five bytes; a payload whose first bit is clear (a
+//! short header, or most plain UDP: the fixed bit cannot tell, since peers may
+//! grease it) costs two array reads (per-CPU scratch, QUIC hint table) unless
+//! a tracked QUIC connection hashes to its hint slot.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -75,21 +77,36 @@ const UDP_HLEN: u32 = 8;
 /// Nanoseconds between two tokens of the openings bucket.
 const NS_PER_OPENING: u64 = 1_000_000_000 / QUIC_OPENINGS_PER_SECOND;
 
-/// Hands a UDP datagram whose network layer `net` parsed to the QUIC path.
+/// Hands a UDP datagram whose network layer `net` parsed to the QUIC path: the
+/// first global function reads its headers and says how many datagrams the
+/// skb holds (a GSO batch holds several), the second looks at each. Both are
+/// called from here, not one from the other, so that the classifier's frame
+/// and one of theirs are all the stack ever holds.
 #[inline(always)]
 pub fn datagram(ctx: &TcContext, direction: u8, net: &Network) {
     let meta = u32::from(direction) | (u32::from(net.family) << 8);
-    tlsmon_quic_datagram(
+    let datagrams = tlsmon_quic_datagram(
         ctx.skb.skb,
         meta,
         net.l3 as u32,
         net.l4 as u32,
         net.end as u32,
     );
+    // The verifier knows nothing of what a global function returns, but LLVM
+    // does, and would drop the constant bound below: read it back opaquely.
+    // SAFETY: a read of a live local.
+    let datagrams = unsafe { core::ptr::read_volatile(&datagrams) };
+    let mut i = 0;
+    while i < datagrams && i < MAX_CHUNKS_PER_PACKET as i32 {
+        tlsmon_quic_one(ctx.skb.skb, i as u32);
+        i += 1;
+    }
 }
 
-/// The global function (exported by tlsmon/build.rs so that it stays one):
-/// `meta` holds the hook's direction (low byte) and the address family.
+/// The first global function (exported by tlsmon/build.rs so that it stays
+/// one): `meta` holds the hook's direction (low byte) and the address family.
+/// Returns how many datagrams [`tlsmon_quic_one`] is to look at (0 for
+/// anything but QUIC).
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn tlsmon_quic_datagram(
@@ -100,8 +117,7 @@ pub extern "C" fn tlsmon_quic_datagram(
     end: u32,
 ) -> i32 {
     let ctx = TcContext::new(skb);
-    look(&ctx, (meta & 0xff) as u8, (meta >> 8) as u8, l3, l4, end);
-    0
+    look(&ctx, (meta & 0xff) as u8, (meta >> 8) as u8, l3, l4, end) as i32
 }
 
 /// Where and from whom a datagram came: the same for each one of a GSO batch.
@@ -121,6 +137,11 @@ pub struct Sender {
 /// lives here.
 pub struct QuicScratch {
     sender: Sender,
+    /// Offset of the skb's first datagram, of its payload's end, and the
+    /// distance between datagrams (gso_size, or the whole payload).
+    first: u32,
+    end: u32,
+    step: u32,
     key: FlowKey,
     flow: QuicFlow,
     head: [u8; 8],
@@ -130,45 +151,77 @@ pub struct QuicScratch {
 #[map(name = "TLSMON_QUIC_SCRATCH")]
 pub static QUIC_SCRATCH: PerCpuArray<QuicScratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// The second global function: one datagram of `len` bytes at `off`, sent by
-/// the scratch's sender. Global so that the verifier checks it once, not once
-/// per datagram of a GSO batch.
+/// The second global function: datagram number `index` of the skb whose
+/// headers [`tlsmon_quic_datagram`] read into the scratch. Global so that the
+/// verifier checks it once, not once per datagram of a GSO batch.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn tlsmon_quic_one(skb: *mut __sk_buff, off: u32, len: u32) -> i32 {
+pub extern "C" fn tlsmon_quic_one(skb: *mut __sk_buff, index: u32) -> i32 {
     let Some(scratch) = QUIC_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
-    let ctx = TcContext::new(skb);
     // SAFETY: this CPU's scratch slot; nothing else touches it during the run.
-    one(&ctx, unsafe { &mut *scratch }, off, len);
+    let scratch = unsafe { &mut *scratch };
+    if index >= MAX_CHUNKS_PER_PACKET {
+        return 0;
+    }
+    let off = scratch.first.wrapping_add(index.wrapping_mul(scratch.step));
+    if off >= scratch.end || off < scratch.first {
+        return 0;
+    }
+    let left = scratch.end - off;
+    let len = if left < scratch.step {
+        left
+    } else {
+        scratch.step
+    };
+    let ctx = TcContext::new(skb);
+    one(&ctx, scratch, off, len);
     0
 }
 
 #[inline(always)]
-fn look(ctx: &TcContext, direction: u8, family: u8, l3: u32, l4: u32, end: u32) {
+fn look(ctx: &TcContext, direction: u8, family: u8, l3: u32, l4: u32, end: u32) -> u32 {
     if l4 > MAX_L4_OFFSET || l3 >= l4 {
-        return;
+        return 0;
     }
     let Some(udp) = bytes_at::<8>(ctx, l4 as usize) else {
-        return;
+        return 0;
     };
     let payload_off = l4 + UDP_HLEN;
     let payload_end = if end < ctx.len() { end } else { ctx.len() };
     if payload_end < payload_off + 5 {
-        return;
+        return 0;
     }
     let Some(scratch) = QUIC_SCRATCH.get_ptr_mut(0) else {
-        return;
+        return 0;
     };
     // SAFETY: this CPU's scratch slot; nothing else touches it during the run.
     let scratch = unsafe { &mut *scratch };
-    // Plain UDP ends here: its first byte is no QUIC header.
+    // A long header of another version ends here; other plain UDP after one
+    // read of the hint table (see `short_header`).
     let Some(first) = head(ctx, payload_off, &mut scratch.head) else {
-        return;
+        return 0;
     };
     if quic_head(&first) == QuicHead::Other {
-        return;
+        return 0;
+    }
+    // Addresses read into the stack first: the packet pointers are then done
+    // with before the scratch is written.
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    if family == FAMILY_IPV4 {
+        let Some(ip) = bytes_at::<20>(ctx, l3 as usize) else {
+            return 0;
+        };
+        src[..4].copy_from_slice(&ip[12..16]);
+        dst[..4].copy_from_slice(&ip[16..20]);
+    } else {
+        let Some(ip) = bytes_at::<40>(ctx, l3 as usize) else {
+            return 0;
+        };
+        src.copy_from_slice(&ip[8..24]);
+        dst.copy_from_slice(&ip[24..40]);
     }
     let sender = &mut scratch.sender;
     // SAFETY: helper without arguments.
@@ -179,21 +232,8 @@ fn look(ctx: &TcContext, direction: u8, family: u8, l3: u32, l4: u32, end: u32) 
     sender.dst_port = u16::from_be_bytes([udp[2], udp[3]]);
     sender.direction = direction;
     sender.family = family;
-    if family == FAMILY_IPV4 {
-        let Some(ip) = bytes_at::<20>(ctx, l3 as usize) else {
-            return;
-        };
-        sender.src = [0; 16];
-        sender.dst = [0; 16];
-        sender.src[..4].copy_from_slice(&ip[12..16]);
-        sender.dst[..4].copy_from_slice(&ip[16..20]);
-    } else {
-        let Some(ip) = bytes_at::<40>(ctx, l3 as usize) else {
-            return;
-        };
-        sender.src.copy_from_slice(&ip[8..24]);
-        sender.dst.copy_from_slice(&ip[24..40]);
-    }
+    sender.src = src;
+    sender.dst = dst;
     // A GSO skb (QUIC stacks send their flights that way) holds several
     // datagrams of gso_size bytes each, the last one maybe shorter.
     // SAFETY: the context pointer is valid for the run.
@@ -204,20 +244,21 @@ fn look(ctx: &TcContext, direction: u8, family: u8, l3: u32, l4: u32, end: u32) 
     } else {
         whole
     };
-    let mut off = payload_off;
-    let mut i = 0;
-    while i < MAX_CHUNKS_PER_PACKET && off < payload_end {
-        let left = payload_end - off;
-        let len = if left < step { left } else { step };
-        tlsmon_quic_one(ctx.skb.skb, off, len);
-        off += step;
-        i += 1;
+    if step == 0 {
+        return 0;
     }
-    if off < payload_end {
+    scratch.first = payload_off;
+    scratch.end = payload_end;
+    scratch.step = step;
+    let datagrams = whole.div_ceil(step);
+    if datagrams > MAX_CHUNKS_PER_PACKET {
         // More datagrams in one skb than are looked at: only their count matters
         // (they may not even belong to a tracked connection), so they are cut.
-        count(Counter::BytesCut, u64::from(payload_end - off));
+        let looked_at = step * MAX_CHUNKS_PER_PACKET;
+        count(Counter::BytesCut, u64::from(whole - looked_at));
+        return MAX_CHUNKS_PER_PACKET;
     }
+    datagrams
 }
 
 /// The first five bytes of the datagram at `off`: read directly when they are
@@ -250,7 +291,7 @@ fn one(ctx: &TcContext, scratch: &mut QuicScratch, off: u32, len: u32) {
         QuicHead::Other => {}
         QuicHead::Short => short_header(ctx, scratch, off, len),
         QuicHead::VersionNegotiation => long_header(ctx, scratch, off, len, false),
-        QuicHead::Long { initial } => long_header(ctx, scratch, off, len, initial),
+        QuicHead::Long { opens } => long_header(ctx, scratch, off, len, opens),
     }
 }
 
@@ -286,7 +327,7 @@ fn slot_of(sender: &Sender) -> u32 {
 /// an opening; the answer to an opening starts tracking; a client Initial of an
 /// unknown connection opens one.
 #[inline(always)]
-fn long_header(ctx: &TcContext, scratch: &mut QuicScratch, off: u32, len: u32, initial: bool) {
+fn long_header(ctx: &TcContext, scratch: &mut QuicScratch, off: u32, len: u32, opens: bool) {
     let src_is_lo = fill_key(scratch);
     if let Some(flow) = QUIC_FLOWS.get_ptr_mut(&scratch.key) {
         // SAFETY: a live value of the flow map; a concurrent update from another
@@ -311,7 +352,7 @@ fn long_header(ctx: &TcContext, scratch: &mut QuicScratch, off: u32, len: u32, i
         }
         return;
     }
-    if !initial || len < MIN_INITIAL_DATAGRAM {
+    if !opens || len < MIN_INITIAL_DATAGRAM {
         return;
     }
     if !accepted_by_host(ctx, scratch.sender.direction) {
