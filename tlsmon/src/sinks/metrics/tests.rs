@@ -50,6 +50,9 @@ pub(crate) fn record() -> HandshakeEvent {
         server_cert: None,
         forwarded: None,
         diagnosis: None,
+        transport: crate::event::Transport::Tcp,
+        quic_version: None,
+        quic_retry: false,
     }
 }
 
