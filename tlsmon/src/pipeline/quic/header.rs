@@ -17,9 +17,9 @@ pub const MAX_CID_LEN: usize = 20;
 
 /// The header form bit: set for long headers.
 const LONG_FORM: u8 = 0x80;
-/// The fixed bit (RFC 9000 section 17.2), set in every v1/v2 packet but
-/// Version Negotiation.
-const FIXED_BIT: u8 = 0x40;
+// The fixed bit (0x40) is not checked: peers that both send the
+// grease_quic_bit transport parameter (RFC 9287; quinn does) clear it at random,
+// from the server's first Initial on.
 
 /// The versions whose Initial packets tlsmon can read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -131,9 +131,6 @@ pub enum HeaderError {
     /// A connection ID longer than the 20 bytes v1 and v2 allow.
     #[error("connection ID longer than 20 bytes")]
     CidTooLong,
-    /// The fixed bit is clear in a v1/v2 packet.
-    #[error("fixed bit clear")]
-    FixedBitClear,
 }
 
 /// Splits a datagram into packets, calling `each` for every one in order. A
@@ -146,9 +143,6 @@ pub fn for_each_packet<'a>(
     let mut rest = datagram;
     while let Some(&first) = rest.first() {
         if first & LONG_FORM == 0 {
-            if first & FIXED_BIT == 0 {
-                return Err(HeaderError::FixedBitClear);
-            }
             each(Packet::Short { rest: &rest[1..] });
             return Ok(());
         }
@@ -173,6 +167,10 @@ fn parse_long(bytes: &[u8]) -> Result<(Packet<'_>, usize), HeaderError> {
     let mut r = Reader::new(bytes);
     let first = r.u8().ok_or(HeaderError::Truncated)?;
     let version = r.u32().ok_or(HeaderError::Truncated)?;
+    // Other UDP traffic ends here, before its bytes are read as QUIC fields.
+    if version != 0 && KnownVersion::of(version).is_none() {
+        return Ok((Packet::UnknownVersion { version }, bytes.len()));
+    }
     let dcid = cid(&mut r)?;
     let scid = cid(&mut r)?;
     if version == 0 {
@@ -191,9 +189,6 @@ fn parse_long(bytes: &[u8]) -> Result<(Packet<'_>, usize), HeaderError> {
     let Some(known) = KnownVersion::of(version) else {
         return Ok((Packet::UnknownVersion { version }, bytes.len()));
     };
-    if first & FIXED_BIT == 0 {
-        return Err(HeaderError::FixedBitClear);
-    }
     let kind = known.packet_type(first >> 4);
     if kind == LongType::Retry {
         let packet = LongPacket {

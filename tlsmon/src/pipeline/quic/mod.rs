@@ -84,6 +84,20 @@ pub struct QuicStats {
     pub crypto_bytes_cut: u64,
 }
 
+impl QuicStats {
+    /// True when something QUIC-like was seen: a connection, or a packet that
+    /// was counted as broken or forged.
+    pub fn saw_quic(&self) -> bool {
+        self.connections
+            + self.truncated_packets
+            + self.lying_lengths
+            + self.cid_too_long
+            + self.authentication_failures
+            + self.malformed_frames
+            > 0
+    }
+}
+
 impl std::ops::AddAssign<&QuicStats> for QuicStats {
     /// Sums the counters of two tables.
     fn add_assign(&mut self, o: &QuicStats) {
@@ -159,9 +173,7 @@ impl QuicTable {
         let parsed = for_each_packet(payload, |p| packets.push(p));
         match parsed {
             Ok(()) => {}
-            Err(HeaderError::Truncated) | Err(HeaderError::FixedBitClear) => {
-                self.stats.truncated_packets += 1
-            }
+            Err(HeaderError::Truncated) => self.stats.truncated_packets += 1,
             // A packet the capture cut short reads like one whose Length lies.
             Err(HeaderError::LyingLength) if datagram.cut > 0 => self.stats.truncated_packets += 1,
             Err(HeaderError::LyingLength) => self.stats.lying_lengths += 1,
