@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use tlsmon_tests::binary::tlsmon_binary;
+use tlsmon_tests::hostile::{write_capture, SplitMix64};
 use tlsmon_tests::netns::Netns;
 use tlsmon_tests::pki::Pki;
 use tlsmon_tests::process::{poll, run_bounded, Background};
@@ -399,6 +400,9 @@ fn quinn_handshakes_are_read_from_captures_and_agree_with_tshark() -> Result<()>
         }
         for scenario in SCENARIOS {
             let capture = record(&ns, dir, &pki, scenario)?;
+            if scenario.name == "ok" {
+                hostile_variants_are_counted(dir, &capture)?;
+            }
             let (records, summary) = analyze(&capture)?;
             ensure!(
                 records.len() == 1,
@@ -412,4 +416,141 @@ fn quinn_handshakes_are_read_from_captures_and_agree_with_tshark() -> Result<()>
         }
         Ok(())
     })
+}
+
+/// A number the analyze summary's `quic:` line gives for `label`.
+fn quic_count(summary: &str, label: &str) -> Result<u64> {
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with("quic: "))
+        .with_context(|| format!("no quic line in {summary}"))?;
+    for part in line.trim_start_matches("quic: ").split(", ") {
+        if let Some(n) = part.strip_suffix(label) {
+            return Ok(n.trim().parse()?);
+        }
+    }
+    bail!("no {label:?} in {line}")
+}
+
+/// The UDP datagrams of an Ethernet capture: (from the server, src, dst, payload).
+fn datagrams_of(
+    capture: &Path,
+) -> Result<Vec<(std::net::SocketAddrV4, std::net::SocketAddrV4, Vec<u8>)>> {
+    let file = std::fs::File::open(capture)?;
+    let mut reader = pcap_file::pcap::PcapReader::new(file)?;
+    let mut out = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        let packet = packet?;
+        let sliced = etherparse::SlicedPacket::from_ethernet(&packet.data)?;
+        let (Some(etherparse::NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Udp(udp))) =
+            (&sliced.net, &sliced.transport)
+        else {
+            continue;
+        };
+        let src = std::net::SocketAddrV4::new(ip.header().source_addr(), udp.source_port());
+        let dst =
+            std::net::SocketAddrV4::new(ip.header().destination_addr(), udp.destination_port());
+        out.push((src, dst, udp.payload().to_vec()));
+    }
+    Ok(out)
+}
+
+fn udp_frame(
+    src: std::net::SocketAddrV4,
+    dst: std::net::SocketAddrV4,
+    payload: &[u8],
+) -> Result<Vec<u8>> {
+    let builder = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src.ip().octets(), dst.ip().octets(), 64)
+        .udp(src.port(), dst.port());
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut frame, payload)?;
+    Ok(frame)
+}
+
+/// Crafted variants of the recorded `ok` exchange: every one is counted, none
+/// makes a handshake, none crashes the reader.
+fn hostile_variants_are_counted(dir: &Path, ok: &Path) -> Result<()> {
+    let genuine = datagrams_of(ok)?;
+    ensure!(
+        genuine.len() > 4,
+        "the ok capture holds {} datagrams",
+        genuine.len()
+    );
+    let server_port = genuine[0].1.port();
+    type Mutation = fn(bool, &mut Vec<u8>);
+    let variants: [(&str, Mutation); 3] = [
+        // Every server long-header packet forged: a byte of the first packet's
+        // ciphertext changed (the last byte of a datagram may belong to a
+        // coalesced Handshake packet, which tlsmon cannot open anyway).
+        ("forged_server", |from_server, d| {
+            if from_server && d.first().is_some_and(|b| b & 0x80 != 0) && d.len() > 60 {
+                d[60] ^= 0x55;
+            }
+        }),
+        // Every datagram cut to 40 bytes: the Length fields now lie.
+        ("truncated", |_, d| d.truncate(40)),
+        // A 21-byte destination connection ID in every long header.
+        ("long_cid", |_, d| {
+            if d.first().is_some_and(|b| b & 0x80 != 0) && d.len() > 5 {
+                d[5] = 21;
+            }
+        }),
+    ];
+    for (name, mutate) in variants {
+        let mut frames = Vec::new();
+        for (src, dst, payload) in &genuine {
+            let mut payload = payload.clone();
+            mutate(src.port() == server_port, &mut payload);
+            frames.push(udp_frame(*src, *dst, &payload)?);
+        }
+        let path = dir.join(format!("hostile-{name}.pcap"));
+        write_capture(&path, &frames, Duration::from_secs(1_700_000_000))?;
+        let (records, summary) = analyze(&path)?;
+        ensure!(records.is_empty(), "{name}: {records:?}");
+        let check = |label: &str, want: &dyn Fn(u64) -> bool| -> Result<()> {
+            let n = quic_count(&summary, label)?;
+            ensure!(want(n), "{name}: {n} {label}: {summary}");
+            Ok(())
+        };
+        match name {
+            "forged_server" => {
+                check("connections", &|n| n == 1)?;
+                check("unanswered", &|n| n == 1)?;
+                check("failed authentication", &|n| n >= 1)?;
+            }
+            "truncated" => {
+                check("connections", &|n| n == 0)?;
+                check("lying lengths", &|n| n >= 1)?;
+            }
+            _ => {
+                check("connections", &|n| n == 0)?;
+                check("connection IDs over 20 bytes", &|n| n >= 1)?;
+            }
+        }
+    }
+
+    // Random datagrams to a QUIC port, half of them with a v1 long header.
+    let mut rng = SplitMix64::new(9);
+    let mut frames = Vec::new();
+    let src = std::net::SocketAddrV4::new([10, 9, 9, 1].into(), 50_000);
+    let dst = std::net::SocketAddrV4::new([10, 9, 9, 2].into(), 443);
+    for i in 0..2_000 {
+        let len = rng.between(1, 1_400);
+        let mut payload: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        if i % 2 == 0 && len > 6 {
+            payload[0] = 0xc0 | (payload[0] & 0x0f);
+            payload[1..5].copy_from_slice(&1u32.to_be_bytes());
+        }
+        frames.push(udp_frame(src, dst, &payload)?);
+    }
+    let path = dir.join("hostile-random.pcap");
+    write_capture(&path, &frames, Duration::from_secs(1_700_000_000))?;
+    let (records, summary) = analyze(&path)?;
+    ensure!(records.is_empty(), "random: {records:?}");
+    ensure!(
+        quic_count(&summary, "connections")? == 0,
+        "random: {summary}"
+    );
+    Ok(())
 }
