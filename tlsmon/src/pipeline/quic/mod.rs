@@ -61,6 +61,9 @@ pub struct QuicStats {
     /// Connections pushed out to stay within the bound (reported as incomplete
     /// when the server had answered).
     pub evicted: u64,
+    /// Of those, connections whose server had not answered (not reported; not
+    /// in `unanswered`).
+    pub evicted_unanswered: u64,
     /// Packets cut before their end: too short for header protection, or a
     /// header that runs past the datagram.
     pub truncated_packets: u64,
@@ -105,6 +108,7 @@ impl std::ops::AddAssign<&QuicStats> for QuicStats {
         self.connections += o.connections;
         self.unanswered += o.unanswered;
         self.evicted += o.evicted;
+        self.evicted_unanswered += o.evicted_unanswered;
         self.truncated_packets += o.truncated_packets;
         self.lying_lengths += o.lying_lengths;
         self.cid_too_long += o.cid_too_long;
@@ -307,7 +311,13 @@ impl QuicTable {
             };
             let ending = conn.on_end("evicted: too many QUIC connections in progress");
             self.stats.evicted += 1;
+            let unanswered = matches!(ending, Ending::Unanswered);
             self.decide(&key, ending, out);
+            if unanswered {
+                // Counted here, not in `unanswered` (which `decide` counted).
+                self.stats.evicted_unanswered += 1;
+                self.stats.unanswered -= 1;
+            }
             return true;
         }
         false

@@ -331,3 +331,26 @@ fn retry_then_the_handshake_under_the_new_keys() {
     assert!(e.quic_retry);
     assert_eq!(e.cipher.as_deref(), Some("TLS_AES_128_GCM_SHA256"));
 }
+
+#[test]
+fn a_full_table_pushes_out_its_oldest_connection_and_counts_it() {
+    let mut table = QuicTable::new(2, Duration::from_secs(10));
+    let mut out = Vec::new();
+    for port in 0..3u16 {
+        let mut d = datagram(true, unhex(V1_CLIENT), u64::from(port));
+        d.src.set_port(50_000 + port);
+        table.push(d, &mut out);
+    }
+    assert_eq!(table.tracked(), 2);
+    assert!(out.is_empty());
+    let stats = table.stats();
+    assert_eq!(
+        (
+            stats.connections,
+            stats.evicted,
+            stats.evicted_unanswered,
+            stats.unanswered
+        ),
+        (3, 1, 1, 0)
+    );
+}
