@@ -8,7 +8,8 @@ use crate::event::{HandshakeEvent, Outcome};
 use crate::pipeline::diagnosis::DiagnosisStats;
 use crate::pipeline::drive::Pipeline;
 use crate::pipeline::flow_table::{Decided, FlowStats, FlowTableOptions};
-use crate::source::pcap::{CaptureFileError, CaptureFileReader, CaptureFileStats};
+use crate::pipeline::quic::QuicStats;
+use crate::source::pcap::{CaptureFileError, CaptureFileReader, CaptureFileStats, CapturedPacket};
 
 /// Options of an offline analysis.
 #[derive(Clone, Debug, Default)]
@@ -51,6 +52,10 @@ pub struct AnalysisTotals {
     pub flows: FlowStats,
     /// Diagnosis counters summed over files.
     pub diagnosis: DiagnosisStats,
+    /// UDP datagrams among the packets (read for QUIC).
+    pub udp_datagrams: u64,
+    /// QUIC table counters summed over files.
+    pub quic: QuicStats,
 }
 
 impl AnalysisTotals {
@@ -62,7 +67,15 @@ impl AnalysisTotals {
         }
     }
 
-    fn add_file(&mut self, stats: &CaptureFileStats, flows: &FlowStats, diagnosis: DiagnosisStats) {
+    fn add_file(
+        &mut self,
+        stats: &CaptureFileStats,
+        flows: &FlowStats,
+        quic: &QuicStats,
+        diagnosis: DiagnosisStats,
+    ) {
+        self.udp_datagrams += stats.udp_datagrams;
+        self.quic += quic;
         self.diagnosis.profiles_evicted += diagnosis.profiles_evicted;
         self.diagnosis.diagnosed_early += diagnosis.diagnosed_early;
         self.files += 1;
@@ -91,15 +104,21 @@ pub fn analyze_file_into(
         sink(decided.event);
     };
     let result = loop {
-        match reader.next_segment() {
-            Ok(Some(segment)) => pipeline.push(segment, &mut emit),
+        match reader.next_packet() {
+            Ok(Some(CapturedPacket::Tcp(segment))) => pipeline.push(segment, &mut emit),
+            Ok(Some(CapturedPacket::Udp(datagram))) => pipeline.push_datagram(datagram, &mut emit),
             Ok(None) => break Ok(()),
             Err(err) => break Err(err),
         }
     };
     // What was read before a corrupt tail still counts: decide it, then report.
     pipeline.finish(&mut emit);
-    summary.add_file(reader.stats(), pipeline.stats(), pipeline.diagnosis_stats());
+    summary.add_file(
+        reader.stats(),
+        pipeline.stats(),
+        pipeline.quic_stats(),
+        pipeline.diagnosis_stats(),
+    );
     result
 }
 

@@ -17,6 +17,7 @@ use crate::pipeline::drive::Pipeline;
 use crate::pipeline::flow_table::FlowTableOptions;
 use crate::pipeline::flow_table::{Decided, FlowStats};
 use crate::pipeline::forwarding::ForwardingStats;
+use crate::pipeline::quic::QuicStats;
 use crate::source::live::{list_interfaces, CaptureOptions, InterfaceLocking, InterfaceSelector};
 use crate::source::live::{Capture, InterfaceChange, KernelCounters, HINT_HEALING_INTERVAL};
 use crate::source::segment::{Segment, Timestamp};
@@ -38,6 +39,8 @@ pub trait LiveObserver {
     fn tick(&mut self, _kernel: Option<&KernelCounters>, _flows: &FlowStats, _tracked: usize) {}
     /// Periodic health of the diagnosis stage (with [`tick`](Self::tick)).
     fn diagnosis_tick(&mut self, _stats: DiagnosisStats) {}
+    /// Periodic: the QUIC table's counters (with [`tick`](Self::tick)).
+    fn quic_tick(&mut self, _stats: &QuicStats) {}
     /// Periodic: the cgroup resolver's counters.
     fn attribution(&mut self, _stats: &ResolverStats) {}
 }
@@ -113,6 +116,7 @@ pub async fn run_until_signal(
                     observer.forwarding(stats);
                 }
                 observer.diagnosis_tick(pipeline.diagnosis_stats());
+                observer.quic_tick(pipeline.quic_stats());
                 observer.attribution(attributor.stats());
             }
             _ = healing.tick() => match capture.heal_hints() {

@@ -11,7 +11,8 @@ use crate::pipeline::flow_table::{
     ClientHelloSeen, Decided, FlowStats, FlowTable, FlowTableOptions,
 };
 use crate::pipeline::forwarding::{ForwardingLinker, ForwardingStats};
-use crate::source::segment::{ConnectionKey, Segment, Timestamp};
+use crate::pipeline::quic::{QuicStats, QuicTable};
+use crate::source::segment::{ConnectionKey, Datagram, Segment, Timestamp};
 
 /// Flows decided per step when the input ends: a full table's events are never
 /// all held at once.
@@ -20,6 +21,8 @@ const FINISH_BATCH: usize = 256;
 /// The flow table, the buffer its decisions pass through, and the stages after it.
 pub struct Pipeline {
     table: FlowTable,
+    /// QUIC connections, next to the TCP ones (bounded by the same `max_flows`).
+    quic: QuicTable,
     decided: Vec<Decided>,
     /// Links the same ClientHello on two devices (live capture only).
     forwarding: Option<Linking>,
@@ -38,6 +41,7 @@ impl Pipeline {
     /// what was known at the time.
     pub fn new(options: FlowTableOptions) -> Self {
         Pipeline {
+            quic: QuicTable::new(options.max_flows, options.handshake_timeout),
             table: FlowTable::new(options),
             decided: Vec::new(),
             forwarding: None,
@@ -73,7 +77,16 @@ impl Pipeline {
 
     /// Takes one segment; hands what it decided to `sink`.
     pub fn push(&mut self, segment: Segment, sink: &mut dyn FnMut(Decided)) {
+        // Capture files move QUIC's clock with every packet, as TCP's.
+        self.quic.advance_clock(segment.ts, &mut self.decided);
         self.table.push(segment, &mut self.decided);
+        self.deliver(sink);
+    }
+
+    /// Takes one UDP datagram (QUIC); hands what it decided to `sink`.
+    pub fn push_datagram(&mut self, datagram: Datagram, sink: &mut dyn FnMut(Decided)) {
+        self.quic.advance_clock(datagram.ts, &mut self.decided);
+        self.quic.push(datagram, &mut self.decided);
         self.deliver(sink);
     }
 
@@ -81,6 +94,7 @@ impl Pipeline {
     /// packets) and hands handshakes that timed out to `sink`.
     pub fn advance_clock(&mut self, now: Timestamp, sink: &mut dyn FnMut(Decided)) {
         self.table.advance_clock(now, &mut self.decided);
+        self.quic.advance_clock(now, &mut self.decided);
         self.deliver(sink);
         if let Some(linking) = &mut self.forwarding {
             linking.linker.advance_clock(now, &mut linking.linked);
@@ -96,6 +110,7 @@ impl Pipeline {
         while self.table.finish_some(FINISH_BATCH, &mut self.decided) {
             self.deliver(sink);
         }
+        self.quic.finish(&mut self.decided);
         self.deliver(sink);
         if let Some(linking) = &mut self.forwarding {
             linking.linker.finish(&mut linking.linked);
@@ -117,6 +132,11 @@ impl Pipeline {
         self.table.stats()
     }
 
+    /// The QUIC table's counters.
+    pub fn quic_stats(&self) -> &QuicStats {
+        self.quic.stats()
+    }
+
     /// The diagnosis stage's counters.
     pub fn diagnosis_stats(&self) -> DiagnosisStats {
         self.diagnoser.stats()
@@ -124,7 +144,7 @@ impl Pipeline {
 
     /// Connections followed now.
     pub fn tracked(&self) -> usize {
-        self.table.tracked()
+        self.table.tracked() + self.quic.tracked()
     }
 
     fn deliver(&mut self, sink: &mut dyn FnMut(Decided)) {

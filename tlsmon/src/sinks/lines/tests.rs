@@ -29,6 +29,9 @@ fn json_line_uses_the_public_field_names() {
     assert_eq!(v["client_hello_segments"], 1);
     assert_eq!(v["hello_retry"], false);
     assert_eq!(v["diagnosis"], serde_json::Value::Null);
+    assert_eq!(v["transport"], "tcp");
+    assert_eq!(v["quic_version"], serde_json::Value::Null);
+    assert_eq!(v["quic_retry"], false);
     // Every field is always present, and these are the documented names.
     let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
@@ -65,12 +68,15 @@ fn json_line_uses_the_public_field_names() {
             "peer_ip",
             "peer_port",
             "preamble",
+            "quic_retry",
+            "quic_version",
             "resumed",
             "server_cert",
             "server_ip",
             "server_port",
             "service",
             "sni",
+            "transport",
             "ts",
             "tunnel_target",
             "version",
