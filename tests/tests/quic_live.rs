@@ -278,3 +278,52 @@ fn quinn_handshakes_are_recorded_live_with_exact_records_and_metrics() -> Result
         Ok(())
     })
 }
+
+#[test]
+fn watch_shows_a_quic_handshake_as_a_quic_line() -> Result<()> {
+    in_scratch_dir("quic-watch", |dir| {
+        let pki = Pki::generate(dir, SERVER_NAME)?;
+        let link = VethLink::new(99);
+        let binary = tlsmon_binary()?;
+        let mut watch = link.server.command(&binary.to_string_lossy());
+        watch.args(["watch", "--interface", &link.server_if]);
+        let mut watch = Background::spawn("watch", watch, dir)?;
+        poll(
+            "watch to attach",
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || {
+                watch.check_running()?;
+                Ok((tcx_programs_of_ours(&link.server, &link.server_if) == (1, 1)).then_some(()))
+            },
+        )?;
+        exchange(&link, dir, &pki, &SCENARIOS[0])?;
+        let line = poll(
+            "watch to print the QUIC handshake",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                watch.check_running()?;
+                Ok(watch
+                    .log()
+                    .lines()
+                    .find(|l| l.contains("sni="))
+                    .map(str::to_owned))
+            },
+        )?;
+        let server = format!("{}:{}", link.server_ip, SCENARIOS[0].port);
+        let expected = format!("{} inbound {}:", link.server_if, link.client_ip);
+        ensure!(line.contains(&expected), "{line}");
+        // A service name may sit between the address and the SNI.
+        ensure!(line.contains(&format!("-> {server} quic/v1 ")), "{line}");
+        ensure!(
+            line.contains(&format!(
+                "sni={SERVER_NAME} TLSv1.3 TLS_AES_128_GCM_SHA256 x25519 established"
+            )),
+            "{line}"
+        );
+        let status = watch.stop()?;
+        ensure!(status.success(), "watch ended {status}");
+        Ok(())
+    })
+}

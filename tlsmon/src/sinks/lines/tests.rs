@@ -287,3 +287,14 @@ fn the_local_service_shows_in_text_and_json_and_is_escaped() {
     local.service = Some("evil\x1b[2J.service".into());
     assert!(text_line(&local, false).contains("service=evil\\x1b[2J.service "));
 }
+
+#[test]
+fn a_quic_text_line_says_quic_and_its_version() {
+    let mut quic = record();
+    quic.transport = crate::event::Transport::Quic;
+    quic.quic_version = Some("v1".into());
+    assert_eq!(
+        text_line(&quic, false),
+        "22:13:20.000000 eth0 inbound 192.0.2.10:50000 -> 192.0.2.1:443 quic/v1 sni=example.com TLSv1.3 TLS_AES_128_GCM_SHA256 X25519MLKEM768 established 3.0ms"
+    );
+}
