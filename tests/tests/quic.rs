@@ -233,8 +233,8 @@ fn tshark_view(capture: &Path) -> Result<TsharkView> {
                 .collect();
         }
         if types.contains(&"2") {
-            view.server_cipher = ciphers.split(',').last().map(str::to_string);
-            view.server_group = groups.split(',').last().and_then(|g| g.parse().ok());
+            view.server_cipher = ciphers.split(',').next_back().map(str::to_string);
+            view.server_group = groups.split(',').next_back().and_then(|g| g.parse().ok());
         }
         if !alert.is_empty() && view.alert.is_none() {
             view.alert = alert.split(',').next().and_then(|a| a.parse().ok());

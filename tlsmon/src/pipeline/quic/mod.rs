@@ -264,9 +264,13 @@ impl QuicTable {
             }
             return false;
         };
-        if self.decided.get(key).is_some_and(|dcid| dcid == first.dcid) {
-            return false;
-        }
+        // Late packets of a decided connection are ignored; a new connection on
+        // the same addresses (another DCID) may start.
+        let after_decision = match self.decided.get(key) {
+            Some(dcid) if dcid == first.dcid => return false,
+            Some(_) => true,
+            None => false,
+        };
         let keys = InitialKeys::derive(first.version, first.dcid);
         self.scratch.clear();
         self.scratch.extend_from_slice(first.bytes);
@@ -276,8 +280,12 @@ impl QuicTable {
                 self.stats.truncated_packets += 1;
                 return false;
             }
+            // After a decision this is most likely a late server Initial (whose
+            // DCID is the client's SCID), not a forgery: not counted.
             Err(keys::OpenError::Authentication) => {
-                self.stats.authentication_failures += 1;
+                if !after_decision {
+                    self.stats.authentication_failures += 1;
+                }
                 return false;
             }
         }

@@ -295,10 +295,7 @@ fn retry_then_the_handshake_under_the_new_keys() {
     retry.extend([0u8; 16]);
     // The client's RFC Initial carries the ClientHello; after the Retry it sends
     // it again to the new DCID (here: a sealed Initial with its CRYPTO frame).
-    let client_payload = {
-        let plain = unhex(include_str!("testdata/rfc9001_client_crypto_frame.hex"));
-        plain
-    };
+    let client_payload = unhex(include_str!("testdata/rfc9001_client_crypto_frame.hex"));
     let server_hello = unhex("02000000000600405a020000560303eefce7f7b37ba1d1632e96677825ddf73988cfc79825df566dc5430b9a045a1200130100002e00330024001d00209d3c940d89690b84d08a60993c144eca684d1081287c834d5311bcf32bb9da1a002b00020304");
     let (out, stats) = run(vec![
         datagram(true, unhex(V1_CLIENT), 0),
@@ -353,4 +350,37 @@ fn a_full_table_pushes_out_its_oldest_connection_and_counts_it() {
         ),
         (3, 1, 1, 0)
     );
+}
+
+#[test]
+fn version_negotiation_with_nothing_after_it_fails_as_such() {
+    // To the client's (empty) SCID, from its DCID, listing a version it lacks.
+    let mut vn = vec![0x80, 0, 0, 0, 0, 0, 8];
+    vn.extend(unhex("8394c8f03e515708"));
+    vn.extend([0x0a, 0x0a, 0x0a, 0x0a, 0x6b, 0x33, 0x43, 0xcf]);
+    let (out, _) = run(vec![
+        datagram(true, unhex(V1_CLIENT), 0),
+        datagram(false, vn, 2),
+        datagram(true, vec![0x41; 10], 20_000),
+    ]);
+    assert_eq!(out.len(), 1);
+    let e = &out[0].event;
+    assert_eq!(e.failure_reason, Some(FailureReason::VersionNegotiation));
+    assert_eq!(
+        e.detail.as_deref(),
+        Some("the server offered QUIC versions [0x0a0a0a0a, v2] and the client did not try again")
+    );
+}
+
+#[test]
+fn a_version_negotiation_to_other_ids_changes_nothing() {
+    let mut vn = vec![0x80, 0, 0, 0, 0, 0, 8];
+    vn.extend([1u8; 8]);
+    vn.extend([0x6b, 0x33, 0x43, 0xcf]);
+    let (out, stats) = run(vec![
+        datagram(true, unhex(V1_CLIENT), 0),
+        datagram(false, vn, 2),
+    ]);
+    assert!(out.is_empty());
+    assert_eq!((stats.unanswered, stats.foreign_packets), (1, 1));
 }
