@@ -20,8 +20,8 @@
 //! [`tlsmon_quic_one`], checked once too. A long header of an unknown version
 //! returns after its first five bytes; a payload whose first bit is clear (a
 //! short header, or most plain UDP: the fixed bit cannot tell, since peers may
-//! grease it) costs two array reads (per-CPU scratch, QUIC hint table) unless
-//! a tracked QUIC connection hashes to its hint slot.
+//! grease it) returns after one read of the QUIC hint table unless a tracked
+//! QUIC connection hashes to its slot (or the skb is a GSO batch).
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -122,7 +122,6 @@ pub extern "C" fn tlsmon_quic_datagram(
 
 /// Where and from whom a datagram came: the same for each one of a GSO batch.
 pub struct Sender {
-    ts_ns: u64,
     ifindex: u32,
     src_port: u16,
     dst_port: u16,
@@ -199,7 +198,7 @@ fn look(ctx: &TcContext, direction: u8, family: u8, l3: u32, l4: u32, end: u32) 
     // SAFETY: this CPU's scratch slot; nothing else touches it during the run.
     let scratch = unsafe { &mut *scratch };
     // A long header of another version ends here; other plain UDP after one
-    // read of the hint table (see `short_header`).
+    // read of the hint table (below).
     let Some(first) = head(ctx, payload_off, &mut scratch.head) else {
         return 0;
     };
@@ -223,21 +222,30 @@ fn look(ctx: &TcContext, direction: u8, family: u8, l3: u32, l4: u32, end: u32) 
         src.copy_from_slice(&ip[8..24]);
         dst.copy_from_slice(&ip[24..40]);
     }
-    let sender = &mut scratch.sender;
-    // SAFETY: helper without arguments.
-    sender.ts_ns = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: the context pointer is the function's argument, valid for the run.
-    sender.ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    sender.src_port = u16::from_be_bytes([udp[0], udp[1]]);
-    sender.dst_port = u16::from_be_bytes([udp[2], udp[3]]);
-    sender.direction = direction;
-    sender.family = family;
-    sender.src = src;
-    sender.dst = dst;
+    // SAFETY: the context pointer is valid for the run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let src_port = u16::from_be_bytes([udp[0], udp[1]]);
+    let dst_port = u16::from_be_bytes([udp[2], udp[3]]);
     // A GSO skb (QUIC stacks send their flights that way) holds several
     // datagrams of gso_size bytes each, the last one maybe shorter.
     // SAFETY: the context pointer is valid for the run.
     let gso_size = unsafe { (*ctx.skb.skb).gso_size };
+    if gso_size == 0 && first[0] & 0x80 == 0 {
+        // One datagram with a short header, or plain UDP: it matters only to a
+        // tracked QUIC connection, and none hashes to an empty hint slot.
+        let slot = hint_slot(ifindex, &src, src_port, &dst, dst_port) & (HINT_SLOTS - 1);
+        if QUIC_HINTS.get(slot).is_none_or(|held| *held == 0) {
+            return 0;
+        }
+    }
+    let sender = &mut scratch.sender;
+    sender.ifindex = ifindex;
+    sender.src_port = src_port;
+    sender.dst_port = dst_port;
+    sender.direction = direction;
+    sender.family = family;
+    sender.src = src;
+    sender.dst = dst;
     let whole = payload_end - payload_off;
     let step = if gso_size != 0 && gso_size < whole {
         gso_size
@@ -581,7 +589,8 @@ fn send(
     // Field by field, into the map value: a whole EventHeader built first
     // would take stack this path does not have.
     let h = &mut record.header;
-    h.ts_ns = sender.ts_ns;
+    // SAFETY: helper without arguments.
+    h.ts_ns = unsafe { bpf_ktime_get_ns() };
     h.ifindex = sender.ifindex;
     h.kind = kind as u16;
     h.direction = sender.direction;
