@@ -119,6 +119,11 @@ fn link_object(linker: &Path, archive: &Path, object: &Path) {
         common::HINTS_MAP,
         common::OPENINGS_MAP,
         common::preamble::STARTTLS_PORTS_MAP,
+        common::quic::QUIC_FLOWS_MAP,
+        common::quic::QUIC_OPENINGS_MAP,
+        common::quic::QUIC_HINTS_MAP,
+        common::quic::QUIC_RATE_MAP,
+        common::quic::QUIC_SCRATCH_MAP,
         // aya-log's ring buffer, and its level, which the daemon sets at load.
         "AYA_LOGS",
         "AYA_LOG_LEVEL",
@@ -133,6 +138,10 @@ fn link_object(linker: &Path, archive: &Path, object: &Path) {
         "tlsmon_walk_step",
         "tlsmon_take",
         "tlsmon_emit_chunk",
+        // The QUIC path (tlsmon-ebpf/src/quic.rs), a global function for the
+        // same reason.
+        common::quic::QUIC_FUNCTION,
+        common::quic::QUIC_DATAGRAM_FUNCTION,
     ];
     // bpf-linker internalises every symbol not exported: programs and maps too.
     for symbol in exported {

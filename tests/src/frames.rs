@@ -178,6 +178,50 @@ pub fn server_hello(total_len: usize) -> Vec<u8> {
     record
 }
 
+/// One UDP datagram as an Ethernet frame (to this host, no extra headers).
+pub fn udp(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [0; 6]);
+    let step = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed address families"),
+    }
+    .udp(src.port(), dst.port());
+    let mut out = Vec::with_capacity(step.size(payload.len()));
+    step.write(&mut out, payload).unwrap();
+    out
+}
+
+/// A QUIC long-header packet of `version` whose first byte is `first` (type
+/// bits included), with an 8-byte Destination Connection ID, padded with
+/// arbitrary protected bytes to `total_len` (at least 32). Only its header is
+/// real: the kernel looks at nothing else.
+pub fn quic_long(first: u8, version: u32, total_len: usize) -> Vec<u8> {
+    assert!(total_len >= 32);
+    let mut p = vec![first];
+    p.extend_from_slice(&version.to_be_bytes());
+    p.push(8);
+    p.extend_from_slice(&[0x83, 0x94, 0xc8, 0xf0, 0x3e, 0x51, 0x57, 0x08]);
+    p.push(0); // SCID length
+    p.push(0); // token length (Initial)
+    let rest = total_len - p.len() - 2;
+    p.extend_from_slice(&(0x4000u16 | rest as u16).to_be_bytes());
+    p.extend((0..rest).map(|i| (i * 7 + 3) as u8));
+    p
+}
+
+/// A QUIC v1 client or server Initial of `total_len` bytes.
+pub fn quic_initial(total_len: usize) -> Vec<u8> {
+    quic_long(0xc3, 0x0000_0001, total_len)
+}
+
+/// A QUIC short-header (1-RTT) packet of `total_len` bytes (at least 2).
+pub fn quic_short(total_len: usize) -> Vec<u8> {
+    let mut p = vec![0x43];
+    p.extend((1..total_len).map(|i| (i * 13) as u8));
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

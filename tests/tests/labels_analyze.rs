@@ -272,6 +272,7 @@ fn control_characters_from_the_wire_are_escaped_in_metrics_and_text() {
             &[
                 ("device", r"cap\x1b]0;x\x07.pcap"),
                 ("direction", "unknown"),
+                ("transport", "tcp"),
                 ("version", ""),
                 ("cipher", ""),
                 ("outcome", "incomplete"),

@@ -80,6 +80,7 @@ fn expected(cases: &[Case]) -> (Series, Series) {
             .entry(key(&[
                 ("device", device),
                 ("direction", "inbound"),
+                ("transport", "tcp"),
                 ("version", c.version),
                 ("cipher", c.cipher),
                 ("outcome", outcome),
@@ -90,6 +91,7 @@ fn expected(cases: &[Case]) -> (Series, Series) {
                 .entry(key(&[
                     ("device", device),
                     ("direction", "inbound"),
+                    ("transport", "tcp"),
                     ("reason", f.reason),
                     ("alert", f.alert),
                     ("alert_sender", f.alert_sender),

@@ -7,6 +7,7 @@
 
 pub mod client_hello;
 pub mod preamble;
+pub mod quic;
 
 /// Name of the classifier attached to tc ingress. Two entry points share one body
 /// because a program cannot otherwise tell which hook runs it.
@@ -91,6 +92,13 @@ pub enum EventKind {
     /// Open), or another SYN-ACK of such a connection: no payload, its sequence
     /// and acknowledgment numbers.
     SynAck = 4,
+    /// A UDP datagram of a QUIC connection carrying long-header packets: its
+    /// first bytes (within the budget and one chunk), the rest counted in
+    /// `cut_len`. No sequence numbers or TCP flags.
+    QuicDatagram = 5,
+    /// The first short-header (1-RTT) datagram of a QUIC connection in this
+    /// direction: only its first byte, the rest counted in `cut_len`.
+    QuicShortHeader = 6,
 }
 
 impl EventKind {
@@ -101,6 +109,8 @@ impl EventKind {
             2 => Some(Self::Fin),
             3 => Some(Self::Rst),
             4 => Some(Self::SynAck),
+            5 => Some(Self::QuicDatagram),
+            6 => Some(Self::QuicShortHeader),
             _ => None,
         }
     }
@@ -574,6 +584,13 @@ pub enum Counter {
     /// following (no record header where one was due, a packet past the byte
     /// expected next, too many records in one packet): copied whole since.
     RecordFollowingStopped = 12,
+    /// Client Initials that opened a QUIC connection (waiting for an answer).
+    QuicOpenings = 13,
+    /// Client Initials of unknown connections not looked at because this CPU's
+    /// budget of new QUIC openings per second was spent (a flood): nothing copied.
+    QuicOpeningsRefused = 14,
+    /// QUIC connections tracked once the server answered their client's Initial.
+    QuicFlowsStarted = 15,
 }
 
 impl Counter {
@@ -592,11 +609,14 @@ impl Counter {
         Counter::PreambleCandidates,
         Counter::BytesSkipped,
         Counter::RecordFollowingStopped,
+        Counter::QuicOpenings,
+        Counter::QuicOpeningsRefused,
+        Counter::QuicFlowsStarted,
     ];
 }
 
 /// Number of counters in [`COUNTERS_MAP`].
-pub const COUNTER_COUNT: u32 = 13;
+pub const COUNTER_COUNT: u32 = 16;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -607,6 +627,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowState {}
     unsafe impl aya::Pod for super::KernelConfig {}
     unsafe impl aya::Pod for super::Opening {}
+    unsafe impl aya::Pod for super::quic::QuicFlow {}
 }
 
 #[cfg(test)]
@@ -647,6 +668,8 @@ mod tests {
             4 + 4 + 44 + 4 + 4 + 4 + 8 + 4 + 4
         );
         assert_eq!(size_of::<KernelConfig>(), 8);
+        assert_eq!(size_of::<quic::QuicFlow>(), 32);
+        assert_eq!(size_of::<quic::QuicOpeningRate>(), 16);
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub fn fill_payload_header(h: &mut EventHeader, sighting: &Sighting, pkt: &Packe
 
 /// Sends `len` bytes of the scratch record (header plus payload) to the RingBuf.
 #[inline(always)]
-fn output(record: &EventRecord, len: u32) -> bool {
+pub(crate) fn output(record: &EventRecord, len: u32) -> bool {
     // SAFETY: `len` never exceeds size_of::<EventRecord>() (callers mask the
     // payload length to CHUNK_SIZE), and the record is a live per-CPU map value.
     let bytes = unsafe {

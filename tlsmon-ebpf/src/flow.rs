@@ -25,7 +25,7 @@ use crate::{
     maps::{byte_budget, count, FLOWS},
     opening,
     packet::{self, bytes_at, Packet},
-    preamble,
+    preamble, quic,
     records::{self, PayloadJob},
     tls::{is_client_hello_start, PEEK_LEN},
 };
@@ -37,7 +37,14 @@ const PACKET_OTHERHOST: u32 = 3;
 #[inline(always)]
 pub fn classify(ctx: &TcContext, direction: u8) {
     count(Counter::PacketsSeen, 1);
-    let Some(pkt) = packet::parse(ctx) else {
+    let Some(net) = packet::network(ctx) else {
+        return;
+    };
+    if net.udp {
+        quic::datagram(ctx, direction, &net);
+        return;
+    }
+    let Some(pkt) = packet::parse(ctx, net) else {
         return;
     };
     // SAFETY: the context pointer is the program's argument, valid for the run.
@@ -110,7 +117,7 @@ pub fn key_of(pkt: &Packet, ifindex: u32) -> (FlowKey, bool) {
 /// False for a frame received for another host (promiscuous mode, a flooded
 /// switch port): the host drops it, so it is no evidence of a connection.
 #[inline(always)]
-fn accepted_by_host(ctx: &TcContext, direction: u8) -> bool {
+pub fn accepted_by_host(ctx: &TcContext, direction: u8) -> bool {
     if direction != DIRECTION_INGRESS {
         return true;
     }

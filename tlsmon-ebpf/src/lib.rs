@@ -20,6 +20,7 @@ mod opening;
 mod packet;
 mod preamble;
 mod records;
+mod quic;
 mod tls;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};

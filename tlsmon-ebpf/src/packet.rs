@@ -1,6 +1,7 @@
 //! Header parsing by direct packet access: Ethernet, up to two VLAN tags
 //! (802.1Q / 802.1ad), IPv4 with options, IPv6 with a bounded number of extension
-//! headers, TCP. Every read is bounds-checked against `data_end`, which is what the
+//! headers, TCP (UDP datagrams are handed to `quic` at the network layer's end).
+//! Every read is bounds-checked against `data_end`, which is what the
 //! verifier requires and what makes the parse cheap (no helper calls).
 
 use aya_ebpf::programs::TcContext;
@@ -14,6 +15,7 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
 /// IPv6 extension headers skipped before giving up on a packet.
 const MAX_IPV6_EXT_HEADERS: usize = 4;
 
@@ -52,22 +54,24 @@ fn be16(hi: u8, lo: u8) -> u16 {
 }
 
 /// Where the network layer ended up and what it said about the transport layer.
-struct Network {
-    family: u8,
+pub struct Network {
+    pub family: u8,
+    /// True for UDP, false for TCP.
+    pub udp: bool,
     /// Offset of the IP header.
-    l3: usize,
-    /// Offset of the TCP header.
-    l4: usize,
+    pub l3: usize,
+    /// Offset of the TCP or UDP header.
+    pub l4: usize,
     /// Offset just past the IP payload.
-    end: usize,
+    pub end: usize,
 }
 
-/// Parses a packet; `None` for anything the classifier has no business with:
-/// not TCP, an IP fragment, truncated headers, or a TCP segment with neither
-/// payload nor SYN/FIN/RST (the common pure ACK returns here, before any map access).
+/// Parses a TCP packet whose network layer `network` parsed; `None` for anything
+/// the classifier has no business with: truncated headers, or a TCP segment with
+/// neither payload nor SYN/FIN/RST (the common pure ACK returns here, before any
+/// map access).
 #[inline(always)]
-pub fn parse(ctx: &TcContext) -> Option<Packet> {
-    let net = network(ctx)?;
+pub fn parse(ctx: &TcContext, net: Network) -> Option<Packet> {
     let tcp = bytes_at::<20>(ctx, net.l4)?;
     let tcp_flags = tcp[13];
     let data_offset = ((tcp[12] >> 4) as usize) * 4;
@@ -106,9 +110,10 @@ pub fn parse(ctx: &TcContext) -> Option<Packet> {
     })
 }
 
-/// Ethernet and VLAN tags, then IPv4 or IPv6 down to a TCP header.
+/// Ethernet and VLAN tags, then IPv4 or IPv6 down to a TCP or UDP header; `None`
+/// for other protocols, IP fragments and truncated headers.
 #[inline(always)]
-fn network(ctx: &TcContext) -> Option<Network> {
+pub fn network(ctx: &TcContext) -> Option<Network> {
     let eth = bytes_at::<ETH_HLEN>(ctx, 0)?;
     let mut ethertype = be16(eth[12], eth[13]);
     let mut l3 = ETH_HLEN;
@@ -136,7 +141,7 @@ fn network(ctx: &TcContext) -> Option<Network> {
 #[inline(always)]
 fn ipv4(ctx: &TcContext, l3: usize) -> Option<Network> {
     let ip = bytes_at::<20>(ctx, l3)?;
-    if ip[0] >> 4 != 4 || ip[9] != IPPROTO_TCP {
+    if ip[0] >> 4 != 4 || (ip[9] != IPPROTO_TCP && ip[9] != IPPROTO_UDP) {
         return None;
     }
     let header_len = ((ip[0] & 0x0f) as usize) * 4;
@@ -153,6 +158,7 @@ fn ipv4(ctx: &TcContext, l3: usize) -> Option<Network> {
     };
     Some(Network {
         family: FAMILY_IPV4,
+        udp: ip[9] == IPPROTO_UDP,
         l3,
         l4: l3 + header_len,
         end,
@@ -170,7 +176,7 @@ fn ipv6(ctx: &TcContext, l3: usize) -> Option<Network> {
     let mut l4 = l3 + 40;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next {
-            IPPROTO_TCP => break,
+            IPPROTO_TCP | IPPROTO_UDP => break,
             // Hop-by-hop, routing, destination options: length in 8-byte units.
             0 | 43 | 60 => {
                 let ext = bytes_at::<2>(ctx, l4)?;
@@ -183,12 +189,12 @@ fn ipv6(ctx: &TcContext, l3: usize) -> Option<Network> {
                 next = ext[0];
                 l4 += (ext[1] as usize + 2) * 4;
             }
-            // Fragments (44) and everything else: not a whole TCP segment here.
+            // Fragments (44) and everything else: not a whole segment here.
             _ => return None,
         }
     }
-    if next != IPPROTO_TCP {
-        // The loop only ends without TCP after skipping its maximum.
+    if next != IPPROTO_TCP && next != IPPROTO_UDP {
+        // The loop only ends without TCP or UDP after skipping its maximum.
         diag::too_many_ipv6_extension_headers();
         return None;
     }
@@ -200,6 +206,7 @@ fn ipv6(ctx: &TcContext, l3: usize) -> Option<Network> {
     };
     Some(Network {
         family: FAMILY_IPV6,
+        udp: next == IPPROTO_UDP,
         l3,
         l4,
         end,

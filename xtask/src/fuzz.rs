@@ -13,7 +13,13 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 /// The cargo-fuzz targets, in the order they run.
-pub const TARGETS: [&str; 4] = ["capture_file", "preamble", "reassembler", "record_parser"];
+pub const TARGETS: [&str; 5] = [
+    "capture_file",
+    "preamble",
+    "quic",
+    "reassembler",
+    "record_parser",
+];
 
 /// Options of `cargo xtask fuzz`.
 #[derive(Debug, clap::Args)]

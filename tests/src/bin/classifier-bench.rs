@@ -410,6 +410,65 @@ fn per_path_costs() {
     );
 }
 
+/// Average ns per run of the UDP and QUIC paths, from BPF_PROG_TEST_RUN.
+fn quic_path_costs() {
+    const REPEAT: u32 = 5_000;
+    let client = "10.9.1.1:40000".parse().unwrap();
+    let server = "10.9.1.2:443".parse().unwrap();
+    let mut dns = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    dns.resize(64, 0x61);
+    let dns = frames::udp(client, "10.9.1.2:53".parse().unwrap(), &dns);
+    let unknown_version = frames::udp(client, server, &frames::quic_long(0xc3, 0x0a0a_0a0a, 1200));
+    let short = frames::udp(client, server, &frames::quic_short(1200));
+    let mut c = Capture::load(CaptureOptions::default()).expect("load (run as root)");
+    let time = |c: &mut Capture, frame: &[u8], what: &str| {
+        let t = c
+            .test_run()
+            .time_on_frame(frame, PacketDirection::Ingress, REPEAT)
+            .expect("test run");
+        println!("  {what:<58} {:>6} ns/run", t.as_nanos());
+    };
+    println!("UDP and QUIC paths, BPF_PROG_TEST_RUN x {REPEAT}:");
+    time(
+        &mut c,
+        &dns,
+        "64-byte plain UDP (DNS-like: first bit clear)",
+    );
+    time(
+        &mut c,
+        &unknown_version,
+        "1200-byte UDP, long header of another version",
+    );
+    time(
+        &mut c,
+        &short,
+        "1200-byte QUIC short header, no QUIC connection",
+    );
+    // A tracked connection whose client already reached 1-RTT: its later short
+    // headers find it and return.
+    let initial = frames::quic_initial(1200);
+    c.test_run()
+        .run_on_frame(
+            &frames::udp(client, server, &initial),
+            PacketDirection::Ingress,
+        )
+        .unwrap();
+    c.test_run()
+        .run_on_frame(
+            &frames::udp(server, client, &initial),
+            PacketDirection::Egress,
+        )
+        .unwrap();
+    c.test_run()
+        .run_on_frame(&short, PacketDirection::Ingress)
+        .unwrap();
+    time(
+        &mut c,
+        &short,
+        "1200-byte QUIC short header, connection sighted",
+    );
+}
+
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_LINK_CREATE: libc::c_long = 28;
@@ -613,6 +672,7 @@ fn main() {
     iperf_bulk(&link, &capture, args.seconds, true);
     tls_bulk_after_done(&link, &mut capture, 256);
     per_path_costs();
+    quic_path_costs();
     let ids: Vec<String> = stats(&capture).iter().map(|s| s.id.to_string()).collect();
     for id in ids {
         print!("{}", stdout("bpftool", &["prog", "show", "id", &id]));

@@ -137,5 +137,25 @@ fn render_summary(s: &AnalysisTotals) -> String {
         f.gap_bytes,
         f.reassembly_dropped_bytes,
     );
-    flows + &diagnosis
+    // Only when the files held QUIC: the summary of TCP captures stays as it was.
+    let q = &s.quic;
+    let quic = if q.saw_quic() {
+        format!(
+            "quic: {} UDP datagrams, {} connections, {} unanswered, {} evicted, {} failed authentication, {} truncated, {} lying lengths, {} connection IDs over 20 bytes, {} malformed frames, {} foreign packets, {} CRYPTO bytes over limits\n",
+            s.udp_datagrams,
+            q.connections,
+            q.unanswered,
+            q.evicted,
+            q.authentication_failures,
+            q.truncated_packets,
+            q.lying_lengths,
+            q.cid_too_long,
+            q.malformed_frames,
+            q.foreign_packets,
+            q.crypto_bytes_cut,
+        )
+    } else {
+        String::new()
+    };
+    flows + &quic + &diagnosis
 }

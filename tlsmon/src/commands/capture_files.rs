@@ -12,7 +12,8 @@ use crate::event::{HandshakeEvent, Outcome};
 use crate::pipeline::diagnosis::DiagnosisStats;
 use crate::pipeline::drive::Pipeline;
 use crate::pipeline::flow_table::{Decided, FlowStats, FlowTableOptions};
-use crate::source::pcap::{CaptureFileError, CaptureFileReader, CaptureFileStats};
+use crate::pipeline::quic::QuicStats;
+use crate::source::pcap::{CaptureFileError, CaptureFileReader, CaptureFileStats, CapturedPacket};
 
 /// Options of an offline analysis.
 #[derive(Clone, Debug, Default)]
@@ -58,6 +59,10 @@ pub struct AnalysisTotals {
     pub flows: FlowStats,
     /// Diagnosis counters summed over files.
     pub diagnosis: DiagnosisStats,
+    /// UDP datagrams among the packets (read for QUIC).
+    pub udp_datagrams: u64,
+    /// QUIC table counters summed over files.
+    pub quic: QuicStats,
 }
 
 impl AnalysisTotals {
@@ -69,7 +74,15 @@ impl AnalysisTotals {
         }
     }
 
-    fn add_file(&mut self, stats: &CaptureFileStats, flows: &FlowStats, diagnosis: DiagnosisStats) {
+    fn add_file(
+        &mut self,
+        stats: &CaptureFileStats,
+        flows: &FlowStats,
+        quic: &QuicStats,
+        diagnosis: DiagnosisStats,
+    ) {
+        self.udp_datagrams += stats.udp_datagrams;
+        self.quic += quic;
         self.diagnosis.profiles_evicted += diagnosis.profiles_evicted;
         self.diagnosis.diagnosed_early += diagnosis.diagnosed_early;
         self.files += 1;
@@ -100,12 +113,17 @@ pub fn analyze_file_into(
     };
     let mut batch = Vec::with_capacity(BATCH);
     let result = loop {
-        match reader.next_segment() {
-            Ok(Some(segment)) => {
+        match reader.next_packet() {
+            Ok(Some(CapturedPacket::Tcp(segment))) => {
                 batch.push(segment);
                 if batch.len() == BATCH {
                     pipeline.push_batch(&mut batch, &mut emit);
                 }
+            }
+            Ok(Some(CapturedPacket::Udp(datagram))) => {
+                // The TCP packets read before it go first, as in the file.
+                pipeline.push_batch(&mut batch, &mut emit);
+                pipeline.push_datagram(datagram, &mut emit);
             }
             Ok(None) => break Ok(()),
             Err(err) => break Err(err),
@@ -114,7 +132,12 @@ pub fn analyze_file_into(
     pipeline.push_batch(&mut batch, &mut emit);
     // What was read before a corrupt tail still counts: decide it, then report.
     pipeline.finish(&mut emit);
-    summary.add_file(reader.stats(), pipeline.stats(), pipeline.diagnosis_stats());
+    summary.add_file(
+        reader.stats(),
+        pipeline.stats(),
+        pipeline.quic_stats(),
+        pipeline.diagnosis_stats(),
+    );
     result
 }
 

@@ -1,5 +1,5 @@
 //! The live glue shared by `run` and `watch`: start-up (logging, capture), and the
-//! loop: kernel segments through the flow table, each record named with its local
+//! loop: kernel segments through the flow table (QUIC datagrams through its own), each record named with its local
 //! service ([`crate::attribution`]), to a record sink, with timeouts on the wall
 //! clock and a clean stop on signals.
 
@@ -17,9 +17,10 @@ use crate::pipeline::drive::Pipeline;
 use crate::pipeline::flow_table::FlowTableOptions;
 use crate::pipeline::flow_table::{Decided, FlowStats};
 use crate::pipeline::forwarding::ForwardingStats;
+use crate::pipeline::quic::QuicStats;
 use crate::source::live::{list_interfaces, CaptureOptions, InterfaceLocking, InterfaceSelector};
 use crate::source::live::{Capture, InterfaceChange, KernelCounters, HINT_HEALING_INTERVAL};
-use crate::source::segment::{Segment, Timestamp};
+use crate::source::segment::{Datagram, Segment, Timestamp};
 
 /// How often timeouts are judged and health numbers refreshed.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -38,6 +39,8 @@ pub trait LiveObserver {
     fn tick(&mut self, _kernel: Option<&KernelCounters>, _flows: &FlowStats, _tracked: usize) {}
     /// Periodic health of the diagnosis stage (with [`tick`](Self::tick)).
     fn diagnosis_tick(&mut self, _stats: DiagnosisStats) {}
+    /// Periodic: the QUIC table's counters (with [`tick`](Self::tick)).
+    fn quic_tick(&mut self, _stats: &QuicStats) {}
     /// Periodic: the cgroup resolver's counters.
     fn attribution(&mut self, _stats: &ResolverStats) {}
 }
@@ -81,6 +84,7 @@ pub async fn run_until_signal(
     let mut healing = tokio::time::interval(HINT_HEALING_INTERVAL);
     healing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut segments: Vec<Segment> = Vec::new();
+    let mut datagrams: Vec<Datagram> = Vec::new();
     let mut attributor = Attributor::from_mount_table();
     let result = loop {
         tokio::select! {
@@ -88,8 +92,14 @@ pub async fn run_until_signal(
                 if let Err(err) = read {
                     break Err(anyhow::Error::new(err).context("reading kernel events"));
                 }
+                // QUIC: the kernel forgets a connection by itself (both sides at
+                // 1-RTT, or its budget spent), so nothing is released.
+                capture.drain_datagrams(&mut datagrams);
                 let mut deliver = |d: Decided| deliver(d, &mut capture, &mut attributor, observer);
                 pipeline.push_batch(&mut segments, &mut deliver);
+                for datagram in datagrams.drain(..) {
+                    pipeline.push_datagram(datagram, &mut deliver);
+                }
                 release_dropped_preambles(&mut pipeline, &mut capture);
                 let changes = capture.take_interface_changes();
                 if !changes.is_empty() {
@@ -111,6 +121,7 @@ pub async fn run_until_signal(
                     observer.forwarding(stats);
                 }
                 observer.diagnosis_tick(pipeline.diagnosis_stats());
+                observer.quic_tick(pipeline.quic_stats());
                 observer.attribution(attributor.stats());
             }
             _ = healing.tick() => match capture.heal_hints() {

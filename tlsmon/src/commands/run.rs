@@ -13,6 +13,7 @@ use crate::event::HandshakeEvent;
 use crate::pipeline::diagnosis::DiagnosisStats;
 use crate::pipeline::flow_table::FlowStats;
 use crate::pipeline::forwarding::ForwardingStats;
+use crate::pipeline::quic::QuicStats;
 use crate::sinks::http::{self, Endpoints, Health};
 use crate::sinks::lines::EventsFile;
 use crate::sinks::metrics::{CaptureHealth, Metrics};
@@ -215,5 +216,9 @@ impl LiveObserver for DaemonObserver {
         self.metrics
             .health()
             .set_server_profiles_evicted(stats.profiles_evicted);
+    }
+
+    fn quic_tick(&mut self, stats: &QuicStats) {
+        self.metrics.health().set_quic(stats);
     }
 }

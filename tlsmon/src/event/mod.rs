@@ -77,6 +77,9 @@ pub enum FailureReason {
     NotTls,
     /// The server refused a STARTTLS upgrade (SMTP `454`, PostgreSQL `N`, ...).
     StarttlsRefused,
+    /// QUIC: the server answered with Version Negotiation (no version in common)
+    /// and the client did not try again.
+    VersionNegotiation,
 }
 
 impl FailureReason {
@@ -91,6 +94,7 @@ impl FailureReason {
             FailureReason::ProtocolError => "protocol_error",
             FailureReason::NotTls => "not_tls",
             FailureReason::StarttlsRefused => "starttls_refused",
+            FailureReason::VersionNegotiation => "version_negotiation",
         }
     }
 }
@@ -326,6 +330,39 @@ pub struct HandshakeEvent {
     /// this field existed read as `None`.
     #[serde(default)]
     pub diagnosis: Option<Diagnosis>,
+    /// What carried the handshake: TLS over TCP, or QUIC's CRYPTO frames. Event
+    /// files of older versions read as `tcp`.
+    #[serde(default)]
+    pub transport: Transport,
+    /// The QUIC version of the handshake's Initial packets ("v1", "v2", or the
+    /// code in hex); null over TCP.
+    #[serde(default)]
+    pub quic_version: Option<String>,
+    /// The QUIC server asked for address validation with a Retry before it
+    /// answered; false over TCP.
+    #[serde(default)]
+    pub quic_retry: bool,
+}
+
+/// What carried a handshake.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// TLS records over a TCP connection.
+    #[default]
+    Tcp,
+    /// TLS handshake messages in QUIC CRYPTO frames (RFC 9001).
+    Quic,
+}
+
+impl Transport {
+    /// The label value used in metrics and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Quic => "quic",
+        }
+    }
 }
 
 fn serialize_ts<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {

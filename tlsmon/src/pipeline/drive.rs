@@ -16,8 +16,9 @@ use crate::pipeline::flow_table::{
     ClientHelloSeen, Decided, FlowStats, FlowTable, FlowTableOptions,
 };
 use crate::pipeline::forwarding::{ForwardingLinker, ForwardingStats};
+use crate::pipeline::quic::{QuicStats, QuicTable};
 use crate::pipeline::shards::{Output, Shards};
-use crate::source::segment::{ConnectionKey, Segment, Timestamp};
+use crate::source::segment::{ConnectionKey, Datagram, Segment, Timestamp};
 
 /// Flows decided per step when the input ends: a full table's events are never
 /// all held at once.
@@ -32,6 +33,9 @@ pub struct Pipeline {
     in_flight_limit: usize,
     /// The table's options, for workers started later.
     options: FlowTableOptions,
+    /// QUIC connections, next to the TCP ones (bounded by the same `max_flows`),
+    /// in the caller's thread: QUIC is not sharded.
+    quic: QuicTable,
     decided: Vec<Decided>,
     /// What the workers handed back, in order (with workers only).
     outputs: Vec<Output>,
@@ -59,6 +63,7 @@ impl Pipeline {
     /// what was known at the time.
     pub fn new(options: FlowTableOptions) -> Self {
         Pipeline {
+            quic: QuicTable::new(options.max_flows, options.handshake_timeout),
             flows: FlowStage::Single(Box::new(FlowTable::new(options.clone()))),
             options,
             in_flight_limit: 0,
@@ -114,6 +119,8 @@ impl Pipeline {
 
     /// Takes one segment; hands what it decided to `sink`.
     pub fn push(&mut self, segment: Segment, sink: &mut dyn FnMut(Decided)) {
+        // Capture files move QUIC's clock with every packet, as TCP's.
+        self.quic.advance_clock(segment.ts, &mut self.decided);
         match &mut self.flows {
             FlowStage::Single(table) => table.push(segment, &mut self.decided),
             FlowStage::Sharded(shards) => {
@@ -129,6 +136,9 @@ impl Pipeline {
     /// [`finish`](Self::finish)).
     pub fn push_batch(&mut self, segments: &mut Vec<Segment>, sink: &mut dyn FnMut(Decided)) {
         if let FlowStage::Sharded(shards) = &mut self.flows {
+            if let Some(last) = segments.last() {
+                self.quic.advance_clock(last.ts, &mut self.decided);
+            }
             shards.push_batch(segments, self.in_flight_limit, &mut self.outputs);
             self.deliver(sink);
             return;
@@ -138,6 +148,13 @@ impl Pipeline {
         }
     }
 
+    /// Takes one UDP datagram (QUIC); hands what it decided to `sink`.
+    pub fn push_datagram(&mut self, datagram: Datagram, sink: &mut dyn FnMut(Decided)) {
+        self.quic.advance_clock(datagram.ts, &mut self.decided);
+        self.quic.push(datagram, &mut self.decided);
+        self.deliver(sink);
+    }
+
     /// Moves time forward (wall time live; capture files advance it with their
     /// packets) and hands handshakes that timed out to `sink`.
     pub fn advance_clock(&mut self, now: Timestamp, sink: &mut dyn FnMut(Decided)) {
@@ -145,6 +162,7 @@ impl Pipeline {
             FlowStage::Single(table) => table.advance_clock(now, &mut self.decided),
             FlowStage::Sharded(shards) => shards.advance_clock(now, &mut self.outputs),
         }
+        self.quic.advance_clock(now, &mut self.decided);
         self.deliver(sink);
         if let Some(linking) = &mut self.forwarding {
             linking.linker.advance_clock(now, &mut linking.linked);
@@ -167,6 +185,8 @@ impl Pipeline {
                 break;
             }
         }
+        self.quic.finish(&mut self.decided);
+        self.deliver(sink);
         if let Some(linking) = &mut self.forwarding {
             linking.linker.finish(&mut linking.linked);
             for decided in linking.linked.drain(..) {
@@ -193,6 +213,11 @@ impl Pipeline {
         }
     }
 
+    /// The QUIC table's counters.
+    pub fn quic_stats(&self) -> &QuicStats {
+        self.quic.stats()
+    }
+
     /// The diagnosis stage's counters.
     pub fn diagnosis_stats(&self) -> DiagnosisStats {
         self.diagnoser.stats()
@@ -200,10 +225,11 @@ impl Pipeline {
 
     /// Connections followed now.
     pub fn tracked(&self) -> usize {
-        match &self.flows {
+        let tcp = match &self.flows {
             FlowStage::Single(table) => table.tracked(),
             FlowStage::Sharded(shards) => shards.tracked(),
-        }
+        };
+        tcp + self.quic.tracked()
     }
 
     fn deliver(&mut self, sink: &mut dyn FnMut(Decided)) {

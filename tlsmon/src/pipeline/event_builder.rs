@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use crate::event::{Direction, FailureReason, HandshakeEvent, Outcome, Side};
+use crate::event::{Direction, FailureReason, HandshakeEvent, Outcome, Side, Transport};
 use crate::pipeline::diagnosis::HandshakeClues;
 use crate::pipeline::outcome::{HandshakeTracker, Verdict};
 use crate::pipeline::preamble::Preamble;
@@ -77,6 +77,9 @@ impl FlowContext<'_> {
             server_cert: None,
             forwarded: None,
             diagnosis: None,
+            transport: Transport::Tcp,
+            quic_version: None,
+            quic_retry: false,
         }
     }
 }

@@ -59,6 +59,7 @@ pub fn diagnose(
     Some(match record.failure_reason {
         Some(FailureReason::NotTls) => facts.not_tls(),
         Some(FailureReason::StarttlsRefused) => facts.starttls_refused(),
+        Some(FailureReason::VersionNegotiation) => facts.quic_version_negotiation(),
         Some(FailureReason::ProtocolError) => facts.protocol_error(),
         Some(FailureReason::Alert) => facts.alert(),
         Some(FailureReason::EncryptedAlert) => facts.encrypted_alert(),
@@ -171,6 +172,19 @@ impl Facts<'_> {
             DiagnosisCode::NotTls,
             summary,
             vec![detail, format!("server port {}", self.record.server_port)],
+        )
+    }
+
+    /// QUIC: the server listed its versions and the client had none of them.
+    fn quic_version_negotiation(&self) -> Diagnosis {
+        let detail = self.record.detail.clone().unwrap_or_default();
+        self.diagnosis(
+            DiagnosisCode::NoSharedVersion,
+            format!(
+                "The QUIC server at {} supports none of the QUIC versions the client tried.",
+                std::net::SocketAddr::new(self.record.server_ip, self.record.server_port),
+            ),
+            vec![detail],
         )
     }
 

@@ -23,6 +23,8 @@ mod tests;
 
 pub use crate::event::ServerCert;
 pub use hello::OfferedHello;
+/// QUIC's CRYPTO frames carry handshake messages without records.
+pub(crate) use record_layer::decode_handshake;
 pub use record_layer::{TlsStreamParser, MAX_HANDSHAKE_MESSAGE, MAX_RECORD_PAYLOAD};
 
 /// One decoded message and where in the direction's byte stream it was carried.

@@ -569,7 +569,7 @@ fn looks_like_plaintext_client_hello(payload: &[u8]) -> bool {
 }
 
 /// Decodes one whole handshake message (4-byte header included).
-fn decode_handshake(message: &[u8], cipher: Option<u16>) -> TlsMessage {
+pub(crate) fn decode_handshake(message: &[u8], cipher: Option<u16>) -> TlsMessage {
     let (Some(&msg_type), Some(body)) = (message.first(), message.get(HANDSHAKE_HEADER_LEN..))
     else {
         let reason = "handshake message shorter than its header".to_string();

@@ -58,7 +58,7 @@ async fn serves_metrics_health_and_404() {
         "{headers}"
     );
     assert!(body.contains(
-        "tlsmon_handshake_failures_total{alert=\"handshake_failure\",alert_sender=\"server\",closed_by=\"\",device=\"eth1\",direction=\"inbound\",reason=\"alert\",stage=\"before_server_hello\"} 1\n"
+        "tlsmon_handshake_failures_total{alert=\"handshake_failure\",alert_sender=\"server\",closed_by=\"\",device=\"eth1\",direction=\"inbound\",reason=\"alert\",stage=\"before_server_hello\",transport=\"tcp\"} 1\n"
     ), "{body}");
 
     let (status, _, body) = request(addr, "GET", "/healthz").await;

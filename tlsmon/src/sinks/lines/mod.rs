@@ -44,8 +44,16 @@ pub fn text_line(record: &HandshakeEvent, color: bool) -> String {
         .service
         .as_deref()
         .map_or_else(String::new, |s| format!("service={} ", printable(s)));
+    // QUIC lines say so (and which QUIC), next to TCP ones that say nothing.
+    let quic = match record.transport {
+        crate::event::Transport::Quic => format!(
+            "quic/{} ",
+            printable(record.quic_version.as_deref().unwrap_or("?"))
+        ),
+        crate::event::Transport::Tcp => String::new(),
+    };
     let mut line = format!(
-        "{time} {device} {direction} {client} -> {server} {service}sni={sni} {version} {cipher} {group} ",
+        "{time} {device} {direction} {client} -> {server} {quic}{service}sni={sni} {version} {cipher} {group} ",
         device = printable(&record.device),
         direction = record.direction.as_str(),
         sni = opt(&record.sni),

@@ -29,6 +29,9 @@ fn json_line_uses_the_public_field_names() {
     assert_eq!(v["client_hello_segments"], 1);
     assert_eq!(v["hello_retry"], false);
     assert_eq!(v["diagnosis"], serde_json::Value::Null);
+    assert_eq!(v["transport"], "tcp");
+    assert_eq!(v["quic_version"], serde_json::Value::Null);
+    assert_eq!(v["quic_retry"], false);
     // Every field is always present, and these are the documented names.
     let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
@@ -65,12 +68,15 @@ fn json_line_uses_the_public_field_names() {
             "peer_ip",
             "peer_port",
             "preamble",
+            "quic_retry",
+            "quic_version",
             "resumed",
             "server_cert",
             "server_ip",
             "server_port",
             "service",
             "sni",
+            "transport",
             "ts",
             "tunnel_target",
             "version",
@@ -280,4 +286,15 @@ fn the_local_service_shows_in_text_and_json_and_is_escaped() {
     // A cgroup directory name may hold anything but '/'.
     local.service = Some("evil\x1b[2J.service".into());
     assert!(text_line(&local, false).contains("service=evil\\x1b[2J.service "));
+}
+
+#[test]
+fn a_quic_text_line_says_quic_and_its_version() {
+    let mut quic = record();
+    quic.transport = crate::event::Transport::Quic;
+    quic.quic_version = Some("v1".into());
+    assert_eq!(
+        text_line(&quic, false),
+        "22:13:20.000000 eth0 inbound 192.0.2.10:50000 -> 192.0.2.1:443 quic/v1 sni=example.com TLSv1.3 TLS_AES_128_GCM_SHA256 X25519MLKEM768 established 3.0ms"
+    );
 }

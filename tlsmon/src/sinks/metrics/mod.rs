@@ -176,13 +176,13 @@ impl Metrics {
             },
             handshakes: counters(
                 "tlsmon_handshakes_total",
-                "TLS handshakes seen, by interface, direction, negotiated version and cipher suite (empty when the server never chose one, \"unknown\" for a code point no registry names) and outcome (established, failed, incomplete).",
-                &["device", "direction", "version", "cipher", "outcome"],
+                "TLS handshakes seen, by interface, direction, transport (tcp, quic), negotiated version and cipher suite (empty when the server never chose one, \"unknown\" for a code point no registry names) and outcome (established, failed, incomplete).",
+                &["device", "direction", "transport", "version", "cipher", "outcome"],
             )?,
             failures: counters(
                 "tlsmon_handshake_failures_total",
-                "Failed TLS handshakes by interface, direction and reason (alert, reset, closed, timeout, encrypted_alert, protocol_error, not_tls, starttls_refused); alert and alert_sender tell which TLS alert ended it and who sent it, closed_by who reset or closed the connection, stage whether the server had answered with a ServerHello.",
-                &["device", "direction", "reason", "alert", "alert_sender", "closed_by", "stage"],
+                "Failed TLS handshakes by interface, direction, transport (tcp, quic) and reason (alert, reset, closed, timeout, encrypted_alert, protocol_error, not_tls, starttls_refused, version_negotiation); alert and alert_sender tell which TLS alert ended it and who sent it, closed_by who reset or closed the connection (for QUIC: who sent CONNECTION_CLOSE), stage whether the server had answered with a ServerHello.",
+                &["device", "direction", "transport", "reason", "alert", "alert_sender", "closed_by", "stage"],
             )?,
             diagnoses: counters(
                 "tlsmon_handshake_diagnoses_total",
@@ -306,12 +306,13 @@ impl Metrics {
     pub fn observe(&self, record: &HandshakeEvent) {
         let device = self.capped("device", &self.caps.device, &record.device);
         let direction = record.direction.as_str();
+        let transport = record.transport.as_str();
         let outcome = record.outcome.as_str();
         let version = registry_value(RegistryLabel::Version, &record.version);
         let cipher = registry_value(RegistryLabel::Cipher, &record.cipher);
         inc(
             &self.handshakes,
-            &[&device, direction, version, cipher, outcome],
+            &[&device, direction, transport, version, cipher, outcome],
         );
 
         if let Some(preamble) = record.preamble {
@@ -337,6 +338,7 @@ impl Metrics {
                 &[
                     &device,
                     direction,
+                    transport,
                     reason,
                     alert,
                     alert_sender,

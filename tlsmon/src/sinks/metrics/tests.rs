@@ -50,6 +50,9 @@ pub(crate) fn record() -> HandshakeEvent {
         server_cert: None,
         forwarded: None,
         diagnosis: None,
+        transport: crate::event::Transport::Tcp,
+        quic_version: None,
+        quic_retry: false,
     }
 }
 
@@ -98,7 +101,7 @@ fn established_handshake_counts_exactly() {
     assert_eq!(
         samples(&text, "tlsmon_handshakes_total"),
         [
-            r#"tlsmon_handshakes_total{cipher="TLS_AES_128_GCM_SHA256",device="eth0",direction="inbound",outcome="established",version="TLSv1.3"} 2"#
+            r#"tlsmon_handshakes_total{cipher="TLS_AES_128_GCM_SHA256",device="eth0",direction="inbound",outcome="established",transport="tcp",version="TLSv1.3"} 2"#
         ]
     );
     assert_eq!(
@@ -168,13 +171,13 @@ fn alert_failure_counts_reason_alert_and_sender() {
     assert_eq!(
         samples(&text, "tlsmon_handshakes_total"),
         [
-            r#"tlsmon_handshakes_total{cipher="",device="eth1",direction="inbound",outcome="failed",version=""} 1"#
+            r#"tlsmon_handshakes_total{cipher="",device="eth1",direction="inbound",outcome="failed",transport="tcp",version=""} 1"#
         ]
     );
     assert_eq!(
         samples(&text, "tlsmon_handshake_failures_total"),
         [
-            r#"tlsmon_handshake_failures_total{alert="handshake_failure",alert_sender="server",closed_by="",device="eth1",direction="inbound",reason="alert",stage="before_server_hello"} 1"#
+            r#"tlsmon_handshake_failures_total{alert="handshake_failure",alert_sender="server",closed_by="",device="eth1",direction="inbound",reason="alert",stage="before_server_hello",transport="tcp"} 1"#
         ]
     );
     assert_eq!(
@@ -213,8 +216,8 @@ fn reset_failure_records_who_reset_and_stage() {
     assert_eq!(
         samples(&text, "tlsmon_handshake_failures_total"),
         [
-            r#"tlsmon_handshake_failures_total{alert="",alert_sender="",closed_by="server",device="eth0",direction="inbound",reason="reset",stage="before_server_hello"} 1"#,
-            r#"tlsmon_handshake_failures_total{alert="bad_certificate",alert_sender="client",closed_by="",device="eth0",direction="outbound",reason="alert",stage="after_server_hello"} 1"#,
+            r#"tlsmon_handshake_failures_total{alert="",alert_sender="",closed_by="server",device="eth0",direction="inbound",reason="reset",stage="before_server_hello",transport="tcp"} 1"#,
+            r#"tlsmon_handshake_failures_total{alert="bad_certificate",alert_sender="client",closed_by="",device="eth0",direction="outbound",reason="alert",stage="after_server_hello",transport="tcp"} 1"#,
         ]
     );
 }
@@ -344,9 +347,9 @@ fn hostile_offers_cannot_change_how_a_genuine_handshake_is_labelled() {
     assert_eq!(
         samples(&text, "tlsmon_handshakes_total"),
         [
-            r#"tlsmon_handshakes_total{cipher="",device="eth0",direction="inbound",outcome="incomplete",version=""} 1000"#,
-            r#"tlsmon_handshakes_total{cipher="TLS_AES_128_GCM_SHA256",device="eth0",direction="inbound",outcome="established",version="TLSv1.3"} 1"#,
-            r#"tlsmon_handshakes_total{cipher="unknown",device="eth0",direction="inbound",outcome="established",version="unknown"} 1"#,
+            r#"tlsmon_handshakes_total{cipher="",device="eth0",direction="inbound",outcome="incomplete",transport="tcp",version=""} 1000"#,
+            r#"tlsmon_handshakes_total{cipher="TLS_AES_128_GCM_SHA256",device="eth0",direction="inbound",outcome="established",transport="tcp",version="TLSv1.3"} 1"#,
+            r#"tlsmon_handshakes_total{cipher="unknown",device="eth0",direction="inbound",outcome="established",transport="tcp",version="unknown"} 1"#,
         ]
     );
     assert_eq!(
@@ -826,4 +829,23 @@ fn handshakes_behind_a_preamble_are_counted_by_kind_and_like_any_other() {
         .sum();
     assert_eq!(all, 4.0);
     assert!(!text.contains("tlsmon_handshakes_total{preamble"));
+}
+
+#[test]
+fn quic_handshakes_carry_their_transport_label() {
+    let m = Metrics::new(&LabelOptions::default()).unwrap();
+    m.observe(&record());
+    m.observe(&HandshakeEvent {
+        transport: crate::event::Transport::Quic,
+        quic_version: Some("v1".into()),
+        ..record()
+    });
+    let text = text_of(&m);
+    assert_eq!(
+        samples(&text, "tlsmon_handshakes_total"),
+        vec![
+            r#"tlsmon_handshakes_total{cipher="TLS_AES_128_GCM_SHA256",device="eth0",direction="inbound",outcome="established",transport="quic",version="TLSv1.3"} 1"#,
+            r#"tlsmon_handshakes_total{cipher="TLS_AES_128_GCM_SHA256",device="eth0",direction="inbound",outcome="established",transport="tcp",version="TLSv1.3"} 1"#,
+        ]
+    );
 }

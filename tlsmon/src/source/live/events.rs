@@ -1,5 +1,5 @@
 //! Reading the RingBuf: registration with tokio on first use, and draining
-//! records into segments.
+//! records into segments (TCP) and datagrams (QUIC).
 //!
 //! Wake-ups are coalesced: the kernel writes events without waking the daemon
 //! until the unread bytes pass a sixteenth of the ring (`tlsmon-ebpf/src/emit.rs`,
@@ -11,7 +11,7 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use super::{clock::WallClock, decode, devices::DeviceTable, CaptureError};
-use crate::source::segment::{Device, Segment};
+use crate::source::segment::{Datagram, Device, Segment};
 
 /// Records drained per wake-up at most, so one busy RingBuf cannot starve the
 /// caller's other work; the rest is read on the next call.
@@ -36,10 +36,19 @@ pub(crate) struct Registered {
     drain_timer: tokio::time::Interval,
 }
 
+/// Datagrams kept for the caller at most (taken with
+/// [`Capture::drain_datagrams`](super::Capture::drain_datagrams)); more are
+/// dropped and counted.
+pub(crate) const MAX_PENDING_DATAGRAMS: usize = 65_536;
+
 /// What reading the RingBuf needs besides the RingBuf itself.
 pub(crate) struct Decoder<'a> {
     pub(crate) devices: &'a DeviceTable,
     pub(crate) undecodable: &'a mut u64,
+    /// QUIC datagrams decoded, until the caller takes them.
+    pub(crate) datagrams: &'a mut Vec<Datagram>,
+    /// Datagrams dropped because the caller left too many untaken.
+    pub(crate) datagrams_dropped: &'a mut u64,
 }
 
 impl EventSource {
@@ -95,8 +104,9 @@ impl EventSource {
 }
 
 /// Waits until records arrive (woken by the kernel, or found on the drain
-/// timer), then appends at least one segment to `out`; returns how many.
-/// Cancel-safe: records are only taken after a wait completed.
+/// timer), then reads them (segments to `out`, datagrams to the decoder's);
+/// returns how many records it read. Cancel-safe: records are only taken after
+/// a wait completed.
 pub(crate) async fn read(
     registered: &mut Registered,
     decoder: &mut Decoder<'_>,
@@ -128,9 +138,9 @@ pub(crate) async fn read(
     }
 }
 
-/// Reads up to MAX_RECORDS_PER_READ records from `ring` into `out`; returns how
-/// many records it read (a record may become two segments: see
-/// [`decode::client_syn`]).
+/// Reads up to MAX_RECORDS_PER_READ records from `ring` into `out` (segments)
+/// and the decoder's datagrams; returns how many records it read (a record may
+/// become two segments: see [`decode::client_syn`]).
 pub(crate) fn drain(
     ring: &mut RingBuf<MapData>,
     decoder: &mut Decoder<'_>,
@@ -150,6 +160,19 @@ pub(crate) fn drain(
             Err(_) => (Device::new("unknown"), false),
         };
         records += 1;
+        if decode::header(&record).is_ok_and(|h| decode::is_datagram(&h)) {
+            match decode::datagram(&record, clock, device) {
+                Ok(_) if decoder.datagrams.len() >= MAX_PENDING_DATAGRAMS => {
+                    *decoder.datagrams_dropped += 1;
+                }
+                Ok(datagram) => decoder.datagrams.push(datagram),
+                Err(e) => {
+                    *decoder.undecodable += 1;
+                    tracing::warn!("undecodable kernel event: {e}");
+                }
+            }
+            continue;
+        }
         match decode::segment(&record, clock, device) {
             Ok(segment) => {
                 if opens {

@@ -71,7 +71,7 @@ pub use interfaces::{list_interfaces, Interface, InterfaceSelector};
 pub use kernel_log::{wanted as kernel_log_wanted, KernelLog, TARGET as KERNEL_LOG_TARGET};
 pub use test_run::ClassifierTestRun;
 
-use crate::source::segment::{ConnectionKey, Segment};
+use crate::source::segment::{ConnectionKey, Datagram, Segment};
 
 /// How often the daemon corrects hint counts left too high by LRU evictions.
 pub const HINT_HEALING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
@@ -144,6 +144,13 @@ pub struct KernelCounters {
     /// Directions of tracked flows whose TLS records the kernel stopped
     /// following (a preamble, a gap, too many records in a packet).
     pub record_following_stopped: u64,
+    /// Client Initials that opened a QUIC connection (waiting for an answer).
+    pub quic_openings: u64,
+    /// Client Initials refused because a CPU's budget of new QUIC openings per
+    /// second was spent (a flood of Initials): not copied.
+    pub quic_openings_refused: u64,
+    /// QUIC connections tracked once the other side answered a client Initial.
+    pub quic_flows_started: u64,
 }
 
 /// Identity and run statistics of one loaded classifier program.
@@ -187,6 +194,10 @@ pub struct Capture {
     options: CaptureOptions,
     attachments: BTreeMap<String, attach::Attachment>,
     undecodable: u64,
+    /// QUIC datagrams read, until [`Capture::drain_datagrams`] takes them.
+    datagrams: Vec<Datagram>,
+    /// Datagrams dropped because too many were left untaken.
+    datagrams_dropped: u64,
     /// Set by [`Capture::follow_interfaces`].
     following: Option<follow::Following>,
     changes: follow::Changes,
@@ -218,6 +229,8 @@ impl Capture {
             options,
             attachments: BTreeMap::new(),
             undecodable: 0,
+            datagrams: Vec::new(),
+            datagrams_dropped: 0,
             following: None,
             changes: follow::Changes::default(),
             kernel_log: loaded.kernel_log,
@@ -318,11 +331,14 @@ impl Capture {
 
     /// Appends the segments already in the RingBuf to `out` without waiting;
     /// returns how many were appended. Needs no runtime.
+    /// QUIC datagrams go aside for [`Capture::drain_datagrams`].
     pub fn drain_segments(&mut self, out: &mut Vec<Segment>) -> usize {
         let Capture {
             events,
             devices,
             undecodable,
+            datagrams,
+            datagrams_dropped,
             ..
         } = self;
         let Some(ring) = events.ring() else {
@@ -331,12 +347,29 @@ impl Capture {
         let mut decoder = events::Decoder {
             devices,
             undecodable,
+            datagrams,
+            datagrams_dropped,
         };
         events::drain(ring, &mut decoder, out)
     }
 
-    /// Waits for kernel events and appends their segments to `out`; returns how
-    /// many. When following interfaces it also handles interfaces that appear or
+    /// Moves the QUIC datagrams read so far (by [`Capture::drain_segments`] or
+    /// [`Capture::next_segments`]) to `out`, oldest first; returns how many.
+    /// At most 65,536 wait here: take them after every read.
+    pub fn drain_datagrams(&mut self, out: &mut Vec<Datagram>) -> usize {
+        let n = self.datagrams.len();
+        out.append(&mut self.datagrams);
+        n
+    }
+
+    /// QUIC datagrams dropped because more than 65,536 waited untaken.
+    pub fn dropped_datagrams(&self) -> u64 {
+        self.datagrams_dropped
+    }
+
+    /// Waits for kernel events and appends their segments to `out` (QUIC
+    /// datagrams go to [`Capture::drain_datagrams`]); returns how many records
+    /// were read. When following interfaces it also handles interfaces that appear or
     /// vanish, and returns `Ok(0)` when that changed what is attached (see
     /// [`Capture::take_interface_changes`]). Must run inside a tokio runtime.
     /// Cancel-safe: dropping the future (in `select!`) loses no event.
@@ -348,6 +381,8 @@ impl Capture {
                     events,
                     devices,
                     undecodable,
+                    datagrams,
+                    datagrams_dropped,
                     following,
                     ..
                 } = self;
@@ -355,6 +390,8 @@ impl Capture {
                 let mut decoder = events::Decoder {
                     devices,
                     undecodable,
+                    datagrams,
+                    datagrams_dropped,
                 };
                 match following {
                     Some(following) => tokio::select! {
@@ -446,6 +483,9 @@ impl Capture {
             preamble_candidates: sums[Counter::PreambleCandidates as usize],
             bytes_skipped: sums[Counter::BytesSkipped as usize],
             record_following_stopped: sums[Counter::RecordFollowingStopped as usize],
+            quic_openings: sums[Counter::QuicOpenings as usize],
+            quic_openings_refused: sums[Counter::QuicOpeningsRefused as usize],
+            quic_flows_started: sums[Counter::QuicFlowsStarted as usize],
         })
     }
 

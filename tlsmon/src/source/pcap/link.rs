@@ -1,4 +1,5 @@
-//! From one captured frame (link layer first) to the TCP segment it carries.
+//! From one captured frame (link layer first) to the TCP segment or UDP datagram
+//! it carries.
 //!
 //! Header parsing is etherparse's (lax mode, so a frame cut by the snap length still
 //! yields its TCP header and the captured part of the payload). Two link headers are
@@ -14,7 +15,7 @@ use etherparse::{
 };
 use pcap_file::DataLink;
 
-use crate::source::segment::{Device, PacketDirection, Segment, TcpFlags, Timestamp};
+use crate::source::segment::{Datagram, Device, PacketDirection, Segment, TcpFlags, Timestamp};
 
 /// Length of a Linux cooked capture v2 header.
 const SLL2_HEADER_LEN: usize = 20;
@@ -61,6 +62,8 @@ impl LinkLayer {
 pub(crate) enum FrameKind {
     /// A TCP segment.
     Tcp(Segment),
+    /// A UDP datagram (QUIC's unit; the reader hands it out only when asked to).
+    Udp(Datagram),
     /// Something else that parsed fine (ARP, UDP, ICMP, other ether types).
     NotTcp,
     /// An IP fragment (TCP in fragments is not reassembled).
@@ -182,12 +185,10 @@ fn tcp_segment(sliced: &LaxSlicedPacket<'_>, frame: &Frame<'_>, device: &Device)
     if payload.fragmented {
         return FrameKind::IpFragment;
     }
-    if payload.ip_number != etherparse::ip_number::TCP {
+    let is_udp = payload.ip_number == etherparse::ip_number::UDP;
+    if payload.ip_number != etherparse::ip_number::TCP && !is_udp {
         return FrameKind::NotTcp;
     }
-    let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else {
-        return cut_or_malformed(frame);
-    };
     let mut cut = 0u32;
     if payload.incomplete {
         if !frame.is_truncated() {
@@ -201,6 +202,24 @@ fn tcp_segment(sliced: &LaxSlicedPacket<'_>, frame: &Frame<'_>, device: &Device)
         let lost_on_record = u64::from(frame.wire_len) - frame.data.len() as u64;
         cut = missing.min(lost_on_record).min(u64::from(u32::MAX)) as u32;
     }
+    if is_udp {
+        let Some(TransportSlice::Udp(udp)) = &sliced.transport else {
+            return cut_or_malformed(frame);
+        };
+        return FrameKind::Udp(Datagram {
+            ts: frame.ts,
+            device: device.clone(),
+            direction: PacketDirection::Unknown,
+            src: SocketAddr::new(src_ip, udp.source_port()),
+            dst: SocketAddr::new(dst_ip, udp.destination_port()),
+            payload: udp.payload().to_vec(),
+            cut,
+            cgroup_id: None,
+        });
+    }
+    let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else {
+        return cut_or_malformed(frame);
+    };
     FrameKind::Tcp(Segment {
         ts: frame.ts,
         device: device.clone(),

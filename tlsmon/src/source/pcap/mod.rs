@@ -1,4 +1,5 @@
-//! Read pcap and pcapng capture files into [`Segment`]s.
+//! Read pcap and pcapng capture files into [`Segment`]s (and, for QUIC, UDP
+//! [`Datagram`]s: [`CaptureFileReader::next_packet`]).
 //!
 //! The reader streams: it holds one record at a time (at most
 //! [`formats::MAX_RECORD_LEN`] bytes), so memory does not grow with file length.
@@ -24,7 +25,7 @@ use std::path::{Path, PathBuf};
 use formats::{ClassicPcap, PcapNg, Record, PCAPNG_PEEK_LEN};
 use link::{decode_frame, FrameKind, LinkLayer};
 
-use crate::source::segment::{Device, Segment};
+use crate::source::segment::{Datagram, Device, Segment};
 
 /// Why a capture file cannot be read (further).
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +91,18 @@ pub struct CaptureFileStats {
     pub ip_fragments: u64,
     /// Packets on a pcapng interface whose link type is not supported (skipped).
     pub unsupported_link: u64,
+    /// UDP datagrams returned by [`CaptureFileReader::next_packet`] (also counted
+    /// in `non_tcp`).
+    pub udp_datagrams: u64,
+}
+
+/// One packet a capture file held that the pipeline reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CapturedPacket {
+    /// A TCP segment.
+    Tcp(Segment),
+    /// A UDP datagram.
+    Udp(Datagram),
 }
 
 /// Which format a file is in.
@@ -221,11 +234,28 @@ impl CaptureFileReader {
     }
 
     /// Next TCP segment; `Ok(None)` at the end of the file (and after an error).
+    /// UDP datagrams are skipped (counted in `non_tcp`).
     pub fn next_segment(&mut self) -> Result<Option<Segment>, CaptureFileError> {
+        loop {
+            match self.next_any(false)? {
+                Some(CapturedPacket::Tcp(segment)) => return Ok(Some(segment)),
+                Some(CapturedPacket::Udp(_)) => continue,
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Next TCP segment or UDP datagram; `Ok(None)` at the end of the file (and
+    /// after an error).
+    pub fn next_packet(&mut self) -> Result<Option<CapturedPacket>, CaptureFileError> {
+        self.next_any(true)
+    }
+
+    fn next_any(&mut self, udp: bool) -> Result<Option<CapturedPacket>, CaptureFileError> {
         if self.done {
             return Ok(None);
         }
-        let next = self.read_next();
+        let next = self.read_next(udp);
         if !matches!(next, Ok(Some(_))) {
             self.done = true;
         }
@@ -255,7 +285,7 @@ impl CaptureFileReader {
         self.window.offset
     }
 
-    fn read_next(&mut self) -> Result<Option<Segment>, CaptureFileError> {
+    fn read_next(&mut self, udp: bool) -> Result<Option<CapturedPacket>, CaptureFileError> {
         loop {
             let offset = self.window.offset;
             let head_len = match self.format {
@@ -312,9 +342,14 @@ impl CaptureFileReader {
                     match decode_frame(&frame, &self.device) {
                         FrameKind::Tcp(segment) => {
                             stats.tcp_segments += 1;
-                            Some(segment)
+                            Some(CapturedPacket::Tcp(segment))
                         }
-                        FrameKind::NotTcp => {
+                        FrameKind::Udp(datagram) if udp => {
+                            stats.non_tcp += 1;
+                            stats.udp_datagrams += 1;
+                            Some(CapturedPacket::Udp(datagram))
+                        }
+                        FrameKind::Udp(_) | FrameKind::NotTcp => {
                             stats.non_tcp += 1;
                             None
                         }

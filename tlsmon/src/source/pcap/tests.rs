@@ -879,3 +879,72 @@ mod streaming {
         assert_eq!(reader.window.buf.len(), 300 * 1024 + 12);
     }
 }
+
+/// UDP over IPv4, and over IPv6 behind a VLAN tag, with a TCP segment between.
+fn udp_capture() -> Vec<u8> {
+    let mut udp4 = Vec::new();
+    PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .udp(50000, 443)
+        .write(&mut udp4, b"quic4")
+        .unwrap();
+    let mut udp6 = Vec::new();
+    PacketBuilder::ipv6(v6(1), v6(2), 64)
+        .udp(50001, 443)
+        .write(&mut udp6, b"quic6")
+        .unwrap();
+    // The IPv6 datagram cut by the snap length: 2 payload bytes lost.
+    let cut6 = ethernet(&[(0x8100, 7)], 0x86DD, &udp6);
+    let cut6_len = cut6.len() as u32;
+    let ts = Duration::from_secs(1_700_000_000);
+    let mut packets = full(vec![
+        (ts, ethernet(&[], 0x0800, &udp4)),
+        (ts, ethernet(&[], 0x0800, &ipv4_tcp(1, b"tcp"))),
+    ]);
+    packets.push((ts, cut6_len, cut6[..cut6.len() - 2].to_vec()));
+    classic_pcap(
+        DataLink::ETHERNET,
+        Endianness::Little,
+        TsResolution::MicroSecond,
+        &packets,
+    )
+}
+
+#[test]
+fn udp_datagrams_come_out_of_next_packet_over_ipv4_and_vlan_ipv6() {
+    let mut reader =
+        CaptureFileReader::from_reader("udp.pcap", io::Cursor::new(udp_capture())).unwrap();
+    let mut packets = Vec::new();
+    while let Some(packet) = reader.next_packet().unwrap() {
+        packets.push(packet);
+    }
+    let datagrams: Vec<(SocketAddr, Vec<u8>, u32)> = packets
+        .iter()
+        .filter_map(|p| match p {
+            CapturedPacket::Udp(d) => Some((d.src, d.payload.clone(), d.cut)),
+            CapturedPacket::Tcp(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        datagrams,
+        vec![
+            (addr("10.0.0.1:50000"), b"quic4".to_vec(), 0),
+            (addr("[fd00::1]:50001"), b"qui".to_vec(), 2),
+        ]
+    );
+    assert!(matches!(packets[1], CapturedPacket::Tcp(ref s) if s.payload == b"tcp"));
+    let stats = reader.stats();
+    assert_eq!(
+        (stats.udp_datagrams, stats.non_tcp, stats.tcp_segments),
+        (2, 2, 1)
+    );
+}
+
+#[test]
+fn next_segment_still_skips_udp_and_counts_it_as_before() {
+    let (segments, stats) = read_all("udp.pcap", udp_capture());
+    assert_eq!(segments.len(), 1);
+    assert_eq!(
+        (stats.udp_datagrams, stats.non_tcp, stats.tcp_segments),
+        (0, 2, 1)
+    );
+}

@@ -13,6 +13,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registr
 use super::{registered, set_gauge, MetricsError};
 use crate::attribution::ResolverStats;
 use crate::pipeline::flow_table::FlowStats;
+use crate::pipeline::quic::QuicStats;
 use crate::source::live::KernelCounters;
 
 /// Capture-health metrics, registered in the [`super::Metrics`] registry.
@@ -38,6 +39,8 @@ pub struct CaptureHealth {
     reassembly_evictions: IntCounter,
     server_profiles_evicted: IntCounter,
     flows_dropped: IntCounterVec,
+    quic_connections_dropped: IntCounterVec,
+    quic_packets_ignored: IntCounterVec,
     preambles_without_tls: IntCounter,
     parse_errors: IntCounterVec,
     events_file_errors: IntCounter,
@@ -135,6 +138,26 @@ impl CaptureHealth {
                         "Connections the daemon stopped following, or never followed, to stay within its flow bound, by cause: evicted_opening (no ClientHello yet), evicted_unanswered (a ClientHello the server had not answered), refused (the table was full of answered handshakes).",
                     ),
                     &["cause"],
+                ),
+            )?,
+            quic_connections_dropped: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tlsmon_quic_connections_dropped_total",
+                        "QUIC connections not reported as handshakes, by cause: unanswered (a client Initial no authenticated server Initial answered; UDP sources are free to forge), evicted_unanswered (pushed out of the full QUIC table before its server answered).",
+                    ),
+                    &["cause"],
+                ),
+            )?,
+            quic_packets_ignored: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tlsmon_quic_packets_ignored_total",
+                        "QUIC packets counted and not trusted, by reason: truncated, lying_length (a Length field past the datagram), cid_too_long (a connection ID over 20 bytes), authentication_failed (an Initial that does not open), malformed_frames, foreign (does not fit the connection it names).",
+                    ),
+                    &["reason"],
                 ),
             )?,
             preambles_without_tls: counter(
@@ -260,6 +283,40 @@ impl CaptureHealth {
             }
         }
         set_absolute(&self.preambles_without_tls, flows.preambles_without_tls);
+    }
+
+    /// Moves the QUIC table's counters to its totals (absolute values).
+    pub fn set_quic(&self, stats: &QuicStats) {
+        // An evicted connection whose server had answered is reported as an
+        // incomplete handshake; the ones counted here were never reported.
+        for (cause, total) in [
+            ("unanswered", stats.unanswered),
+            ("evicted_unanswered", stats.evicted_unanswered),
+        ] {
+            match self
+                .quic_connections_dropped
+                .get_metric_with_label_values(&[cause])
+            {
+                Ok(counter) => set_absolute(&counter, total),
+                Err(e) => tracing::error!("metric label mismatch: {e}"),
+            }
+        }
+        for (reason, total) in [
+            ("truncated", stats.truncated_packets),
+            ("lying_length", stats.lying_lengths),
+            ("cid_too_long", stats.cid_too_long),
+            ("authentication_failed", stats.authentication_failures),
+            ("malformed_frames", stats.malformed_frames),
+            ("foreign", stats.foreign_packets),
+        ] {
+            match self
+                .quic_packets_ignored
+                .get_metric_with_label_values(&[reason])
+            {
+                Ok(counter) => set_absolute(&counter, total),
+                Err(e) => tracing::error!("metric label mismatch: {e}"),
+            }
+        }
     }
 
     /// Moves `tlsmon_server_profiles_evicted_total` to the diagnosis stage's total.

@@ -1,4 +1,5 @@
-//! Turns RingBuf records (an [`EventHeader`] and payload bytes) into [`Segment`]s.
+//! Turns RingBuf records (an [`EventHeader`] and payload bytes) into [`Segment`]s,
+//! and those of QUIC's kernel path into [`Datagram`]s.
 
 use std::{
     mem::size_of,
@@ -12,7 +13,7 @@ use tlsmon_common::{
 };
 
 use super::clock::WallClock;
-use crate::source::segment::{Device, PacketDirection, Segment, TcpFlags};
+use crate::source::segment::{Datagram, Device, PacketDirection, Segment, TcpFlags};
 
 /// Why a RingBuf record could not be decoded (a kernel/user version mismatch or a
 /// bug: never expected, but counted rather than trusted).
@@ -35,6 +36,9 @@ pub enum DecodeError {
     /// Unknown address family.
     #[error("unknown address family {0}")]
     Family(u8),
+    /// A UDP (QUIC) record where a TCP one was expected, or the other way round.
+    #[error("event kind {0} is not of this transport")]
+    Transport(u16),
 }
 
 /// Size of the header at the start of every record.
@@ -84,26 +88,73 @@ pub(crate) fn segment(
         EventKind::Fin => (h.tcp_flags & !TCP_RST) | TCP_FIN,
         EventKind::Rst => h.tcp_flags | TCP_RST,
         EventKind::SynAck => (h.tcp_flags & !(TCP_FIN | TCP_RST)) | TCP_SYN | TCP_ACK,
-    };
-    let direction = match h.direction {
-        DIRECTION_INGRESS => PacketDirection::Ingress,
-        DIRECTION_EGRESS => PacketDirection::Egress,
-        _ => PacketDirection::Unknown,
+        EventKind::QuicDatagram | EventKind::QuicShortHeader => {
+            return Err(DecodeError::Transport(h.kind))
+        }
     };
     let payload = match kind {
         EventKind::Payload => record[HEADER_LEN..HEADER_LEN + h.payload_len as usize].to_vec(),
-        EventKind::Fin | EventKind::Rst | EventKind::SynAck => Vec::new(),
+        _ => Vec::new(),
     };
     Ok(Segment {
         ts: clock.to_unix(h.ts_ns),
         device,
-        direction,
+        direction: direction(&h),
         src: SocketAddr::new(address(h.family, &h.src_addr)?, h.src_port),
         dst: SocketAddr::new(address(h.family, &h.dst_addr)?, h.dst_port),
         seq: h.seq,
         ack: h.ack_seq,
         flags: TcpFlags(flags),
         payload,
+        cut: h.cut_len,
+        cgroup_id: (h.cgroup_id != 0).then_some(h.cgroup_id),
+    })
+}
+
+fn direction(h: &EventHeader) -> PacketDirection {
+    match h.direction {
+        DIRECTION_INGRESS => PacketDirection::Ingress,
+        DIRECTION_EGRESS => PacketDirection::Egress,
+        _ => PacketDirection::Unknown,
+    }
+}
+
+/// True when the record comes from the kernel's QUIC path (a [`Datagram`]).
+pub(crate) fn is_datagram(header: &EventHeader) -> bool {
+    matches!(
+        EventKind::from_u16(header.kind),
+        Some(EventKind::QuicDatagram | EventKind::QuicShortHeader)
+    )
+}
+
+/// Decodes one record of the QUIC path into a datagram seen on `device`: the
+/// bytes the kernel copied, and the rest of the datagram as `cut` (for a
+/// short-header sighting, everything after its first byte).
+pub(crate) fn datagram(
+    record: &[u8],
+    clock: WallClock,
+    device: Device,
+) -> Result<Datagram, DecodeError> {
+    let h = header(record)?;
+    let held = record.len() - HEADER_LEN;
+    if h.payload_len as usize > held {
+        return Err(DecodeError::PayloadLength {
+            announced: h.payload_len,
+            held,
+        });
+    }
+    match EventKind::from_u16(h.kind) {
+        Some(EventKind::QuicDatagram | EventKind::QuicShortHeader) => {}
+        Some(_) => return Err(DecodeError::Transport(h.kind)),
+        None => return Err(DecodeError::Kind(h.kind)),
+    }
+    Ok(Datagram {
+        ts: clock.to_unix(h.ts_ns),
+        device,
+        direction: direction(&h),
+        src: SocketAddr::new(address(h.family, &h.src_addr)?, h.src_port),
+        dst: SocketAddr::new(address(h.family, &h.dst_addr)?, h.dst_port),
+        payload: record[HEADER_LEN..HEADER_LEN + h.payload_len as usize].to_vec(),
         cut: h.cut_len,
         cgroup_id: (h.cgroup_id != 0).then_some(h.cgroup_id),
     })

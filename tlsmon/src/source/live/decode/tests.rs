@@ -148,3 +148,54 @@ fn a_payload_carries_its_acknowledgment_number() {
     .unwrap();
     assert_eq!(s.ack, 4_000_000_000);
 }
+
+#[test]
+fn quic_records_become_datagrams_with_their_cut() {
+    let mut h = sample(EventKind::QuicDatagram, 3);
+    h.family = FAMILY_IPV6;
+    h.src_addr = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+    h.dst_addr = "fd00::2".parse::<Ipv6Addr>().unwrap().octets();
+    h.direction = DIRECTION_INGRESS;
+    h.cgroup_id = 9;
+    assert!(is_datagram(&h));
+    let d = datagram(
+        &record(h, &[0xc3, 0, 0]),
+        WallClock::now(),
+        Device::new("eth1"),
+    )
+    .unwrap();
+    assert_eq!(d.src, "[fd00::1]:40000".parse().unwrap());
+    assert_eq!(d.dst, "[fd00::2]:443".parse().unwrap());
+    assert_eq!((d.payload.as_slice(), d.cut), (&[0xc3, 0, 0][..], 3));
+    assert_eq!(d.direction, PacketDirection::Ingress);
+    assert_eq!((d.device.name(), d.cgroup_id), ("eth1", Some(9)));
+    // A short-header sighting: its first byte, the rest cut.
+    let mut h = sample(EventKind::QuicShortHeader, 1);
+    h.cut_len = 1199;
+    let d = datagram(&record(h, &[0x41]), WallClock::now(), Device::new("eth1")).unwrap();
+    assert_eq!((d.payload, d.cut), (vec![0x41], 1199));
+}
+
+#[test]
+fn records_of_the_other_transport_are_refused_by_each_decoder() {
+    let dev = || Device::new("eth0");
+    let tcp = record(sample(EventKind::Payload, 0), &[]);
+    assert!(!is_datagram(&header(&tcp).unwrap()));
+    assert_eq!(
+        datagram(&tcp, WallClock::now(), dev()),
+        Err(DecodeError::Transport(EventKind::Payload as u16))
+    );
+    let quic = record(sample(EventKind::QuicDatagram, 0), &[]);
+    assert_eq!(
+        segment(&quic, WallClock::now(), dev()),
+        Err(DecodeError::Transport(EventKind::QuicDatagram as u16))
+    );
+    let lying = record(sample(EventKind::QuicDatagram, 5), &[1]);
+    assert_eq!(
+        datagram(&lying, WallClock::now(), dev()),
+        Err(DecodeError::PayloadLength {
+            announced: 5,
+            held: 1
+        })
+    );
+}
