@@ -116,6 +116,8 @@ fn link_object(linker: &Path, archive: &Path, object: &Path) {
         common::COUNTERS_MAP,
         common::CONFIG_MAP,
         common::SCRATCH_MAP,
+        common::PAYLOAD_JOB_MAP,
+        common::NEW_FLOW_MAP,
         common::HINTS_MAP,
         common::OPENINGS_MAP,
         common::preamble::STARTTLS_PORTS_MAP,

@@ -24,6 +24,12 @@ pub const COUNTERS_MAP: &str = "TLSMON_COUNTERS";
 pub const CONFIG_MAP: &str = "TLSMON_CONFIG";
 /// Per-CPU scratch buffer in which an event is built before it is output.
 pub const SCRATCH_MAP: &str = "TLSMON_SCRATCH";
+/// Per-CPU single slot holding the state of one packet's record walk (kernel
+/// internal: it lives in a map because the classifier's stack has no room for it).
+pub const PAYLOAD_JOB_MAP: &str = "TLSMON_PAYLOAD_JOB";
+/// Per-CPU single slot in which the kernel builds a new [`FlowState`] before
+/// inserting it (kernel internal, for the same reason).
+pub const NEW_FLOW_MAP: &str = "TLSMON_NEW_FLOW";
 /// Array of u64 hint words: per slot (a hash of the connection), in the low 32
 /// bits how many tracked flows and openings (connections between SYN-ACK and
 /// first payload) may live there, in the high 32 bits how many flows and

@@ -22,7 +22,7 @@ use crate::{
     diag,
     emit::{send_control, Sighting},
     hint,
-    maps::{byte_budget, count, FLOWS},
+    maps::{byte_budget, count, FLOWS, NEW_FLOW, PAYLOAD_JOB},
     opening,
     packet::{self, bytes_at, Packet},
     preamble, quic,
@@ -176,8 +176,17 @@ fn follow(
         } else {
             &mut state.hi_to_lo as *mut DirectionState
         };
-        let mut job = PayloadJob::new(pkt, &sighting, first_flags);
-        records::copy_payload(ctx.skb.skb, &mut job, dir);
+        match PAYLOAD_JOB.get_ptr_mut(0) {
+            Some(job) => {
+                // SAFETY: this CPU's slot of a per-CPU array, used by nothing
+                // else during the run.
+                let job: &mut PayloadJob = unsafe { &mut *job };
+                job.start(pkt, &sighting, first_flags);
+                records::copy_payload(ctx.skb.skb, job, dir);
+            }
+            // Cannot happen (index 0 of a one-slot array); counted, not silent.
+            None => count(Counter::BytesCut, pkt.payload_len as u64),
+        }
     }
     if pkt.tcp_flags & TCP_RST != 0 {
         send_control(&sighting, pkt, EventKind::Rst);
@@ -307,26 +316,31 @@ pub fn track(
     } else {
         pkt.ack_seq
     };
-    let client = DirectionState::new(budget, !by_syn_ack, client_seq);
-    let server = DirectionState::new(budget, true, server_first);
     let client_is_lo = sent_by_lo(key, pkt) != by_syn_ack;
-    let (lo_to_hi, hi_to_lo) = if client_is_lo {
-        (client, server)
+    // Built in a per-CPU map slot, not on the stack: a flow's state is over 100
+    // bytes, and the classifier's frame shares the verifier's 512 bytes with
+    // the record walk's global functions.
+    let Some(state) = NEW_FLOW.get_ptr_mut(0) else {
+        diag::flow_table_full(ifindex, pkt.src_port, pkt.dst_port);
+        return None;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array, used by nothing else during the run.
+    let state = unsafe { &mut *state };
+    let (client, server) = if client_is_lo {
+        (&mut state.lo_to_hi, &mut state.hi_to_lo)
     } else {
-        (server, client)
+        (&mut state.hi_to_lo, &mut state.lo_to_hi)
     };
-    let state = FlowState {
-        lo_to_hi,
-        hi_to_lo,
-        client_seq,
-        announced,
-        fin_seen: 0,
-        hint_held: 1,
-        cgroup_id: 0,
-    };
+    *client = DirectionState::new(budget, !by_syn_ack, client_seq);
+    *server = DirectionState::new(budget, true, server_first);
+    state.client_seq = client_seq;
+    state.announced = announced;
+    state.fin_seen = 0;
+    state.hint_held = 1;
+    state.cgroup_id = 0;
     // Count first, so no packet of the flow can see an empty slot once it exists.
     hint::take(slot);
-    if FLOWS.insert(key, &state, BPF_ANY as u64).is_err() {
+    if FLOWS.insert(key, state, BPF_ANY as u64).is_err() {
         let mut held = 1u32;
         hint::release(slot, &mut held);
         diag::flow_table_full(ifindex, pkt.src_port, pkt.dst_port);

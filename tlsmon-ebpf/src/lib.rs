@@ -19,8 +19,8 @@ mod maps;
 mod opening;
 mod packet;
 mod preamble;
-mod records;
 mod quic;
+mod records;
 mod tls;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};

@@ -11,6 +11,8 @@ use tlsmon_common::{
     HINT_SLOTS, MAX_OPENINGS, MAX_TRACKED_FLOWS, RINGBUF_BYTES,
 };
 
+use crate::records::PayloadJob;
+
 /// One RingBuf record as built in the scratch buffer: header, then payload bytes.
 #[repr(C)]
 pub struct EventRecord {
@@ -45,6 +47,17 @@ pub static OPENINGS: LruHashMap<FlowKey, Opening> = LruHashMap::with_max_entries
 /// Events are assembled here, not on the 512-byte stack.
 #[map(name = "TLSMON_SCRATCH")]
 pub static SCRATCH: PerCpuArray<EventRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// One packet's record walk (`records::PayloadJob`): here rather than on the
+/// classifier's stack, which together with the walk's global functions' frames
+/// would exceed the verifier's 512 bytes.
+#[map(name = "TLSMON_PAYLOAD_JOB")]
+pub static PAYLOAD_JOB: PerCpuArray<PayloadJob> = PerCpuArray::with_max_entries(1, 0);
+
+/// A new flow's state is built here before it is inserted into [`FLOWS`], for the
+/// same reason as [`PAYLOAD_JOB`].
+#[map(name = "TLSMON_NEW_FLOW")]
+pub static NEW_FLOW: PerCpuArray<FlowState> = PerCpuArray::with_max_entries(1, 0);
 
 /// Adds `n` to this CPU's copy of `counter`.
 #[inline(always)]

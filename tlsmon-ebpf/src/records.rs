@@ -46,21 +46,21 @@ pub struct PayloadJob {
 }
 
 impl PayloadJob {
-    /// A job for `pkt` seen at `sighting`, its first event carrying `first_flags`.
+    /// Makes this (map-resident) job the one for `pkt` seen at `sighting`, its
+    /// first event carrying `first_flags`. Field by field, in place: a whole
+    /// value built first would take room on the classifier's stack.
     #[inline(always)]
-    pub fn new(pkt: &Packet, sighting: &Sighting, first_flags: u8) -> Self {
-        PayloadJob {
-            pkt: Packet { ..*pkt },
-            sighting: Sighting { ..*sighting },
-            first_flags: first_flags as u32,
-            pos: POS_UNSTARTED,
-            first_off: 0,
-            first_len: 0,
-            then_off: 0,
-            then_len: 0,
-            pending_off: 0,
-            pending_len: 0,
-        }
+    pub fn start(&mut self, pkt: &Packet, sighting: &Sighting, first_flags: u8) {
+        self.pkt = Packet { ..*pkt };
+        self.sighting = Sighting { ..*sighting };
+        self.first_flags = first_flags as u32;
+        self.pos = POS_UNSTARTED;
+        self.first_off = 0;
+        self.first_len = 0;
+        self.then_off = 0;
+        self.then_len = 0;
+        self.pending_off = 0;
+        self.pending_len = 0;
     }
 }
 
