@@ -185,6 +185,9 @@ pub struct FlowStats {
     pub gap_bytes: u64,
     /// Bytes dropped by reassembly bounds, over finished flows.
     pub reassembly_dropped_bytes: u64,
+    /// Captured bytes not looked at because the parser did not need them (the rest
+    /// of a certificate chain, encrypted payloads), over finished flows.
+    pub skipped_bytes: u64,
 }
 
 /// What a flow waits for, which decides what may evict it.
@@ -226,6 +229,7 @@ impl std::ops::AddAssign<&FlowStats> for FlowStats {
             overlap_conflicts,
             gap_bytes,
             reassembly_dropped_bytes,
+            skipped_bytes,
         } = other;
         self.flows_created += flows_created;
         self.flows_evicted += flows_evicted;
@@ -241,6 +245,7 @@ impl std::ops::AddAssign<&FlowStats> for FlowStats {
         self.overlap_conflicts += overlap_conflicts;
         self.gap_bytes += gap_bytes;
         self.reassembly_dropped_bytes += reassembly_dropped_bytes;
+        self.skipped_bytes += skipped_bytes;
     }
 }
 
@@ -1137,6 +1142,7 @@ impl FlowTable {
             self.stats.overlap_conflicts += r.overlap_conflicts;
             self.stats.gap_bytes += r.gap_bytes;
             self.stats.reassembly_dropped_bytes += r.dropped_over_limit_bytes;
+            self.stats.skipped_bytes += r.skipped_bytes;
         }
         self.ended_since_trim += 1;
         let fingerprint = self.fingerprints.hash_one(key);
