@@ -46,8 +46,31 @@ pub const CONTROL_PROGRAM: &str = "tlsmon_control";
 pub const CHUNK_SIZE: usize = 2048;
 /// Upper bound on events emitted for one packet; bytes beyond are counted as cut.
 pub const MAX_CHUNKS_PER_PACKET: u32 = 8;
-/// Default per-direction byte budget of a tracked flow.
-pub const DEFAULT_BYTE_BUDGET: u32 = 16 * 1024;
+/// Default per-direction byte budget of a tracked flow: a safety bound on the
+/// bytes copied per direction, not what decides what is seen. While the kernel
+/// follows TLS records (see [`DirectionState`]) a handshake copies its record
+/// headers, small records and [`RECORD_BODY_ALLOWANCE`] bytes of larger record
+/// bodies, far below this; it is reached only by directions copied whole (a
+/// preamble before the ClientHello, TCP Fast Open, records lost track of).
+pub const DEFAULT_BYTE_BUDGET: u32 = 128 * 1024;
+/// Bytes of record bodies a direction copies in full while the kernel follows its
+/// TLS records, before larger records are cut to their header: the ClientHello,
+/// the ServerHello and the start of the Certificate message (the leaf
+/// certificate) of a server flight, as much as the old 16 KiB budget saw.
+pub const RECORD_BODY_ALLOWANCE: u32 = 16 * 1024;
+/// A record whose body is at most this long is copied whole while the kernel
+/// follows records, also once the body allowance is spent: ServerKeyExchange,
+/// ServerHelloDone, ChangeCipherSpec, Finished and alerts, but not the 16 KiB
+/// records of a long certificate chain or of bulk data.
+pub const SMALL_RECORD_MAX: u32 = 1024;
+/// Records the kernel walks in one packet; a packet holding more makes the
+/// direction stop following records (it is copied whole, within the budget).
+pub const MAX_RECORDS_PER_PACKET: u32 = 16;
+/// Length of a TLS record header (type, version, length).
+pub const RECORD_HEADER_LEN: u32 = 5;
+/// Longest record body the kernel accepts while following (TLSCiphertext:
+/// 2^14 + 2048); a longer length means the bytes are not TLS records.
+pub const MAX_RECORD_BODY: u32 = 16 * 1024 + 2048;
 /// Capacity of the flow LRU hash.
 pub const MAX_TRACKED_FLOWS: u32 = 65_536;
 /// Size of the events RingBuf in bytes (power of two, multiple of the page size).
@@ -137,7 +160,9 @@ pub struct EventHeader {
     /// Bytes of payload following this header.
     pub payload_len: u32,
     /// Payload bytes of this packet that follow this chunk and were not copied
-    /// (budget exhausted or too many chunks). Zero when nothing was cut.
+    /// because a bound cut them (budget exhausted or too many chunks): a loss.
+    /// Zero when nothing was cut. Bytes skipped on purpose are never in it (they
+    /// are announced by [`EVENT_AFTER_SKIP`] on the direction's next event).
     pub cut_len: u32,
     /// TCP acknowledgment number of the packet (meaningful with the ACK flag).
     pub ack_seq: u32,
@@ -152,6 +177,15 @@ pub struct EventHeader {
 /// Userspace treats it as the client's SYN: any earlier connection on the same
 /// 4-tuple is over.
 pub const EVENT_OPENS_CONNECTION: u8 = 1;
+/// [`EventHeader::event_flags`] bit on a payload event: the kernel skipped bytes
+/// of this direction on purpose between the last byte it copied before this
+/// event and this event's `seq` (record bodies past the allowance, bytes before
+/// a resume point, see [`DirectionState`]). The gap `seq - expected` is then no
+/// loss: userspace treats those bytes as known to exist and not needed. A gap
+/// before an event without this bit is a loss (see [`EventHeader::cut_len`] and
+/// [`Counter::EventsDropped`]). Bytes a packet repeats (retransmissions of bytes
+/// the kernel already walked past) are not copied again and set no bit.
+pub const EVENT_AFTER_SKIP: u8 = 2;
 
 /// Normalised key of a tracked flow: the lower (address, port) pair comes first,
 /// so both directions of a connection map to the same key.
@@ -223,16 +257,110 @@ fn endpoint_le(a: &[u8; 16], a_port: u16, b: &[u8; 16], b_port: u16) -> bool {
     a_port <= b_port
 }
 
+/// What the kernel copies of one direction of a tracked flow, and where it is in
+/// that direction's TLS records.
+///
+/// The event contract (ARCHITECTURE.md, "Following records in the kernel"):
+///
+/// - **Following records** ([`DIR_FOLLOWING`]): the kernel knows where the next
+///   TLS record header is (`cursor`, with `header_have` bytes of it already seen,
+///   or `record_left` body bytes before it). A flow started by its ClientHello
+///   follows both directions from their first payload byte (the client's at
+///   [`FlowState::client_seq`], the server's at the sequence number the
+///   ClientHello acknowledged). It copies every record header (also when split
+///   over packets), every body of a record of at most [`SMALL_RECORD_MAX`] bytes,
+///   and of larger records as much of the body as [`RECORD_BODY_ALLOWANCE`]
+///   (`body_allowance`, shared by the direction) still covers, from the record's
+///   start. Body bytes beyond are skipped: counted in [`Counter::BytesSkipped`],
+///   announced by [`EVENT_AFTER_SKIP`] on the direction's next event. With
+///   [`DIR_COPY_ALL`] set, every byte is copied while the kernel keeps following.
+/// - **Copying whole** (no [`DIR_FOLLOWING`]): every byte is copied, within the
+///   budget. A direction stops following, counted in
+///   [`Counter::RecordFollowingStopped`], when its bytes are no TLS record header
+///   (a preamble: PROXY, CONNECT, SOCKS, STARTTLS), when a packet starts after
+///   the byte the kernel expects next (a loss or reordering before the hook), or
+///   when one packet holds more than [`MAX_RECORDS_PER_PACKET`] records. Flows
+///   started by TCP Fast Open copy their client direction whole.
+/// - **Resume point** ([`DIR_RESUME`]): bytes before `resume_seq` are skipped
+///   (counted, announced), whatever the mode; set by userspace with
+///   [`CONTROL_RESUME`].
+/// - **Budget**: every copied byte (headers too) counts against `budget`; bytes
+///   beyond it are cut ([`Counter::BytesCut`], `cut_len`), as before.
+///
+/// Sequence comparisons are modulo 2^32 (RFC 1982 style), so all of this holds
+/// across sequence wrap-around.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectionState {
+    /// Bytes still to copy (safety bound).
+    pub budget: u32,
+    /// Bytes of large record bodies still copied while following records.
+    pub body_allowance: u32,
+    /// With [`DIR_RESUME`]: the first sequence number copied; bytes before it
+    /// are skipped.
+    pub resume_seq: u32,
+    /// With [`DIR_FOLLOWING`]: sequence number of the next byte the record walk
+    /// has not passed. With [`DIR_SEEN`] and not following: the end of the
+    /// furthest payload seen (for [`CONTROL_RESUME`]'s lateness check).
+    pub cursor: u32,
+    /// Following: body bytes of the current record from `cursor` on; zero when
+    /// `cursor` is at (or inside) a record header.
+    pub record_left: u32,
+    /// Following: of `record_left`, the bytes still to copy.
+    pub record_copy: u32,
+    /// Following: bytes of the record header at `cursor - header_have` already
+    /// seen (0 to 4): a header split over packets.
+    pub header_have: u32,
+    /// Following: the seen header bytes, big-endian in the low bytes.
+    pub header_bytes: u32,
+    /// [`DIR_FOLLOWING`], [`DIR_COPY_ALL`], [`DIR_RESUME`], [`DIR_SKIPPED`],
+    /// [`DIR_SEEN`] bits.
+    pub flags: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+}
+
+/// [`DirectionState::flags`]: the kernel follows this direction's TLS records.
+pub const DIR_FOLLOWING: u32 = 1;
+/// [`DirectionState::flags`]: copy every byte even while following records.
+pub const DIR_COPY_ALL: u32 = 2;
+/// [`DirectionState::flags`]: `resume_seq` is set; bytes before it are skipped.
+pub const DIR_RESUME: u32 = 4;
+/// [`DirectionState::flags`]: bytes were skipped since the last copied byte; the
+/// next payload event carries [`EVENT_AFTER_SKIP`].
+pub const DIR_SKIPPED: u32 = 8;
+/// [`DirectionState::flags`]: `cursor` holds a position (a payload was seen).
+pub const DIR_SEEN: u32 = 16;
+
+impl DirectionState {
+    /// A direction that starts with `budget`; following its records from
+    /// `first_seq` when `follow`, else copying whole.
+    pub const fn new(budget: u32, follow: bool, first_seq: u32) -> Self {
+        DirectionState {
+            budget,
+            body_allowance: RECORD_BODY_ALLOWANCE,
+            resume_seq: 0,
+            cursor: first_seq,
+            record_left: 0,
+            record_copy: 0,
+            header_have: 0,
+            header_bytes: 0,
+            flags: if follow { DIR_FOLLOWING | DIR_SEEN } else { 0 },
+            _pad: 0,
+        }
+    }
+}
+
 /// Per-flow state kept by the kernel. The entry is deleted when userspace has
 /// decided the handshake ([`CONTROL_RELEASE_FLOW`]), on RST, or once both sides
 /// sent a FIN, so a reused 4-tuple always starts afresh.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowState {
-    /// Bytes still to copy from the (lo -> hi) direction.
-    pub budget_lo_to_hi: u32,
-    /// Bytes still to copy from the (hi -> lo) direction.
-    pub budget_hi_to_lo: u32,
+    /// What is copied of the (lo -> hi) direction.
+    pub lo_to_hi: DirectionState,
+    /// What is copied of the (hi -> lo) direction.
+    pub hi_to_lo: DirectionState,
     /// Sequence number of the client's first payload byte (its ISN + 1): which
     /// connection on this 4-tuple the entry belongs to.
     pub client_seq: u32,
@@ -279,6 +407,33 @@ pub const CONTROL_RELEASE_FLOW: u32 = 1;
 /// [`ControlCommand::op`]: lower a hint count that LRU evictions left too high,
 /// only if the slot has not changed since userspace read it.
 pub const CONTROL_HEAL_HINT: u32 = 2;
+/// [`ControlCommand::op`]: tell the kernel where userspace needs the bytes of one
+/// direction of a flow (the one sent by the `lo` side of the key if
+/// [`ControlCommand::sender_is_lo`] is non-zero), if it is still the connection
+/// of [`ControlCommand::client_seq`]. From [`ControlCommand::resume_seq`] `S`
+/// on, by [`ControlCommand::resume_mode`]:
+///
+/// - [`RESUME_SKIP_TO`]: only skip the bytes before `S`; what is copied from `S`
+///   on stays as it was.
+/// - [`RESUME_COPY_ALL`]: skip the bytes before `S`, copy every byte from `S`.
+/// - [`RESUME_RECORDS`]: `S` is the first byte of a TLS record header: skip the
+///   bytes before it and follow records from it (see [`DirectionState`]).
+///
+/// The control program returns 1 when the command came in time (no byte at or
+/// after `S` has passed the kernel yet), 2 when it came late but took effect for
+/// the bytes still to come (bytes from `S` up to the kernel's position were
+/// treated as before), 0 when it took no effect (flow gone, another connection,
+/// or [`RESUME_RECORDS`] late on a direction the kernel does not follow: it
+/// cannot know where records are in bytes it did not walk; those bytes were
+/// copied whole, so userspace names a later record start), -1 when malformed.
+pub const CONTROL_RESUME: u32 = 3;
+/// [`ControlCommand::resume_mode`]: skip before the point, change nothing else.
+pub const RESUME_SKIP_TO: u32 = 0;
+/// [`ControlCommand::resume_mode`]: skip before the point, copy all from it.
+pub const RESUME_COPY_ALL: u32 = 1;
+/// [`ControlCommand::resume_mode`]: skip before the point, follow TLS records
+/// from it (it is the first byte of a record header).
+pub const RESUME_RECORDS: u32 = 2;
 /// Offset of the [`ControlCommand`] in the frame given to [`CONTROL_PROGRAM`]
 /// (test runs of a tc program need at least an Ethernet header's worth).
 pub const CONTROL_OFFSET: usize = 16;
@@ -287,20 +442,24 @@ pub const CONTROL_OFFSET: usize = 16;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ControlCommand {
-    /// [`CONTROL_RELEASE_FLOW`] or [`CONTROL_HEAL_HINT`].
+    /// [`CONTROL_RELEASE_FLOW`], [`CONTROL_HEAL_HINT`] or [`CONTROL_RESUME`].
     pub op: u32,
     /// Heal: the slot to correct.
     pub slot: u32,
-    /// Release: the flow.
+    /// Release, resume: the flow.
     pub key: FlowKey,
-    /// Release: [`FlowState::client_seq`] of the connection to release.
+    /// Release, resume: [`FlowState::client_seq`] of the connection meant.
     pub client_seq: u32,
     /// Heal: flows userspace found in the slot.
     pub count: u32,
-    /// Explicit padding; always zero.
-    pub _pad: u32,
+    /// Resume: the sequence number of the next byte userspace needs.
+    pub resume_seq: u32,
     /// Heal: the whole hint word as userspace read it before counting.
     pub seen: u64,
+    /// Resume: [`RESUME_SKIP_TO`], [`RESUME_COPY_ALL`] or [`RESUME_RECORDS`].
+    pub resume_mode: u32,
+    /// Resume: non-zero for the direction sent by the key's `lo` side.
+    pub sender_is_lo: u32,
 }
 
 impl ControlCommand {
@@ -338,6 +497,13 @@ pub fn hint_slot(ifindex: u32, a: &[u8; 16], a_port: u16, b: &[u8; 16], b_port: 
 fn fold(addr: &[u8; 16]) -> u32 {
     let w = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
     w(0) ^ w(4) ^ w(8) ^ w(12)
+}
+
+/// True when TCP sequence number `a` comes before `b`, modulo 2^32 (within half
+/// the sequence space, as TCP itself compares them): holds across wrap-around.
+#[inline(always)]
+pub fn seq_before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
 }
 
 /// [`FlowState::fin_seen`] bit: the `lo` side sent a FIN.
@@ -386,6 +552,14 @@ pub enum Counter {
     /// waiting: candidates, tracked if they continue a connection seen being set
     /// up (then also counted in `FlowsStarted`).
     PreambleCandidates = 10,
+    /// Payload bytes of tracked flows not copied on purpose: record bodies past
+    /// the allowance while following records, bytes before a resume point
+    /// (see [`DirectionState`]).
+    BytesSkipped = 11,
+    /// Directions of tracked flows whose TLS records the kernel stopped
+    /// following (no record header where one was due, a packet past the byte
+    /// expected next, too many records in one packet): copied whole since.
+    RecordFollowingStopped = 12,
 }
 
 impl Counter {
@@ -402,11 +576,13 @@ impl Counter {
         Counter::FlowsReplaced,
         Counter::FlowsReleased,
         Counter::PreambleCandidates,
+        Counter::BytesSkipped,
+        Counter::RecordFollowingStopped,
     ];
 }
 
 /// Number of counters in [`COUNTERS_MAP`].
-pub const COUNTER_COUNT: u32 = 11;
+pub const COUNTER_COUNT: u32 = 13;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -449,10 +625,20 @@ mod tests {
         );
         assert_eq!(size_of::<EventHeader>() % 8, 0);
         assert_eq!(size_of::<FlowKey>(), 4 + 1 + 3 + 16 + 16 + 2 + 2);
-        assert_eq!(size_of::<FlowState>(), 32);
+        assert_eq!(size_of::<DirectionState>(), 40);
+        assert_eq!(size_of::<FlowState>(), 2 * 40 + 24);
         assert_eq!(size_of::<Opening>(), 16);
-        assert_eq!(size_of::<ControlCommand>(), 4 + 4 + 44 + 4 + 4 + 4 + 8);
+        assert_eq!(size_of::<ControlCommand>(), 4 + 4 + 44 + 4 + 4 + 4 + 8 + 4 + 4);
         assert_eq!(size_of::<KernelConfig>(), 8);
+    }
+
+    #[test]
+    fn sequence_order_holds_across_wrap_around() {
+        assert!(seq_before(1, 2));
+        assert!(!seq_before(2, 1));
+        assert!(!seq_before(5, 5));
+        assert!(seq_before(0xffff_fff0, 0x10));
+        assert!(!seq_before(0x10, 0xffff_fff0));
     }
 
     #[test]

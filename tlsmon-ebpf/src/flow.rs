@@ -14,7 +14,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use tlsmon_common::{
-    Counter, EventKind, FlowKey, FlowState, DIRECTION_EGRESS, DIRECTION_INGRESS,
+    Counter, DirectionState, EventKind, FlowKey, FlowState, DIRECTION_EGRESS, DIRECTION_INGRESS,
     EVENT_OPENS_CONNECTION, FIN_FROM_HI, FIN_FROM_LO, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
@@ -162,9 +162,9 @@ fn follow(
         };
         state.announced = 1;
         let budget = if src_is_lo {
-            &mut state.budget_lo_to_hi
+            &mut state.lo_to_hi.budget
         } else {
-            &mut state.budget_hi_to_lo
+            &mut state.hi_to_lo.budget
         };
         let used = send_payload(ctx, &sighting, pkt, *budget, first_flags);
         *budget = budget.saturating_sub(used);
@@ -260,8 +260,8 @@ pub fn track(
 ) -> Option<*mut FlowState> {
     let budget = byte_budget();
     let state = FlowState {
-        budget_lo_to_hi: budget,
-        budget_hi_to_lo: budget,
+        lo_to_hi: DirectionState::new(budget, false, 0),
+        hi_to_lo: DirectionState::new(budget, false, 0),
         client_seq,
         announced,
         fin_seen: 0,

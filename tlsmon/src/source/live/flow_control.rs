@@ -13,8 +13,8 @@ use aya::{
 };
 use tlsmon_common::{
     hint_slot, ControlCommand, FlowKey, FlowState, CONTROL_HEAL_HINT, CONTROL_PROGRAM,
-    CONTROL_RELEASE_FLOW, FAMILY_IPV4, FAMILY_IPV6, FLOWS_MAP, HINTS_MAP, HINT_COUNT_MASK,
-    HINT_SLOTS,
+    CONTROL_RELEASE_FLOW, CONTROL_RESUME, FAMILY_IPV4, FAMILY_IPV6, FLOWS_MAP, HINTS_MAP,
+    HINT_COUNT_MASK, HINT_SLOTS, RESUME_COPY_ALL, RESUME_RECORDS, RESUME_SKIP_TO,
 };
 
 use super::{attach, devices::DeviceTable, error_chain, loader::map_error, CaptureError};
@@ -33,6 +33,42 @@ pub struct HintHealing {
     pub slots_too_high: u64,
     /// Of those, slots the kernel lowered (the others changed meanwhile).
     pub slots_healed: u64,
+}
+
+/// What the kernel copies of a direction from a resume point on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResumeMode {
+    /// Only skip the bytes before the point; copying from it stays as it was.
+    SkipTo,
+    /// Skip the bytes before the point, copy every byte from it.
+    CopyAll,
+    /// The point is the first byte of a TLS record header: skip the bytes
+    /// before it, follow records from it (headers, small records, the body
+    /// allowance).
+    Records,
+}
+
+/// Where userspace needs a direction's bytes: a TCP sequence number and a mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// Sequence number of the next byte needed.
+    pub seq: u32,
+    /// What to copy from there.
+    pub mode: ResumeMode,
+}
+
+/// What the kernel did with a [`ResumePoint`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResumeOutcome {
+    /// Applied before any byte at or after the point passed the kernel.
+    InTime,
+    /// Applied to the bytes still to come; bytes from the point up to the
+    /// kernel's position were copied (or skipped) as before.
+    Late,
+    /// Not applied: the kernel no longer tracks that connection, or records
+    /// were asked for from a point the kernel has passed without following
+    /// records (those bytes were copied whole: name a later record start).
+    NotApplied,
 }
 
 fn endpoint(addr: &SocketAddr) -> (u8, [u8; 16]) {
@@ -122,10 +158,69 @@ impl FlowControl {
             key,
             client_seq,
             count: 0,
-            _pad: 0,
+            resume_seq: 0,
             seen: 0,
+            resume_mode: 0,
+            sender_is_lo: 0,
         };
         Ok(run_control(ebpf, &command)? == 1)
+    }
+
+    /// Runs [`CONTROL_RESUME`] for the direction of `connection` sent by
+    /// `sender` (see [`ResumePoint`]).
+    pub(crate) fn resume(
+        &self,
+        ebpf: &mut Ebpf,
+        devices: &DeviceTable,
+        connection: &ConnectionKey,
+        client_seq: u32,
+        sender: SocketAddr,
+        resume: ResumePoint,
+    ) -> Result<ResumeOutcome, CaptureError> {
+        let Some(ifindex) = devices.index(connection.device.name()) else {
+            return Ok(ResumeOutcome::NotApplied);
+        };
+        let Some(key) = flow_key(connection, ifindex) else {
+            return Ok(ResumeOutcome::NotApplied);
+        };
+        let receiver = if sender == connection.lo {
+            connection.hi
+        } else {
+            connection.lo
+        };
+        let (family, from) = endpoint(&sender);
+        let (_, to) = endpoint(&receiver);
+        let (_, sender_is_lo) = FlowKey::new(
+            ifindex,
+            family,
+            &from,
+            sender.port(),
+            &to,
+            receiver.port(),
+        );
+        let command = ControlCommand {
+            op: CONTROL_RESUME,
+            slot: 0,
+            key,
+            client_seq,
+            count: 0,
+            resume_seq: resume.seq,
+            seen: 0,
+            resume_mode: match resume.mode {
+                ResumeMode::SkipTo => RESUME_SKIP_TO,
+                ResumeMode::CopyAll => RESUME_COPY_ALL,
+                ResumeMode::Records => RESUME_RECORDS,
+            },
+            sender_is_lo: sender_is_lo as u32,
+        };
+        match run_control(ebpf, &command)? {
+            1 => Ok(ResumeOutcome::InTime),
+            2 => Ok(ResumeOutcome::Late),
+            0 => Ok(ResumeOutcome::NotApplied),
+            other => Err(CaptureError::Load(format!(
+                "{CONTROL_PROGRAM} refused a resume command (returned {other})"
+            ))),
+        }
     }
 
     /// Flows the kernel currently tracks: a bounded walk of the map.
@@ -172,8 +267,10 @@ impl FlowControl {
                 key: FlowKey::new(0, 0, &[0; 16], 0, &[0; 16], 0).0,
                 client_seq: 0,
                 count,
-                _pad: 0,
+                resume_seq: 0,
                 seen: word,
+                resume_mode: 0,
+                sender_is_lo: 0,
             };
             if run_control(ebpf, &command)? == 1 {
                 healing.slots_healed += 1;

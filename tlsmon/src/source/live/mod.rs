@@ -63,7 +63,7 @@ use tlsmon_common::{Counter, COUNTERS_MAP, DEFAULT_BYTE_BUDGET, EGRESS_PROGRAM, 
 pub use attach::{AttachMode, AttachedVia};
 pub use decode::DecodeError;
 pub use error::CaptureError;
-pub use flow_control::HintHealing;
+pub use flow_control::{HintHealing, ResumeMode, ResumeOutcome, ResumePoint};
 pub use follow::InterfaceChange;
 pub use interface_lock::{InterfaceLocking, LockError, LOCK_DIR};
 pub use interfaces::{list_interfaces, Interface, InterfaceSelector};
@@ -137,6 +137,12 @@ pub struct KernelCounters {
     /// First payloads of untracked connections that began a preamble (PROXY
     /// header, HTTP CONNECT, SOCKS): candidates for a ClientHello behind it.
     pub preamble_candidates: u64,
+    /// Payload bytes of tracked flows not copied on purpose: record bodies the
+    /// kernel's record following skipped, bytes before a resume point.
+    pub bytes_skipped: u64,
+    /// Directions of tracked flows whose TLS records the kernel stopped
+    /// following (a preamble, a gap, too many records in a packet).
+    pub record_following_stopped: u64,
 }
 
 /// Identity and run statistics of one loaded classifier program.
@@ -377,6 +383,27 @@ impl Capture {
             .release(&mut self.ebpf, &self.devices, connection, client_seq)
     }
 
+    /// Tells the kernel where userspace needs the bytes of one direction of
+    /// `connection` (the one whose first client payload byte had sequence number
+    /// `client_seq`): the direction sent by `sender`, from sequence number
+    /// `resume.seq` on, in `resume.mode` (see [`tlsmon_common::CONTROL_RESUME`]).
+    pub fn resume_flow(
+        &mut self,
+        connection: &ConnectionKey,
+        client_seq: u32,
+        sender: std::net::SocketAddr,
+        resume: ResumePoint,
+    ) -> Result<ResumeOutcome, CaptureError> {
+        self.flow_control.resume(
+            &mut self.ebpf,
+            &self.devices,
+            connection,
+            client_seq,
+            sender,
+            resume,
+        )
+    }
+
     /// Flows the kernel currently tracks (a walk of its flow map).
     pub fn tracked_flows(&self) -> usize {
         self.flow_control.tracked()
@@ -412,6 +439,8 @@ impl Capture {
             flows_replaced: sums[Counter::FlowsReplaced as usize],
             flows_released: sums[Counter::FlowsReleased as usize],
             preamble_candidates: sums[Counter::PreambleCandidates as usize],
+            bytes_skipped: sums[Counter::BytesSkipped as usize],
+            record_following_stopped: sums[Counter::RecordFollowingStopped as usize],
         })
     }
 
