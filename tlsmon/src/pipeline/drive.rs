@@ -8,7 +8,7 @@
 
 use crate::pipeline::diagnosis::{Diagnoser, DiagnosisStats};
 use crate::pipeline::flow_table::{
-    ClientHelloSeen, Decided, FlowStats, FlowTable, FlowTableOptions,
+    ClientHelloSeen, Decided, FlowStats, FlowTable, FlowTableOptions, ResumeRequest,
 };
 use crate::pipeline::forwarding::{ForwardingLinker, ForwardingStats};
 use crate::source::segment::{ConnectionKey, Segment, Timestamp};
@@ -110,6 +110,17 @@ impl Pipeline {
     /// the last call, with their client's first payload sequence number.
     pub fn take_dropped_preambles(&mut self) -> Vec<(ConnectionKey, u32)> {
         self.table.take_dropped_preambles()
+    }
+
+    /// Keeps where each direction next needs bytes, for the kernel (live only):
+    /// the caller takes them after each push ([`take_resume_requests`](Self::take_resume_requests)).
+    pub fn collect_resume_requests(&mut self) {
+        self.table.collect_resume_requests();
+    }
+
+    /// Resume points found since the last call.
+    pub fn take_resume_requests(&mut self, out: &mut Vec<ResumeRequest>) {
+        self.table.take_resume_requests(out);
     }
 
     /// The flow table's counters.

@@ -46,6 +46,8 @@ pub(crate) struct DirectionStream {
     parser_stopped: bool,
     /// Stream offset of the parser's offset 0 (after any preamble), once it was fed.
     tls_base: Option<u64>,
+    /// The last resume point handed out ([`take_resume_point`](Self::take_resume_point)).
+    resume_sent: Option<u32>,
     /// Hook direction of the first segment seen this way.
     pub packet_direction: PacketDirection,
     /// Reads a preamble before the TLS bytes, until it is done (then `None`).
@@ -97,6 +99,7 @@ impl DirectionStream {
             first_message_done: false,
             parser_stopped: false,
             tls_base: None,
+            resume_sent: None,
             packet_direction,
             preamble: preamble.map(|role| Box::new(PreambleReader::new(role))),
             preamble_kind: match preamble {
@@ -143,6 +146,9 @@ impl DirectionStream {
         }
         if segment.flags.fin() {
             self.pending_fin = Some(segment.end_seq());
+            // Bytes before the FIN that were skipped on purpose (the kernel names
+            // no hole it skipped) are a hole too, which the parser may not need.
+            self.reassembler.extend_to(segment.seq);
         }
         // Skipping may let held bytes through: a few rounds at most (each one moves
         // the delivery point on), bounded anyway.
@@ -273,6 +279,19 @@ impl DirectionStream {
                 parsed: message,
             });
         }
+    }
+
+    /// Where this direction's next needed byte is, when it lies ahead of every byte
+    /// seen so far and differs from the point handed out last: the kernel may skip
+    /// the bytes before it. One per need (a new record to skip, a chain's tail),
+    /// never per packet.
+    pub fn take_resume_point(&mut self) -> Option<u32> {
+        let wanted = self.reassembler.wanted_seq_ahead()?;
+        if self.resume_sent == Some(wanted) {
+            return None;
+        }
+        self.resume_sent = Some(wanted);
+        Some(wanted)
     }
 
     /// True once this direction's FIN has been reached in stream order.

@@ -308,6 +308,35 @@ impl StreamReassembler {
         true
     }
 
+    /// Sequence number of the next byte the reader needs, when it lies past every
+    /// byte known to belong to the stream: the bytes before it, not seen yet, need
+    /// not be captured at all. `None` otherwise, or when the reader needs nothing
+    /// more (a point further than half the sequence space names no byte).
+    pub fn wanted_seq_ahead(&self) -> Option<u32> {
+        if self.start == StreamStart::Unknown || self.skip_until_pos <= self.known_end {
+            return None;
+        }
+        let ahead = self.skip_until_pos - self.next_pos;
+        (ahead < 1 << 31).then(|| self.next_seq.wrapping_add(ahead as u32))
+    }
+
+    /// Tells that the stream reaches at least up to `seq` (a FIN's sequence number):
+    /// bytes before it that were never seen are a hole, which a skipped stretch may
+    /// cover, rather than bytes of unknown extent.
+    pub fn extend_to(&mut self, seq: u32) {
+        if self.start == StreamStart::Unknown {
+            return;
+        }
+        let Some(pos) = self.position_of(seq) else {
+            return;
+        };
+        let end = pos.min(self.limit_pos());
+        if end > self.known_end {
+            self.known_end = end;
+            self.advance_over_skip();
+        }
+    }
+
     /// True if bytes were made ready and not drained yet.
     pub fn has_ready(&self) -> bool {
         !self.ready.is_empty()
