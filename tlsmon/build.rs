@@ -128,6 +128,11 @@ fn link_object(linker: &Path, archive: &Path, object: &Path) {
         "tlsmon_diag_flow_table_full",
         "tlsmon_diag_parse_bound",
         "tlsmon_diag_cut",
+        // The payload copy and its record walk (tlsmon-ebpf/src/records.rs):
+        // global functions, verified once each rather than on every path.
+        "tlsmon_walk_step",
+        "tlsmon_take",
+        "tlsmon_emit_chunk",
     ];
     // bpf-linker internalises every symbol not exported: programs and maps too.
     for symbol in exported {

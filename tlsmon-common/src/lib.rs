@@ -65,7 +65,7 @@ pub const RECORD_BODY_ALLOWANCE: u32 = 16 * 1024;
 pub const SMALL_RECORD_MAX: u32 = 1024;
 /// Records the kernel walks in one packet; a packet holding more makes the
 /// direction stop following records (it is copied whole, within the budget).
-pub const MAX_RECORDS_PER_PACKET: u32 = 16;
+pub const MAX_RECORDS_PER_PACKET: u32 = 8;
 /// Length of a TLS record header (type, version, length).
 pub const RECORD_HEADER_LEN: u32 = 5;
 /// Longest record body the kernel accepts while following (TLSCiphertext:
@@ -628,7 +628,10 @@ mod tests {
         assert_eq!(size_of::<DirectionState>(), 40);
         assert_eq!(size_of::<FlowState>(), 2 * 40 + 24);
         assert_eq!(size_of::<Opening>(), 16);
-        assert_eq!(size_of::<ControlCommand>(), 4 + 4 + 44 + 4 + 4 + 4 + 8 + 4 + 4);
+        assert_eq!(
+            size_of::<ControlCommand>(),
+            4 + 4 + 44 + 4 + 4 + 4 + 8 + 4 + 4
+        );
         assert_eq!(size_of::<KernelConfig>(), 8);
     }
 

@@ -1,9 +1,9 @@
-//! Builds RingBuf events in the per-CPU scratch buffer and sends them.
+//! Builds RingBuf events in the per-CPU scratch buffer and sends them. The
+//! payload of tracked flows goes through `records` (record walk, resume point,
+//! budget), which builds its events with [`header`] and [`output`].
 
 use aya_ebpf::{helpers::bpf_skb_load_bytes, programs::TcContext};
-use tlsmon_common::{
-    Counter, EventHeader, EventKind, CHUNK_SIZE, MAX_CHUNKS_PER_PACKET, TCP_FIN, TCP_RST,
-};
+use tlsmon_common::{Counter, EventHeader, EventKind, CHUNK_SIZE, TCP_FIN, TCP_RST};
 
 use crate::{
     diag,
@@ -43,9 +43,35 @@ fn header(sighting: &Sighting, pkt: &Packet, kind: EventKind, seq: u32, flags: u
     }
 }
 
+/// Fills `h` in place for a payload event of `pkt` at `seq` (no temporary on the
+/// stack: the record walk's global functions share the 512-byte stack with the
+/// classifier that calls them).
+#[inline(always)]
+pub fn fill_payload_header(h: &mut EventHeader, sighting: &Sighting, pkt: &Packet, seq: u32) {
+    h.ts_ns = sighting.ts_ns;
+    h.ifindex = sighting.ifindex;
+    h.kind = EventKind::Payload as u16;
+    h.direction = sighting.direction;
+    h.family = pkt.family;
+    h.src_addr = pkt.src;
+    h.dst_addr = pkt.dst;
+    h.src_port = pkt.src_port;
+    h.dst_port = pkt.dst_port;
+    h.seq = seq;
+    // Payload events carry no FIN/RST: those become their own control event,
+    // placed after the data in sequence space.
+    h.tcp_flags = pkt.tcp_flags & !(TCP_FIN | TCP_RST);
+    h.event_flags = 0;
+    h._pad = [0; 2];
+    h.payload_len = 0;
+    h.cut_len = 0;
+    h.ack_seq = pkt.ack_seq;
+    h.cgroup_id = sighting.cgroup_id;
+}
+
 /// Sends `len` bytes of the scratch record (header plus payload) to the RingBuf.
 #[inline(always)]
-fn output(record: &EventRecord, len: u32) -> bool {
+pub fn output(record: &EventRecord, len: u32) -> bool {
     // SAFETY: `len` never exceeds size_of::<EventRecord>() (callers mask the
     // payload length to CHUNK_SIZE), and the record is a live per-CPU map value.
     let bytes = unsafe {
@@ -59,91 +85,6 @@ fn output(record: &EventRecord, len: u32) -> bool {
         diag::ringbuf_full();
         false
     }
-}
-
-/// Copies up to `allowed` payload bytes of `pkt` to the RingBuf in chunks of at
-/// most CHUNK_SIZE (GSO skbs span several chunks). Returns the bytes consumed from
-/// the budget; bytes beyond the budget or the chunk limit, and bytes of events the
-/// full RingBuf refused, are counted as cut. `first_flags` go on the first chunk.
-#[inline(always)]
-pub fn send_payload(
-    ctx: &TcContext,
-    sighting: &Sighting,
-    pkt: &Packet,
-    allowed: u32,
-    first_flags: u8,
-) -> u32 {
-    let wanted = if pkt.payload_len < allowed {
-        pkt.payload_len
-    } else {
-        allowed
-    };
-    let Some(record) = SCRATCH.get_ptr_mut(0) else {
-        count(Counter::BytesCut, pkt.payload_len as u64);
-        return 0;
-    };
-    // SAFETY: this CPU's scratch slot; nothing else touches it during the run.
-    let record = unsafe { &mut *record };
-    // Payload events carry no FIN/RST: those become their own control event,
-    // placed after the data in sequence space.
-    let flags = pkt.tcp_flags & !(TCP_FIN | TCP_RST);
-    let mut sent: u32 = 0;
-    let mut chunk: u32 = 0;
-    while chunk < MAX_CHUNKS_PER_PACKET && sent < wanted {
-        let remaining = wanted - sent;
-        // Mask to a constant bound so the verifier sees 1..=CHUNK_SIZE; equal to
-        // min(remaining, CHUNK_SIZE) because remaining >= 1.
-        let len = if remaining < CHUNK_SIZE as u32 {
-            remaining
-        } else {
-            CHUNK_SIZE as u32
-        };
-        let len = ((len - 1) & (CHUNK_SIZE as u32 - 1)) + 1;
-        let last = sent + len >= wanted || chunk + 1 == MAX_CHUNKS_PER_PACKET;
-        let mut h = header(
-            sighting,
-            pkt,
-            EventKind::Payload,
-            pkt.seq.wrapping_add(sent),
-            flags,
-        );
-        h.payload_len = len;
-        h.event_flags = if chunk == 0 { first_flags } else { 0 };
-        h.cut_len = if last {
-            pkt.payload_len - sent - len
-        } else {
-            0
-        };
-        record.header = h;
-        // SAFETY: the destination is the record's CHUNK_SIZE payload array and
-        // `len` is at most CHUNK_SIZE; the helper checks the packet offset itself.
-        let loaded = unsafe {
-            bpf_skb_load_bytes(
-                ctx.skb.skb as *const _,
-                pkt.payload_off + sent,
-                record.payload.as_mut_ptr() as *mut _,
-                len,
-            )
-        };
-        // Counted here rather than summed: a sum that differs between the two
-        // branches would keep the verifier from merging them, and it explores
-        // every chunk's branches anew.
-        if loaded != 0 || !output(record, HEADER_LEN + len) {
-            count(Counter::BytesCut, len as u64);
-        }
-        sent += len;
-        chunk += 1;
-    }
-    let beyond = pkt.payload_len - sent;
-    if beyond != 0 {
-        count(Counter::BytesCut, beyond as u64);
-        // Copied something and still cut: the budget ran out in this packet
-        // (later packets of the direction copy nothing), or the chunk limit.
-        if diag::enabled() && sent != 0 {
-            diag::cut(beyond);
-        }
-    }
-    sent
 }
 
 /// Copies the first chunk of `pkt`'s payload (at most CHUNK_SIZE bytes, and at

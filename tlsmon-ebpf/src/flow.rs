@@ -20,12 +20,13 @@ use tlsmon_common::{
 
 use crate::{
     diag,
-    emit::{send_control, send_payload, Sighting},
+    emit::{send_control, Sighting},
     hint,
     maps::{byte_budget, count, FLOWS},
     opening,
     packet::{self, bytes_at, Packet},
     preamble,
+    records::{self, PayloadJob},
     tls::{is_client_hello_start, PEEK_LEN},
 };
 
@@ -120,9 +121,9 @@ fn accepted_by_host(ctx: &TcContext, direction: u8) -> bool {
     true
 }
 
-/// One packet of a tracked flow: copy its payload within the budget (the flow's
-/// first payload event announcing the connection), report FIN and RST, forget
-/// the flow when the connection ends.
+/// One packet of a tracked flow: copy what its direction wants of its payload
+/// (`records`; the flow's first payload event announcing the connection),
+/// report FIN and RST, forget the flow when the connection ends.
 #[inline(always)]
 fn follow(
     ctx: &TcContext,
@@ -161,13 +162,13 @@ fn follow(
             0
         };
         state.announced = 1;
-        let budget = if src_is_lo {
-            &mut state.lo_to_hi.budget
+        let dir = if src_is_lo {
+            &mut state.lo_to_hi as *mut DirectionState
         } else {
-            &mut state.hi_to_lo.budget
+            &mut state.hi_to_lo as *mut DirectionState
         };
-        let used = send_payload(ctx, &sighting, pkt, *budget, first_flags);
-        *budget = budget.saturating_sub(used);
+        let mut job = PayloadJob::new(pkt, &sighting, first_flags);
+        records::copy_payload(ctx.skb.skb, &mut job, dir);
     }
     if pkt.tcp_flags & TCP_RST != 0 {
         send_control(&sighting, pkt, EventKind::Rst);
@@ -246,6 +247,26 @@ fn start(
     track(&key, slot, pkt.seq, 0, ifindex, pkt)
 }
 
+/// True when `pkt` was sent by the `lo` side of `key` (its normalised key).
+#[inline(always)]
+fn sent_by_lo(key: &FlowKey, pkt: &Packet) -> bool {
+    let half = |a: &[u8; 16], i: usize| {
+        u64::from_ne_bytes([
+            a[i],
+            a[i + 1],
+            a[i + 2],
+            a[i + 3],
+            a[i + 4],
+            a[i + 5],
+            a[i + 6],
+            a[i + 7],
+        ])
+    };
+    key.port_lo == pkt.src_port
+        && half(&key.addr_lo, 0) == half(&pkt.src, 0)
+        && half(&key.addr_lo, 8) == half(&pkt.src, 8)
+}
+
 /// Stores a new flow whose client payload starts at `client_seq`, counted in hint
 /// `slot`; `announced` 1 when its first payload event needs no
 /// [`EVENT_OPENS_CONNECTION`] (userspace saw its SYN). Returns the stored state.
@@ -259,9 +280,28 @@ pub fn track(
     pkt: &Packet,
 ) -> Option<*mut FlowState> {
     let budget = byte_budget();
+    // Started by a SYN-ACK (TCP Fast Open): the client's SYN bytes were copied
+    // outside the flow, so its direction is copied whole; the server's records
+    // start after the SYN-ACK. Started by the client's first payload: both
+    // directions' records start at their first payload byte (the server's is
+    // what that payload acknowledges).
+    let by_syn_ack = pkt.tcp_flags & TCP_SYN != 0;
+    let server_first = if by_syn_ack {
+        pkt.seq.wrapping_add(1)
+    } else {
+        pkt.ack_seq
+    };
+    let client = DirectionState::new(budget, !by_syn_ack, client_seq);
+    let server = DirectionState::new(budget, true, server_first);
+    let client_is_lo = sent_by_lo(key, pkt) != by_syn_ack;
+    let (lo_to_hi, hi_to_lo) = if client_is_lo {
+        (client, server)
+    } else {
+        (server, client)
+    };
     let state = FlowState {
-        lo_to_hi: DirectionState::new(budget, false, 0),
-        hi_to_lo: DirectionState::new(budget, false, 0),
+        lo_to_hi,
+        hi_to_lo,
         client_seq,
         announced,
         fin_seen: 0,

@@ -3,7 +3,8 @@
 //!
 //! Two entry points (ingress, egress) share one body; parsing lives in `packet`,
 //! ClientHello recognition in `tls`, connections being set up in `opening`, flow
-//! tracking in `flow` (with the fast-path `hint` table), event output in `emit`,
+//! tracking in `flow` (with the fast-path `hint` table), what a tracked flow's
+//! payload turns into in `records` (TLS record walk), event output in `emit`,
 //! reports of rare events through aya-log in `diag` (off unless the daemon asks).
 //! A third program, never attached, lets userspace release flows and heal hint
 //! counts atomically (`control`).
@@ -18,6 +19,7 @@ mod maps;
 mod opening;
 mod packet;
 mod preamble;
+mod records;
 mod tls;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};

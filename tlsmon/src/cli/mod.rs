@@ -44,7 +44,7 @@ pub struct CaptureArgs {
         value_name = "BYTES",
         value_parser = parse_byte_budget,
         help = with_default(
-            "Bytes copied per connection direction in the kernel before it stops",
+            "Bytes copied per connection direction in the kernel at most (a safety bound: the kernel follows TLS records and skips large record bodies)",
             config::DEFAULT_BYTE_BUDGET,
         )
     )]

@@ -61,7 +61,7 @@ fn empty_file_resolves_to_defaults() {
         Settings {
             listen: "0.0.0.0:9808".parse().unwrap(),
             interfaces: vec![],
-            byte_budget: 16 * 1024,
+            byte_budget: 128 * 1024,
             events_file: None,
             handshake_timeout: Duration::from_secs(10),
             max_flows: 65_536,

@@ -190,14 +190,8 @@ impl FlowControl {
         };
         let (family, from) = endpoint(&sender);
         let (_, to) = endpoint(&receiver);
-        let (_, sender_is_lo) = FlowKey::new(
-            ifindex,
-            family,
-            &from,
-            sender.port(),
-            &to,
-            receiver.port(),
-        );
+        let (_, sender_is_lo) =
+            FlowKey::new(ifindex, family, &from, sender.port(), &to, receiver.port());
         let command = ControlCommand {
             op: CONTROL_RESUME,
             slot: 0,

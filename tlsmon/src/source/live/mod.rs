@@ -79,7 +79,7 @@ pub const HINT_HEALING_INTERVAL: std::time::Duration = std::time::Duration::from
 #[derive(Clone, Debug)]
 pub struct CaptureOptions {
     /// Payload bytes copied per flow and direction before the kernel stops
-    /// (default 16 KiB: a ClientHello, ServerHello and certificate chain).
+    /// (default 128 KiB: a safety bound; what is copied follows TLS records).
     pub byte_budget: u32,
     /// TCX, clsact, or whichever the kernel supports (default).
     pub attach_mode: AttachMode,

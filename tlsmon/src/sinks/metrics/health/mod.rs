@@ -28,6 +28,8 @@ pub struct CaptureHealth {
     flows_replaced: IntCounter,
     flows_released: IntCounter,
     preamble_candidates: IntCounter,
+    bytes_skipped: IntCounter,
+    record_following_stopped: IntCounter,
     /// Serialises [`Self::set_kernel_counters`] (it reads then adds, and two
     /// concurrent callers would otherwise both add the same difference), and
     /// keeps the recent history of RingBuf drops.
@@ -100,6 +102,14 @@ impl CaptureHealth {
             preamble_candidates: counter(
                 "tlsmon_capture_preamble_candidates_total",
                 "First payloads of untracked connections that began a preamble (PROXY protocol header, HTTP CONNECT, SOCKS request) or went to a STARTTLS port with an opening waiting: followed like a ClientHello when they continue a connection seen being set up.",
+            )?,
+            bytes_skipped: counter(
+                "tlsmon_capture_bytes_skipped_total",
+                "Payload bytes of tracked connections the kernel program did not copy on purpose: TLS record bodies past what it copies while following records, and bytes before a point the daemon said it needs.",
+            )?,
+            record_following_stopped: counter(
+                "tlsmon_capture_record_following_stopped_total",
+                "Directions of tracked connections whose TLS records the kernel program stopped following (bytes that are no TLS record, such as a preamble; a gap before the hook; too many records in one packet): copied whole since, within the byte budget.",
             )?,
             kernel_update: Mutex::new(DropWindow::default()),
             flows_tracked: registered(
@@ -219,6 +229,11 @@ impl CaptureHealth {
         set_absolute(&self.flows_replaced, snapshot.flows_replaced);
         set_absolute(&self.flows_released, snapshot.flows_released);
         set_absolute(&self.preamble_candidates, snapshot.preamble_candidates);
+        set_absolute(&self.bytes_skipped, snapshot.bytes_skipped);
+        set_absolute(
+            &self.record_following_stopped,
+            snapshot.record_following_stopped,
+        );
     }
 
     /// Sets the number of connections currently followed.
