@@ -161,7 +161,12 @@ impl DirectionStream {
 
     /// Feeds every newly contiguous chunk to the parser, then tells reassembly where
     /// the parser next needs bytes; true if that made more bytes ready.
-    fn deliver(&mut self, ts: Timestamp, scratch: &mut Scratch, out: &mut Vec<TimedMessage>) -> bool {
+    fn deliver(
+        &mut self,
+        ts: Timestamp,
+        scratch: &mut Scratch,
+        out: &mut Vec<TimedMessage>,
+    ) -> bool {
         let mut ready = std::mem::take(&mut scratch.ready);
         ready.clear();
         self.reassembler.drain_ready(&mut ready);

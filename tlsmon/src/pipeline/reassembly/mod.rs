@@ -272,7 +272,10 @@ impl StreamReassembler {
             if drop < held.bytes.len() {
                 let rest = held.bytes[drop..].to_vec();
                 self.waiting_bytes += rest.len();
-                let held = HeldBytes { ts: held.ts, bytes: rest };
+                let held = HeldBytes {
+                    ts: held.ts,
+                    bytes: rest,
+                };
                 self.waiting.insert(target, held);
                 break;
             }

@@ -396,7 +396,13 @@ fn skipped_stretches_are_dropped_jumped_and_not_held() {
     assert_eq!(r.next_stream_offset(), 90);
     // Bytes straddling the end of the stretch: the part after it is delivered, and
     // the lost bytes before it no longer block.
-    r.push(0xffff_fff1u32.wrapping_add(96), b"abcdTAIL", 0, false, ts(4));
+    r.push(
+        0xffff_fff1u32.wrapping_add(96),
+        b"abcdTAIL",
+        0,
+        false,
+        ts(4),
+    );
     assert!(!r.has_gap());
     assert_eq!(drain(&mut r), vec![(100, 4, b"TAIL".to_vec())]);
     assert_eq!(r.stats().skipped_bytes, 30 + 20 + 4);

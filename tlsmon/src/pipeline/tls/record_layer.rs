@@ -718,10 +718,12 @@ fn decode_handshake(message: &[u8], cipher: Option<u16>) -> TlsMessage {
             Ok(hello) => TlsMessage::ServerHello(hello),
             Err(reason) => TlsMessage::Malformed { reason },
         },
-        TlsHandshakeType::Certificate => match leaf_from_prefix(body, true, MAX_HANDSHAKE_MESSAGE) {
-            LeafPrefix::Decided(leaf, _) => TlsMessage::Certificate(leaf),
-            LeafPrefix::NeedMore => TlsMessage::Certificate(None),
-        },
+        TlsHandshakeType::Certificate => {
+            match leaf_from_prefix(body, true, MAX_HANDSHAKE_MESSAGE) {
+                LeafPrefix::Decided(leaf, _) => TlsMessage::Certificate(leaf),
+                LeafPrefix::NeedMore => TlsMessage::Certificate(None),
+            }
+        }
         TlsHandshakeType::ServerKeyExchange => TlsMessage::ServerKeyExchange {
             group: server_key_exchange_group(body, cipher),
         },

@@ -305,7 +305,10 @@ fn a_certificate_chain_of_any_size_is_decided_on_its_leaf_and_skipped() {
         let mut out = Vec::new();
         for chunk in stream.chunks(piece) {
             parser.feed(chunk, &mut out);
-            assert!(parser.buffered_bytes() <= MAX_RECORD_PAYLOAD + 64, "{piece}");
+            assert!(
+                parser.buffered_bytes() <= MAX_RECORD_PAYLOAD + 64,
+                "{piece}"
+            );
         }
         let names: Vec<_> = out.iter().map(|m| m.message.clone()).collect();
         assert_eq!(
