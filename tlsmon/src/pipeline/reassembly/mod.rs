@@ -241,11 +241,13 @@ impl StreamReassembler {
     /// The reader needs no bytes before `stream_offset`: they are dropped when they
     /// come, and holes before it no longer block delivery. Call between drains (what
     /// was made ready is not taken back); an offset at or before the next byte to
-    /// deliver changes nothing.
+    /// deliver changes nothing but fixing the stream's start.
     pub fn skip_until(&mut self, stream_offset: u64) {
         if self.start == StreamStart::Unknown {
             return;
         }
+        // Offsets are only meaningful from a start that no longer moves.
+        self.start = StreamStart::Fixed;
         let target = self.start_pos.saturating_add(stream_offset);
         if target > self.skip_until_pos {
             self.skip_until_pos = target;
