@@ -67,7 +67,10 @@ fuzz_target!(|data: &[u8]| {
                 }
                 let target = r.next_stream_offset() + u64::from(ahead);
                 r.skip_until(target);
-                needed_from = needed_from.max(target);
+                // Before the stream starts there is nothing to skip (and no offsets).
+                if r.next_seq().is_some() {
+                    needed_from = needed_from.max(target);
+                }
             }
             0 | 1 => {
                 // A push near `base` (both sides, so overlaps and wrap-around happen).

@@ -315,6 +315,9 @@ impl TlsStreamParser {
                 let used = remaining.min(self.handshake_skip).min(n);
                 self.offset += used as u64;
                 self.handshake_skip -= used;
+                // Whatever comes next begins after the skipped bytes, however they
+                // were chunked.
+                self.handshake_start = self.offset;
                 self.handshake_bytes_done(remaining - used);
                 used
             }

@@ -328,6 +328,20 @@ fn a_certificate_chain_of_any_size_is_decided_on_its_leaf_and_skipped() {
 }
 
 #[test]
+fn a_change_cipher_spec_inside_a_skipped_message_is_placed_the_same_whatever_the_chunking() {
+    // A 255,906-byte message of type 3 (decided at its header, then skipped), cut
+    // by a ChangeCipherSpec: found by the record_parser fuzz target.
+    let mut stream = record(22, &[3, 3, 231, 162, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    stream.extend(record(20, &[1]));
+    let whole = parse_all(&stream, stream.len());
+    assert_eq!(whole.len(), 2);
+    assert_eq!(whole[1].start, 19);
+    for chunk in 1..stream.len() {
+        assert_eq!(parse_all(&stream, chunk), whole, "chunks of {chunk}");
+    }
+}
+
+#[test]
 fn skipped_bytes_the_parser_does_not_need_change_nothing() {
     let chain_len = 100_000;
     let mut message = certificate_head(chain_len, &[0x30, 0x00]);
