@@ -1,7 +1,9 @@
-//! A sequence of pushes, drains and gap skips decoded from the bytes. Besides never
-//! panicking, the reassembler must keep its promises: chunks in increasing,
-//! non-overlapping stream order, the holes between them equal to the skipped gaps,
-//! buffered bytes within the limit, nothing delivered past the stream limit.
+//! A sequence of pushes, drains, gap skips and skipped stretches (the reader needs
+//! nothing before an offset) decoded from the bytes. Besides never panicking, the
+//! reassembler must keep its promises: chunks in increasing, non-overlapping
+//! stream order, the holes between them within the skipped gaps and stretches,
+//! buffered bytes within the limit, nothing delivered past the stream limit (which
+//! skipped stretches do not count against), nothing delivered inside a stretch.
 #![no_main]
 
 use std::time::Duration;
@@ -47,8 +49,29 @@ fuzz_target!(|data: &[u8]| {
     let mut skipped = 0u64;
     let mut chunks: Vec<ReadyChunk> = Vec::new();
     let mut clock = 0u64;
+    // The furthest stream offset the reader said it needs nothing before.
+    let mut needed_from = 0u64;
     while let Some(op) = input.byte() {
         match op % 4 {
+            3 if op & 0x20 != 0 => {
+                // Called between drains, as the flow table does.
+                let Some(ahead) = input.u16() else {
+                    break;
+                };
+                chunks.clear();
+                r.drain_ready(&mut chunks);
+                for chunk in &chunks {
+                    holes += chunk.stream_offset - delivered_end;
+                    delivered_end = chunk.stream_offset + chunk.bytes.len() as u64;
+                    delivered_bytes += chunk.bytes.len() as u64;
+                }
+                let target = r.next_stream_offset() + u64::from(ahead);
+                r.skip_until(target);
+                // Before the stream starts there is nothing to skip (and no offsets).
+                if r.next_seq().is_some() {
+                    needed_from = needed_from.max(target);
+                }
+            }
             0 | 1 => {
                 // A push near `base` (both sides, so overlaps and wrap-around happen).
                 let (Some(delta), Some(len), Some(extra)) =
@@ -78,6 +101,11 @@ fuzz_target!(|data: &[u8]| {
                         chunk.stream_offset >= delivered_end,
                         "chunks overlap or go back"
                     );
+                    // Everything ready before the last stretch began was drained then.
+                    assert!(
+                        chunk.stream_offset >= needed_from,
+                        "a chunk inside a skipped stretch"
+                    );
                     holes += chunk.stream_offset - delivered_end;
                     delivered_end = chunk.stream_offset + chunk.bytes.len() as u64;
                     delivered_bytes += chunk.bytes.len() as u64;
@@ -100,14 +128,17 @@ fuzz_target!(|data: &[u8]| {
     r.drain_ready(&mut chunks);
     for chunk in &chunks {
         assert!(chunk.stream_offset >= delivered_end);
+        assert!(chunk.stream_offset >= needed_from);
         holes += chunk.stream_offset - delivered_end;
         delivered_end = chunk.stream_offset + chunk.bytes.len() as u64;
         delivered_bytes += chunk.bytes.len() as u64;
     }
-    assert!(delivered_end <= limits.max_stream_bytes);
+    let span = r.stats().skipped_span;
+    assert!(delivered_end <= limits.max_stream_bytes + span);
+    assert!(delivered_bytes <= limits.max_stream_bytes);
     assert_eq!(delivered_bytes + holes, delivered_end);
     assert_eq!(r.stats().gap_bytes, skipped);
-    // Holes between delivered chunks were all skipped gaps (a skipped tail may not
-    // be followed by a chunk yet).
-    assert!(holes <= skipped);
+    // Holes between delivered chunks were all skipped gaps or stretches (a skipped
+    // tail may not be followed by a chunk yet).
+    assert!(holes <= skipped + span);
 });

@@ -118,6 +118,22 @@ make_pki() {
         printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' >client.ext
         openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
             -days 3650 -extfile client.ext -out client.pem
+        # Extra chain certificates for the large-chain scenarios: three self-signed
+        # padding certificates of about 27 KB each (1000 subjectAltNames), sent after
+        # the leaf, so the Certificate message is over 64 KiB (and under the 100 KB OpenSSL
+        # clients accept by default). The client verifies
+        # the leaf against the corpus CA and ignores them.
+        local i n
+        for i in 1 2 3; do
+            {
+                printf '[req]\ndistinguished_name=dn\nx509_extensions=v3\n[dn]\n[v3]\n'
+                printf 'basicConstraints=critical,CA:TRUE\nsubjectAltName=@alt\n[alt]\n'
+                for n in $(seq 1000); do printf 'DNS.%d=padding-%d-%d.chain.test\n' "$n" "$i" "$n"; done
+            } >"padding$i.cnf"
+            openssl req -x509 "${ec[@]}" -keyout "padding$i.key" -out "padding$i.pem" -days 3650 \
+                -subj "/O=tlsmon test/CN=padding $i" -config "padding$i.cnf"
+        done
+        cat padding1.pem padding2.pem padding3.pem >large-chain.pem
     ) >/dev/null 2>&1 || die "making test certificates failed"
 }
 
@@ -420,6 +436,27 @@ scenario_ch-split() {
     wait_servers
 }
 
+# A server certificate chain over 64 KiB (the leaf, then three ~27 KB padding
+# certificates): the Certificate message spans several 16 KiB records.
+scenario_large-chain-tls12() {
+    # tshark does not reassemble a handshake message this long: the leaf's expiry
+    # is written down here for tools/expect.py.
+    log "server certificate $(openssl x509 -in "$PKI/server.pem" -noout -enddate)"
+    serve 20 "${OSSL_SERVER[@]}" -cert_chain "$PKI/large-chain.pem" -tls1_2 \
+        -cipher ECDHE-ECDSA-AES128-GCM-SHA256 -groups X25519
+    wait_listen
+    client 15 "$WORK/request" "${OSSL_CLIENT[@]}" -tls1_2
+    wait_servers
+}
+
+scenario_large-chain-tls13() {
+    serve 20 "${OSSL_SERVER[@]}" -cert_chain "$PKI/large-chain.pem" -tls1_3 \
+        -ciphersuites TLS_AES_128_GCM_SHA256 -groups X25519
+    wait_listen
+    client 15 "$WORK/request" "${OSSL_CLIENT[@]}" -tls1_3
+    wait_servers
+}
+
 # The same large ClientHello cut into TLS records of at most 512 bytes.
 scenario_ch-multirecord() {
     serve 20 "${OSSL_SERVER[@]}" -tls1_3 -alpn http/1.1
@@ -459,6 +496,8 @@ SCENARIOS=(
     "plain-http|1500|veth-s|tcpdump|pcap"
     "ch-split|600|veth-s|tcpdump|pcap"
     "ch-multirecord|1500|veth-s|tcpdump|pcap"
+    "large-chain-tls12|1500|veth-s|tcpdump|pcap"
+    "large-chain-tls13|1500|veth-s|tcpdump|pcap"
 )
 
 record_one() {

@@ -115,7 +115,7 @@ fn render_summary(s: &AnalysisTotals) -> String {
         "\n{} handshakes: {} established, {} failed, {} incomplete\n\
          read {} files, {} packets ({} TCP segments, {} not TCP, {} malformed, {} truncated)\n\
          flows: {} tracked, {} evicted, {} non-TLS ignored, {} joined mid-stream ignored, {} preambles without TLS, {} parse errors\n\
-         reassembly: {} retransmitted bytes, {} conflicting overlaps, {} bytes missing, {} bytes over limits\n",
+         reassembly: {} retransmitted bytes, {} conflicting overlaps, {} bytes missing, {} bytes over limits, {} bytes not needed\n",
         s.established + s.failed + s.incomplete,
         s.established,
         s.failed,
@@ -136,6 +136,7 @@ fn render_summary(s: &AnalysisTotals) -> String {
         f.overlap_conflicts,
         f.gap_bytes,
         f.reassembly_dropped_bytes,
+        f.skipped_bytes,
     );
     // Only when the files held QUIC: the summary of TCP captures stays as it was.
     let q = &s.quic;

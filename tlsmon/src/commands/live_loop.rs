@@ -15,11 +15,12 @@ use crate::event::HandshakeEvent;
 use crate::pipeline::diagnosis::DiagnosisStats;
 use crate::pipeline::drive::Pipeline;
 use crate::pipeline::flow_table::FlowTableOptions;
-use crate::pipeline::flow_table::{Decided, FlowStats};
+use crate::pipeline::flow_table::{Decided, FlowStats, ResumeRequest};
 use crate::pipeline::forwarding::ForwardingStats;
 use crate::pipeline::quic::QuicStats;
 use crate::source::live::{list_interfaces, CaptureOptions, InterfaceLocking, InterfaceSelector};
 use crate::source::live::{Capture, InterfaceChange, KernelCounters, HINT_HEALING_INTERVAL};
+use crate::source::live::{ResumeMode, ResumeOutcome, ResumePoint};
 use crate::source::segment::{Datagram, Segment, Timestamp};
 
 /// How often timeouts are judged and health numbers refreshed.
@@ -86,6 +87,8 @@ pub async fn run_until_signal(
     let mut segments: Vec<Segment> = Vec::new();
     let mut datagrams: Vec<Datagram> = Vec::new();
     let mut attributor = Attributor::from_mount_table();
+    pipeline.collect_resume_requests();
+    let mut resumes = Resumes::default();
     let result = loop {
         tokio::select! {
             read = capture.next_segments(&mut segments) => {
@@ -100,6 +103,7 @@ pub async fn run_until_signal(
                 for datagram in datagrams.drain(..) {
                     pipeline.push_datagram(datagram, &mut deliver);
                 }
+                resumes.send(&mut pipeline, &mut capture);
                 release_dropped_preambles(&mut pipeline, &mut capture);
                 let changes = capture.take_interface_changes();
                 if !changes.is_empty() {
@@ -169,6 +173,50 @@ fn deliver(
     event.cgroup = attribution.cgroup;
     event.service = attribution.service;
     observer.record(&event);
+}
+
+/// Resume points on their way to the kernel, and what became of them.
+#[derive(Default)]
+struct Resumes {
+    pending: Vec<ResumeRequest>,
+    /// Control calls made, and how many came in time, late, or took no effect.
+    calls: u64,
+    in_time: u64,
+    late: u64,
+    not_applied: u64,
+}
+
+impl Resumes {
+    /// Tells the kernel where directions next need bytes (one control call per
+    /// need): the bytes before are skipped, what is copied from there stays as the
+    /// kernel's record following decides.
+    fn send(&mut self, pipeline: &mut Pipeline, capture: &mut Capture) {
+        pipeline.take_resume_requests(&mut self.pending);
+        if self.pending.is_empty() {
+            return;
+        }
+        for request in self.pending.drain(..) {
+            let point = ResumePoint {
+                seq: request.seq,
+                mode: ResumeMode::SkipTo,
+            };
+            self.calls += 1;
+            match capture.resume_flow(&request.key, request.client_seq, request.sender, point) {
+                Ok(ResumeOutcome::InTime) => self.in_time += 1,
+                Ok(ResumeOutcome::Late) => self.late += 1,
+                Ok(ResumeOutcome::NotApplied) => self.not_applied += 1,
+                // The kernel then copies what it would have: wasteful, not wrong.
+                Err(err) => tracing::debug!("resume point for {:?}: {err}", request.key),
+            }
+        }
+        tracing::trace!(
+            "resume points: {} calls, {} in time, {} late, {} not applied",
+            self.calls,
+            self.in_time,
+            self.late,
+            self.not_applied
+        );
+    }
 }
 
 /// Tells the kernel to stop copying connections whose preamble led to no

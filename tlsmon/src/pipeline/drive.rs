@@ -13,7 +13,7 @@
 
 use crate::pipeline::diagnosis::{Diagnoser, DiagnosisStats};
 use crate::pipeline::flow_table::{
-    ClientHelloSeen, Decided, FlowStats, FlowTable, FlowTableOptions,
+    ClientHelloSeen, Decided, FlowStats, FlowTable, FlowTableOptions, ResumeRequest,
 };
 use crate::pipeline::forwarding::{ForwardingLinker, ForwardingStats};
 use crate::pipeline::quic::{QuicStats, QuicTable};
@@ -202,6 +202,23 @@ impl Pipeline {
         match &mut self.flows {
             FlowStage::Single(table) => table.take_dropped_preambles(),
             FlowStage::Sharded(shards) => shards.take_dropped_preambles(),
+        }
+    }
+
+    /// Keeps where each direction next needs bytes, for the kernel (live only):
+    /// the caller takes them after each push ([`take_resume_requests`](Self::take_resume_requests)).
+    /// Only the single table does this; with workers the kernel's own record
+    /// following alone decides what is skipped.
+    pub fn collect_resume_requests(&mut self) {
+        if let FlowStage::Single(table) = &mut self.flows {
+            table.collect_resume_requests();
+        }
+    }
+
+    /// Resume points found since the last call.
+    pub fn take_resume_requests(&mut self, out: &mut Vec<ResumeRequest>) {
+        if let FlowStage::Single(table) = &mut self.flows {
+            table.take_resume_requests(out);
         }
     }
 

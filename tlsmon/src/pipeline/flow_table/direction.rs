@@ -44,6 +44,10 @@ pub(crate) struct DirectionStream {
     first_message_done: bool,
     /// The parser has stopped (NotTls or Malformed): later bytes are not fed.
     parser_stopped: bool,
+    /// Stream offset of the parser's offset 0 (after any preamble), once it was fed.
+    tls_base: Option<u64>,
+    /// The last resume point handed out ([`take_resume_point`](Self::take_resume_point)).
+    resume_sent: Option<u32>,
     /// Hook direction of the first segment seen this way.
     pub packet_direction: PacketDirection,
     /// Reads a preamble before the TLS bytes, until it is done (then `None`).
@@ -94,6 +98,8 @@ impl DirectionStream {
             first_message_segments: 0,
             first_message_done: false,
             parser_stopped: false,
+            tls_base: None,
+            resume_sent: None,
             packet_direction,
             preamble: preamble.map(|role| Box::new(PreambleReader::new(role))),
             preamble_kind: match preamble {
@@ -140,17 +146,32 @@ impl DirectionStream {
         }
         if segment.flags.fin() {
             self.pending_fin = Some(segment.end_seq());
+            // Bytes before the FIN that were skipped on purpose (the kernel names
+            // no hole it skipped) are a hole too, which the parser may not need.
+            self.reassembler.extend_to(segment.seq);
         }
-        self.deliver(scratch, out);
+        // Skipping may let held bytes through: a few rounds at most (each one moves
+        // the delivery point on), bounded anyway.
+        for _ in 0..16 {
+            if !self.deliver(segment.ts, scratch, out) {
+                break;
+            }
+        }
     }
 
-    /// Feeds every newly contiguous chunk to the parser.
-    fn deliver(&mut self, scratch: &mut Scratch, out: &mut Vec<TimedMessage>) {
-        scratch.ready.clear();
-        if !self.reassembler.drain_ready(&mut scratch.ready) {
-            return;
-        }
-        for chunk in scratch.ready.drain(..) {
+    /// Feeds every newly contiguous chunk to the parser, then tells reassembly where
+    /// the parser next needs bytes; true if that made more bytes ready.
+    fn deliver(
+        &mut self,
+        ts: Timestamp,
+        scratch: &mut Scratch,
+        out: &mut Vec<TimedMessage>,
+    ) -> bool {
+        let mut ready = std::mem::take(&mut scratch.ready);
+        ready.clear();
+        self.reassembler.drain_ready(&mut ready);
+        for chunk in ready.drain(..) {
+            self.catch_up(chunk.stream_offset, chunk.ts, scratch, out);
             if self.parser_stopped {
                 continue;
             }
@@ -204,23 +225,78 @@ impl DirectionStream {
                 },
             };
             let bytes = tls_bytes.as_deref().unwrap_or(&chunk.bytes);
+            if self.tls_base.is_none() {
+                // TLS starts where the preamble's bytes end (those it held included).
+                let chunk_end = chunk.stream_offset + chunk.bytes.len() as u64;
+                self.tls_base = Some(chunk_end.saturating_sub(bytes.len() as u64));
+            }
             if !self.first_message_done {
                 self.first_message_segments = self.first_message_segments.saturating_add(1);
             }
             scratch.parsed.clear();
             self.parser.feed(bytes, &mut scratch.parsed);
-            self.first_message_done |= !scratch.parsed.is_empty();
-            for message in scratch.parsed.drain(..) {
-                self.parser_stopped |= matches!(
-                    message.message,
-                    TlsMessage::NotTls | TlsMessage::Malformed { .. }
-                );
-                out.push(TimedMessage {
-                    ts: chunk.ts,
-                    parsed: message,
-                });
-            }
+            self.take_parsed(chunk.ts, scratch, out);
         }
+        scratch.ready = ready;
+        // Holes and dropped bytes the parser did not need.
+        self.catch_up(self.reassembler.next_stream_offset(), ts, scratch, out);
+        let Some(base) = self.tls_base.filter(|_| self.preamble.is_none()) else {
+            return false;
+        };
+        self.reassembler
+            .skip_until(base.saturating_add(self.parser.next_needed()));
+        self.reassembler.has_ready()
+    }
+
+    /// Steps the parser over stream bytes before `stream_offset` that reassembly
+    /// skipped (the parser said it did not need them).
+    fn catch_up(
+        &mut self,
+        stream_offset: u64,
+        ts: Timestamp,
+        scratch: &mut Scratch,
+        out: &mut Vec<TimedMessage>,
+    ) {
+        let Some(base) = self.tls_base.filter(|_| self.preamble.is_none()) else {
+            return;
+        };
+        let at = base.saturating_add(self.parser.offset());
+        if stream_offset <= at {
+            return;
+        }
+        scratch.parsed.clear();
+        let skipped = self.parser.skip(stream_offset - at, &mut scratch.parsed);
+        // Reassembly skips only what the parser said it does not need.
+        debug_assert!(skipped, "skipped bytes the parser needed");
+        self.take_parsed(ts, scratch, out);
+    }
+
+    /// Moves what the parser decoded to `out`.
+    fn take_parsed(&mut self, ts: Timestamp, scratch: &mut Scratch, out: &mut Vec<TimedMessage>) {
+        self.first_message_done |= !scratch.parsed.is_empty();
+        for message in scratch.parsed.drain(..) {
+            self.parser_stopped |= matches!(
+                message.message,
+                TlsMessage::NotTls | TlsMessage::Malformed { .. }
+            );
+            out.push(TimedMessage {
+                ts,
+                parsed: message,
+            });
+        }
+    }
+
+    /// Where this direction's next needed byte is, when it lies ahead of every byte
+    /// seen so far and differs from the point handed out last: the kernel may skip
+    /// the bytes before it. One per need (a new record to skip, a chain's tail),
+    /// never per packet.
+    pub fn take_resume_point(&mut self) -> Option<u32> {
+        let wanted = self.reassembler.wanted_seq_ahead()?;
+        if self.resume_sent == Some(wanted) {
+            return None;
+        }
+        self.resume_sent = Some(wanted);
+        Some(wanted)
     }
 
     /// True once this direction's FIN has been reached in stream order.

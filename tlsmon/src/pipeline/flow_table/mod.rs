@@ -185,6 +185,12 @@ pub struct FlowStats {
     pub gap_bytes: u64,
     /// Bytes dropped by reassembly bounds, over finished flows.
     pub reassembly_dropped_bytes: u64,
+    /// Resume points handed to the kernel: "the next byte this direction needs is
+    /// at sequence S" (live only).
+    pub resume_requests: u64,
+    /// Captured bytes not looked at because the parser did not need them (the rest
+    /// of a certificate chain, encrypted payloads), over finished flows.
+    pub skipped_bytes: u64,
 }
 
 /// What a flow waits for, which decides what may evict it.
@@ -226,6 +232,8 @@ impl std::ops::AddAssign<&FlowStats> for FlowStats {
             overlap_conflicts,
             gap_bytes,
             reassembly_dropped_bytes,
+            resume_requests,
+            skipped_bytes,
         } = other;
         self.flows_created += flows_created;
         self.flows_evicted += flows_evicted;
@@ -241,6 +249,8 @@ impl std::ops::AddAssign<&FlowStats> for FlowStats {
         self.overlap_conflicts += overlap_conflicts;
         self.gap_bytes += gap_bytes;
         self.reassembly_dropped_bytes += reassembly_dropped_bytes;
+        self.skipped_bytes += skipped_bytes;
+        self.resume_requests += resume_requests;
     }
 }
 
@@ -360,6 +370,23 @@ pub struct FlowTable {
     /// ClientHellos read since the last [`FlowTable::take_client_hellos`], when
     /// collected (`None`: not collected, the common case of one device).
     client_hellos: Option<Vec<ClientHelloSeen>>,
+    /// Resume points since the last [`FlowTable::take_resume_requests`], when asked
+    /// for (`None`: capture files, which have nothing to steer).
+    resumes: Option<Vec<ResumeRequest>>,
+}
+
+/// Where one direction of a tracked connection next needs bytes, for the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResumeRequest {
+    /// The connection.
+    pub key: ConnectionKey,
+    /// Sequence number of its client's first payload byte (which connection on
+    /// the 4-tuple).
+    pub client_seq: u32,
+    /// The endpoint that sends the direction meant.
+    pub sender: std::net::SocketAddr,
+    /// Sequence number of the next byte needed: bytes before it may be skipped.
+    pub seq: u32,
 }
 
 impl FlowTable {
@@ -381,6 +408,20 @@ impl FlowTable {
             last_maintenance: Timestamp::ZERO,
             ended_since_trim: 0,
             client_hellos: None,
+            resumes: None,
+        }
+    }
+
+    /// Keeps resume points from now on for [`FlowTable::take_resume_requests`],
+    /// which the caller must then call after each push (they are held until then).
+    pub fn collect_resume_requests(&mut self) {
+        self.resumes.get_or_insert_with(Vec::new);
+    }
+
+    /// Moves the resume points found since the last call into `out`.
+    pub fn take_resume_requests(&mut self, out: &mut Vec<ResumeRequest>) {
+        if let Some(resumes) = &mut self.resumes {
+            out.append(resumes);
         }
     }
 
@@ -714,10 +755,24 @@ impl FlowTable {
                 Some(role) => Some(role),
                 None => flow.preamble_role(index),
             };
+            let client_seq = flow.first_payload_seq[flow.client().unwrap_or(index)];
             let stream = flow.streams[index].get_or_insert_with(|| {
                 Box::new(DirectionStream::new(limits, segment.direction, isn, role))
             });
             stream.push(segment, &mut self.scratch, &mut messages);
+            if let Some(resumes) = &mut self.resumes {
+                // Only for a handshake under way: the kernel names the connection by
+                // its client's first byte.
+                if let (Some(seq), Some(client_seq)) = (stream.take_resume_point(), client_seq) {
+                    self.stats.resume_requests += 1;
+                    resumes.push(ResumeRequest {
+                        key: key.clone(),
+                        client_seq,
+                        sender: segment.src,
+                        seq,
+                    });
+                }
+            }
             match stream.take_preamble_news() {
                 Some(PreambleNews::Parsed(said)) => {
                     if matches!(role, Some(Role::StarttlsClient(_))) {
@@ -1137,6 +1192,7 @@ impl FlowTable {
             self.stats.overlap_conflicts += r.overlap_conflicts;
             self.stats.gap_bytes += r.gap_bytes;
             self.stats.reassembly_dropped_bytes += r.dropped_over_limit_bytes;
+            self.stats.skipped_bytes += r.skipped_bytes;
         }
         self.ended_since_trim += 1;
         let fingerprint = self.fingerprints.hash_one(key);

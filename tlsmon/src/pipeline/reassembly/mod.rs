@@ -24,8 +24,15 @@
 //!   bytes already made ready fit in the buffer while they wait): captures often
 //!   reorder the first two segments of a ClientHello. Once anything was drained, a
 //!   gap was skipped or a SYN was seen, the start is fixed.
-//! - Only the first [`ReassemblyLimits::max_stream_bytes`] bytes are delivered;
-//!   later bytes are counted and ignored.
+//! - Skipping: the reader says up to which stream offset it needs nothing
+//!   ([`StreamReassembler::skip_until`]: the rest of a certificate chain, an
+//!   encrypted record's payload). Bytes before it are dropped on arrival (counted,
+//!   never held), held bytes before it are let go, and holes before it (lost or cut
+//!   bytes) are jumped without blocking delivery, so memory stays bounded by
+//!   `max_buffered_bytes` however long the skipped stretch. A hole after it still
+//!   blocks.
+//! - Only the first [`ReassemblyLimits::max_stream_bytes`] bytes are delivered, not
+//!   counting skipped stretches; later bytes are counted and ignored.
 
 use std::collections::BTreeMap;
 
@@ -75,6 +82,10 @@ pub struct ReassemblyStats {
     pub beyond_stream_limit_bytes: u64,
     /// Bytes reported as not captured (`cut`).
     pub cut_bytes: u64,
+    /// Captured bytes dropped because the reader did not need them (`skip_until`).
+    pub skipped_bytes: u64,
+    /// Stream bytes jumped because the reader did not need them, captured or not.
+    pub skipped_span: u64,
 }
 
 /// Bytes ready in stream order.
@@ -123,6 +134,8 @@ pub struct StreamReassembler {
     /// Bytes beyond `next_pos`, keyed by position; entries never overlap.
     waiting: BTreeMap<u64, HeldBytes>,
     waiting_bytes: usize,
+    /// Internal position before which the reader needs no bytes (0: none skipped).
+    skip_until_pos: u64,
     stats: ReassemblyStats,
 }
 
@@ -139,6 +152,7 @@ impl StreamReassembler {
             ready: Vec::new(),
             waiting: BTreeMap::new(),
             waiting_bytes: 0,
+            skip_until_pos: 0,
             stats: ReassemblyStats::default(),
         }
     }
@@ -202,7 +216,15 @@ impl StreamReassembler {
             payload = &payload[already..];
             pos += already as u64;
         }
+        // Bytes the reader does not need are dropped on arrival.
+        if pos < self.skip_until_pos && !payload.is_empty() {
+            let drop = (self.skip_until_pos - pos).min(payload.len() as u64);
+            self.stats.skipped_bytes += drop;
+            payload = &payload[drop as usize..];
+            pos += drop;
+        }
         if payload.is_empty() {
+            self.advance_over_skip();
             return;
         }
         let first_waiting = self.waiting.keys().next().copied();
@@ -212,6 +234,62 @@ impl StreamReassembler {
         } else {
             self.insert_waiting(pos, payload, ts);
         }
+        self.promote_waiting();
+        self.advance_over_skip();
+    }
+
+    /// The reader needs no bytes before `stream_offset`: they are dropped when they
+    /// come, and holes before it no longer block delivery. Call between drains (what
+    /// was made ready is not taken back); an offset at or before the next byte to
+    /// deliver changes nothing but fixing the stream's start.
+    pub fn skip_until(&mut self, stream_offset: u64) {
+        if self.start == StreamStart::Unknown {
+            return;
+        }
+        // Offsets are only meaningful from a start that no longer moves.
+        self.start = StreamStart::Fixed;
+        let target = self.start_pos.saturating_add(stream_offset);
+        if target > self.skip_until_pos {
+            self.skip_until_pos = target;
+            self.advance_over_skip();
+        }
+    }
+
+    /// Moves the delivery point over what is known of the skipped stretch (up to the
+    /// furthest byte known to belong to the stream), letting go of held bytes in it.
+    fn advance_over_skip(&mut self) {
+        let target = self.skip_until_pos.min(self.known_end);
+        if target <= self.next_pos {
+            return;
+        }
+        while let Some(entry) = self.waiting.first_entry() {
+            let pos = *entry.key();
+            if pos >= target {
+                break;
+            }
+            let held = entry.remove();
+            self.waiting_bytes -= held.bytes.len();
+            let drop = ((target - pos) as usize).min(held.bytes.len());
+            self.stats.skipped_bytes += drop as u64;
+            if drop < held.bytes.len() {
+                let rest = held.bytes[drop..].to_vec();
+                self.waiting_bytes += rest.len();
+                let held = HeldBytes {
+                    ts: held.ts,
+                    bytes: rest,
+                };
+                self.waiting.insert(target, held);
+                break;
+            }
+        }
+        if self.waiting.is_empty() {
+            self.waiting = BTreeMap::new();
+        }
+        let jumped = target - self.next_pos;
+        self.stats.skipped_span += jumped;
+        self.next_seq = self.next_seq.wrapping_add(jumped as u32);
+        self.next_pos = target;
+        self.start = StreamStart::Fixed;
         self.promote_waiting();
     }
 
@@ -233,6 +311,40 @@ impl StreamReassembler {
                 }),
         );
         true
+    }
+
+    /// Sequence number of the next byte the reader needs, when it lies past every
+    /// byte known to belong to the stream: the bytes before it, not seen yet, need
+    /// not be captured at all. `None` otherwise, or when the reader needs nothing
+    /// more (a point further than half the sequence space names no byte).
+    pub fn wanted_seq_ahead(&self) -> Option<u32> {
+        if self.start == StreamStart::Unknown || self.skip_until_pos <= self.known_end {
+            return None;
+        }
+        let ahead = self.skip_until_pos - self.next_pos;
+        (ahead < 1 << 31).then(|| self.next_seq.wrapping_add(ahead as u32))
+    }
+
+    /// Tells that the stream reaches at least up to `seq` (a FIN's sequence number):
+    /// bytes before it that were never seen are a hole, which a skipped stretch may
+    /// cover, rather than bytes of unknown extent.
+    pub fn extend_to(&mut self, seq: u32) {
+        if self.start == StreamStart::Unknown {
+            return;
+        }
+        let Some(pos) = self.position_of(seq) else {
+            return;
+        };
+        let end = pos.min(self.limit_pos());
+        if end > self.known_end {
+            self.known_end = end;
+            self.advance_over_skip();
+        }
+    }
+
+    /// True if bytes were made ready and not drained yet.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
     }
 
     /// True if a hole (lost or cut bytes) blocks delivery of bytes known to follow it.
@@ -290,8 +402,12 @@ impl StreamReassembler {
         self.limits.max_buffered_bytes.max(1) as u64
     }
 
+    /// Internal position past which bytes are ignored: the stream bound, not
+    /// counting what was skipped.
     fn limit_pos(&self) -> u64 {
-        self.start_pos.saturating_add(self.limits.max_stream_bytes)
+        self.start_pos
+            .saturating_add(self.limits.max_stream_bytes)
+            .saturating_add(self.stats.skipped_span)
     }
 
     fn set_start(&mut self, seq: u32) {

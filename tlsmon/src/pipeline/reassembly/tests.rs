@@ -375,3 +375,64 @@ fn a_segment_spanning_held_bytes_and_beyond_is_kept_whole() {
     r.push(5, b"fghijklmnop", 0, false, ts(2));
     assert_eq!(drain_bytes(&mut r, 0), b"klmnop");
 }
+
+#[test]
+fn skipped_stretches_are_dropped_jumped_and_not_held() {
+    let mut r = StreamReassembler::new(limits(8, 64));
+    r.push(0xffff_fff0, &[], 0, true, ts(0));
+    r.push(0xffff_fff1, b"head", 0, false, ts(1));
+    assert_eq!(drain_bytes(&mut r, 0), b"head");
+    // The reader needs nothing before offset 100 (the stream wraps its sequence
+    // numbers on the way).
+    r.skip_until(100);
+    // In-order bytes in the stretch are dropped on arrival; a cut hole is jumped.
+    r.push(0xffff_fff5, &[7; 30], 20, false, ts(2));
+    assert!(!r.has_gap());
+    assert_eq!(r.next_stream_offset(), 54);
+    // Bytes after a hole in the stretch are not held, whatever the buffer bound,
+    // and the hole (lost bytes nobody needs) is jumped.
+    r.push(0xffff_fff1u32.wrapping_add(70), &[8; 20], 0, false, ts(3));
+    assert_eq!(r.buffered_bytes(), 0);
+    assert_eq!(r.next_stream_offset(), 90);
+    // Bytes straddling the end of the stretch: the part after it is delivered, and
+    // the lost bytes before it no longer block.
+    r.push(
+        0xffff_fff1u32.wrapping_add(96),
+        b"abcdTAIL",
+        0,
+        false,
+        ts(4),
+    );
+    assert!(!r.has_gap());
+    assert_eq!(drain(&mut r), vec![(100, 4, b"TAIL".to_vec())]);
+    assert_eq!(r.stats().skipped_bytes, 30 + 20 + 4);
+    assert_eq!(r.stats().skipped_span, 96);
+    assert_eq!(r.stats().gap_bytes, 0);
+    // Skipped bytes do not count against the stream bound: 64 bytes were needed, 8
+    // so far, so 56 more pass.
+    r.push(0xffff_fff1u32.wrapping_add(104), &[9; 60], 0, false, ts(5));
+    assert_eq!(drain_bytes(&mut r, 104), vec![9; 56]);
+    assert_eq!(r.stats().beyond_stream_limit_bytes, 4);
+}
+
+#[test]
+fn held_bytes_in_a_skipped_stretch_are_let_go() {
+    let mut r = StreamReassembler::new(limits(64, 1024));
+    r.push(9, &[], 0, true, ts(0));
+    r.push(10, b"ab", 0, false, ts(1));
+    r.push(20, b"0123456789", 0, false, ts(2));
+    assert_eq!(r.buffered_bytes(), 10);
+    assert_eq!(drain_bytes(&mut r, 0), b"ab");
+    // Needed again from offset 15: the hole before it and the held bytes before it go.
+    r.skip_until(15);
+    assert_eq!(r.buffered_bytes(), 0);
+    assert_eq!(drain(&mut r), vec![(15, 2, b"56789".to_vec())]);
+    assert_eq!(r.stats().skipped_bytes, 5);
+    // A hole after the stretch still blocks.
+    r.push(40, b"x", 0, false, ts(3));
+    assert!(r.has_gap());
+    // An offset already passed changes nothing.
+    r.skip_until(3);
+    assert!(r.has_gap());
+    assert_eq!(r.next_stream_offset(), 20);
+}

@@ -10,7 +10,12 @@
 //!
 //! Memory is bounded per direction: at most one record payload
 //! ([`MAX_RECORD_PAYLOAD`]) plus one handshake message ([`MAX_HANDSHAKE_MESSAGE`])
-//! are buffered; anything larger ends the stream with [`TlsMessage::Malformed`].
+//! are buffered. Bytes the parser does not need are counted, never held: opaque
+//! record payloads, and a certificate chain after its leaf (a Certificate message is
+//! decided on its first bytes, whatever the chain's size). The parser says where it
+//! next needs bytes ([`TlsStreamParser::next_needed`]), so that reassembly and the
+//! kernel can skip the rest ([`TlsStreamParser::skip`]); outcomes come from record
+//! headers, which are always needed.
 
 mod cert;
 pub mod fingerprint;
@@ -31,7 +36,9 @@ pub use record_layer::{TlsStreamParser, MAX_HANDSHAKE_MESSAGE, MAX_RECORD_PAYLOA
 ///
 /// `start` is the stream offset of the record header that carried the message's first
 /// byte when the message begins its record, otherwise the offset of its first byte;
-/// `end` is the offset just past its last byte. Record-level messages (alerts,
+/// `end` is the offset just past its last byte (for a message decided before its end,
+/// a Certificate on its leaf or a message too long to hold, just past the bytes that
+/// decided it). Record-level messages (alerts,
 /// ChangeCipherSpec, encrypted records, application data) span their whole record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParsedMessage {

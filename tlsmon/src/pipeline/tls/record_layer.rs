@@ -4,7 +4,7 @@
 use tls_parser::{parse_tls_record_header, TlsHandshakeType, TlsRecordType};
 use tlsmon_common::client_hello::{is_ssl3_or_tls, sslv2_record_len, MIN_SSLV2_HELLO_LEN};
 
-use super::cert::{leaf_certificate, server_key_exchange_group};
+use super::cert::{leaf_from_prefix, server_key_exchange_group, LeafPrefix};
 use super::hello::{parse_client_hello, parse_server_hello, parse_sslv2_client_hello};
 use super::{names, ParsedMessage, TlsMessage};
 
@@ -12,9 +12,12 @@ use super::{names, ParsedMessage, TlsMessage};
 /// (2^14 + 2048), the largest any TLS version allows on the wire.
 pub const MAX_RECORD_PAYLOAD: usize = 16_384 + 2_048;
 
-/// Largest handshake message body accepted (64 KiB). Real ClientHellos are a few KiB
-/// even with post-quantum key shares; only an unusually long certificate chain comes
-/// near this. A longer message ends the stream with [`TlsMessage::Malformed`].
+/// Largest handshake message held whole (64 KiB of body). Real ClientHellos are a few
+/// KiB even with post-quantum key shares; a longer ClientHello or ServerHello ends the
+/// stream with [`TlsMessage::Malformed`]. Other messages may be as long as the
+/// protocol allows (2^24 - 1 bytes): a Certificate is decided on its leaf (which must
+/// fit this bound) and the rest of the chain is skipped, and any other long message is
+/// reported by its type and skipped; skipped bytes are never held.
 pub const MAX_HANDSHAKE_MESSAGE: usize = 64 * 1024;
 
 const RECORD_HEADER_LEN: usize = 5;
@@ -38,6 +41,10 @@ enum State {
     Header,
     /// Collecting the payload of a record whose content is parsed.
     Payload { content_type: u8, len: usize },
+    /// Reading the payload of a plaintext handshake record as it comes (`remaining`
+    /// bytes to go), so that a message is decided as soon as its bytes are there and
+    /// the bytes of a decided message still to come are only counted.
+    Handshake { remaining: usize },
     /// Counting down the payload of an opaque record.
     Skip {
         kind: Opaque,
@@ -70,6 +77,8 @@ pub struct TlsStreamParser {
     pending: Vec<u8>,
     /// Stream offset of the current record's header (or SSLv2 record).
     record_start: u64,
+    /// Bytes of a decided handshake message still to come, skipped unseen.
+    handshake_skip: usize,
     /// Handshake bytes not yet forming a whole message (messages span records).
     handshake: Vec<u8>,
     /// Where the message at the front of `handshake` started (see [`ParsedMessage`]).
@@ -103,6 +112,7 @@ impl TlsStreamParser {
             state: State::Start,
             pending: Vec::new(),
             record_start: 0,
+            handshake_skip: 0,
             handshake: Vec::new(),
             handshake_start: 0,
             ccs_seen: false,
@@ -128,9 +138,43 @@ impl TlsStreamParser {
         }
     }
 
-    /// Total bytes fed so far (stream offset of the next byte).
+    /// Total bytes fed or skipped so far (stream offset of the next byte).
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Stream offset of the next byte this parser needs to see: bytes before it (an
+    /// opaque record's payload, the rest of a certificate chain after its leaf) are
+    /// only counted, so they may be [`skip`](Self::skip)ped unseen. `u64::MAX` once
+    /// stopped.
+    pub fn next_needed(&self) -> u64 {
+        match self.state {
+            State::Stopped => u64::MAX,
+            State::Skip { remaining, .. } => self.offset + remaining as u64,
+            State::Handshake { remaining } if self.handshake_skip > 0 => {
+                self.offset + remaining.min(self.handshake_skip) as u64
+            }
+            _ => self.offset,
+        }
+    }
+
+    /// Steps over `n` bytes that were not seen (not captured, or not copied). They
+    /// must lie before [`next_needed`](Self::next_needed): returns false, skipping
+    /// nothing, if they do not.
+    pub fn skip(&mut self, n: u64, out: &mut Vec<ParsedMessage>) -> bool {
+        if self.next_needed().saturating_sub(self.offset) < n {
+            return false;
+        }
+        let mut left = n;
+        while left > 0 {
+            let step = usize::try_from(left).unwrap_or(usize::MAX);
+            let used = self.count_unneeded(step, out);
+            if used == 0 {
+                break;
+            }
+            left -= used as u64;
+        }
+        true
     }
 
     /// True once NotTls or Malformed was emitted: later bytes are only counted.
@@ -157,33 +201,29 @@ impl TlsStreamParser {
 
     /// Consumes a prefix of `bytes` (at least one byte) and returns its length.
     fn step(&mut self, bytes: &[u8], out: &mut Vec<ParsedMessage>) -> usize {
-        if let State::Payload { content_type, .. } = self.state {
-            // The first payload byte of the stream's first record.
-            if self.record_start == 0 && self.pending.is_empty() {
-                self.opened_with_client_hello = content_type == TlsRecordType::Handshake.0
-                    && bytes.first() == Some(&TlsHandshakeType::ClientHello.0);
-            }
+        // The first payload byte of the stream's first record.
+        let first_payload_byte = self.record_start == 0
+            && match self.state {
+                State::Payload { .. } => self.pending.is_empty(),
+                State::Handshake { .. } => self.offset == RECORD_HEADER_LEN as u64,
+                _ => false,
+            };
+        if first_payload_byte {
+            self.opened_with_client_hello = matches!(self.state, State::Handshake { .. })
+                && bytes.first() == Some(&TlsHandshakeType::ClientHello.0);
         }
         match self.state {
-            State::Stopped => {
-                self.offset += bytes.len() as u64;
-                bytes.len()
+            State::Handshake { .. } if self.handshake_skip > 0 => {
+                self.count_unneeded(bytes.len(), out)
             }
-            State::Skip {
-                kind,
-                len,
-                remaining,
-            } => {
+            State::Stopped | State::Skip { .. } => self.count_unneeded(bytes.len(), out),
+            State::Handshake { remaining } => {
                 let used = remaining.min(bytes.len());
+                let chunk_offset = self.offset;
                 self.offset += used as u64;
-                if used == remaining {
-                    self.finish_opaque(kind, len, out);
-                } else {
-                    self.state = State::Skip {
-                        kind,
-                        len,
-                        remaining: remaining - used,
-                    };
+                self.reassemble(&bytes[..used], chunk_offset, out);
+                if self.state != State::Stopped {
+                    self.handshake_bytes_done(remaining - used);
                 }
                 used
             }
@@ -243,6 +283,55 @@ impl TlsStreamParser {
         }
         self.opened_with_client_hello = true;
         self.state = State::SslV2 { total };
+    }
+
+    /// In a state that only counts bytes, steps over up to `n` of them (seen or not)
+    /// and returns how many; 0 in a state that reads its bytes.
+    fn count_unneeded(&mut self, n: usize, out: &mut Vec<ParsedMessage>) -> usize {
+        match self.state {
+            State::Stopped => {
+                self.offset += n as u64;
+                n
+            }
+            State::Skip {
+                kind,
+                len,
+                remaining,
+            } => {
+                let used = remaining.min(n);
+                self.offset += used as u64;
+                if used == remaining {
+                    self.finish_opaque(kind, len, out);
+                } else {
+                    self.state = State::Skip {
+                        kind,
+                        len,
+                        remaining: remaining - used,
+                    };
+                }
+                used
+            }
+            State::Handshake { remaining } if self.handshake_skip > 0 => {
+                let used = remaining.min(self.handshake_skip).min(n);
+                self.offset += used as u64;
+                self.handshake_skip -= used;
+                // Whatever comes next begins after the skipped bytes, however they
+                // were chunked.
+                self.handshake_start = self.offset;
+                self.handshake_bytes_done(remaining - used);
+                used
+            }
+            _ => 0,
+        }
+    }
+
+    /// A handshake record's payload went on: `remaining` bytes of it are left.
+    fn handshake_bytes_done(&mut self, remaining: usize) {
+        if remaining == 0 {
+            self.next_record();
+        } else {
+            self.state = State::Handshake { remaining };
+        }
     }
 
     /// Moves up to `want - pending.len()` bytes into `pending`; returns how many.
@@ -332,6 +421,12 @@ impl TlsStreamParser {
             None if len == 0 => {
                 self.on_payload(content_type, &[], out);
             }
+            // Before this direction's ChangeCipherSpec a handshake record is plaintext
+            // and read as it comes; after it (a TLS 1.3 client's second hello, or a
+            // Finished) it is looked at whole.
+            None if content_type == TlsRecordType::Handshake.0 && !self.ccs_seen => {
+                self.state = State::Handshake { remaining: len };
+            }
             None => self.state = State::Payload { content_type, len },
         }
     }
@@ -359,7 +454,7 @@ impl TlsStreamParser {
     fn on_payload(&mut self, content_type: u8, payload: &[u8], out: &mut Vec<ParsedMessage>) {
         match TlsRecordType(content_type) {
             TlsRecordType::ChangeCipherSpec => {
-                if !self.handshake.is_empty() {
+                if !self.handshake.is_empty() || self.handshake_skip > 0 {
                     let reason = "handshake message cut by a ChangeCipherSpec".to_string();
                     return self.stop(self.handshake_start, TlsMessage::Malformed { reason }, out);
                 }
@@ -387,6 +482,7 @@ impl TlsStreamParser {
                 if self.ccs_seen
                     && !self.chose_tls13
                     && self.handshake.is_empty()
+                    && self.handshake_skip == 0
                     && !looks_like_plaintext_client_hello(payload)
                 {
                     // A TLS 1.3-offering client whose server chose TLS 1.2: this is
@@ -394,7 +490,7 @@ impl TlsStreamParser {
                     let message = TlsMessage::EncryptedHandshake { len: payload.len() };
                     self.emit(self.record_start, message, out);
                 } else {
-                    self.reassemble(payload, out);
+                    self.reassemble(payload, self.record_start + RECORD_HEADER_LEN as u64, out);
                 }
             }
         }
@@ -404,10 +500,15 @@ impl TlsStreamParser {
     /// Takes a handshake record's payload and emits every message it completes. Whole
     /// messages are decoded where they lie; only a message that continues in a later
     /// record is buffered, and the buffer is let go once it empties.
-    fn reassemble(&mut self, payload: &[u8], out: &mut Vec<ParsedMessage>) {
-        let payload_offset = self.record_start + RECORD_HEADER_LEN as u64;
+    fn reassemble(&mut self, payload: &[u8], payload_offset: u64, out: &mut Vec<ParsedMessage>) {
         if self.handshake.is_empty() {
-            self.handshake_start = self.record_start;
+            // A message that begins its record starts at the record header.
+            self.handshake_start = if payload_offset == self.record_start + RECORD_HEADER_LEN as u64
+            {
+                self.record_start
+            } else {
+                payload_offset
+            };
             if let Some(used) = self.decode_messages(payload, 0, payload_offset, out) {
                 self.handshake.extend_from_slice(&payload[used..]);
             }
@@ -424,10 +525,13 @@ impl TlsStreamParser {
         }
     }
 
-    /// Decodes the whole handshake messages at the front of `buffer`, whose first
+    /// Decodes the handshake messages at the front of `buffer`, whose first
     /// `from_earlier` bytes came from earlier records and the rest from the record
-    /// whose payload starts at stream offset `payload_offset`. Returns the bytes
-    /// used, or `None` when parsing stopped (an oversized or malformed message).
+    /// whose payload (or what is left of it after a skipped tail) starts at stream
+    /// offset `payload_offset`. A message is decoded once it is whole, except a
+    /// Certificate (decided once its leaf is there) and a message too long to hold
+    /// (decided by its type): their bytes still to come are skipped. Returns the
+    /// bytes used, or `None` when parsing stopped (a malformed message).
     fn decode_messages(
         &mut self,
         buffer: &[u8],
@@ -437,38 +541,71 @@ impl TlsStreamParser {
     ) -> Option<usize> {
         let mut used = 0usize;
         let mut used_of_payload = 0usize;
+        // Moves `n` more bytes of `buffer` behind us; the stream offset just past them.
+        let mut advance = |n: usize, used: &mut usize| {
+            let earlier = n.min(from_earlier);
+            from_earlier -= earlier;
+            used_of_payload += n - earlier;
+            *used += n;
+            payload_offset + used_of_payload as u64
+        };
         while let [msg_type, l0, l1, l2, ..] = buffer[used..] {
             let body_len = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
-            if body_len > MAX_HANDSHAKE_MESSAGE {
-                let reason = format!(
-                    "handshake message type {msg_type} of {body_len} bytes exceeds the \
-                     {MAX_HANDSHAKE_MESSAGE}-byte bound"
-                );
-                self.stop(self.handshake_start, TlsMessage::Malformed { reason }, out);
-                return None;
-            }
             let total = HANDSHAKE_HEADER_LEN + body_len;
-            if buffer.len() - used < total {
-                break;
-            }
-            let earlier = total.min(from_earlier);
-            from_earlier -= earlier;
-            used_of_payload += total - earlier;
-            let end = payload_offset + used_of_payload as u64;
-            let message = decode_handshake(&buffer[used..used + total], self.cipher);
-            used += total;
-            self.observe(&message);
-            let stop = matches!(message, TlsMessage::Malformed { .. });
+            let available = buffer.len() - used;
+            let complete = available >= total;
+            let message = &buffer[used..used + total.min(available)];
+            // What the message is, and how many of its bytes decided it (a function of
+            // its bytes only, so that chunking never changes offsets).
+            let (decoded, decided_len) = match TlsHandshakeType(msg_type) {
+                TlsHandshakeType::Certificate => {
+                    let body = &message[HANDSHAKE_HEADER_LEN..];
+                    match leaf_from_prefix(body, complete, MAX_HANDSHAKE_MESSAGE) {
+                        LeafPrefix::Decided(leaf, n) => {
+                            (TlsMessage::Certificate(leaf), HANDSHAKE_HEADER_LEN + n)
+                        }
+                        LeafPrefix::NeedMore => break,
+                    }
+                }
+                TlsHandshakeType::ClientHello | TlsHandshakeType::ServerHello
+                    if body_len > MAX_HANDSHAKE_MESSAGE =>
+                {
+                    let reason = format!(
+                        "handshake message type {msg_type} of {body_len} bytes exceeds the \
+                         {MAX_HANDSHAKE_MESSAGE}-byte bound"
+                    );
+                    (TlsMessage::Malformed { reason }, HANDSHAKE_HEADER_LEN)
+                }
+                _ if complete => (decode_handshake(message, self.cipher), total),
+                _ if body_len <= MAX_HANDSHAKE_MESSAGE => break,
+                // Too long to hold: what it is, without its body.
+                TlsHandshakeType::ServerKeyExchange => (
+                    TlsMessage::ServerKeyExchange { group: None },
+                    HANDSHAKE_HEADER_LEN,
+                ),
+                TlsHandshakeType(msg_type) => (
+                    TlsMessage::OtherHandshake { msg_type },
+                    HANDSHAKE_HEADER_LEN,
+                ),
+            };
+            let end = advance(decided_len, &mut used);
+            self.observe(&decoded);
+            let stop = matches!(decoded, TlsMessage::Malformed { .. });
             out.push(ParsedMessage {
                 start: self.handshake_start,
                 end,
-                message,
+                message: decoded,
             });
-            self.handshake_start = end;
             if stop {
                 self.halt();
                 return None;
             }
+            // The rest of a message decided early is skipped: here, and in later
+            // records as it comes.
+            let rest = total - decided_len;
+            let here = rest.min(buffer.len() - used);
+            self.handshake_start = advance(here, &mut used);
+            self.handshake_skip = rest - here;
         }
         Some(used)
     }
@@ -584,7 +721,12 @@ pub(crate) fn decode_handshake(message: &[u8], cipher: Option<u16>) -> TlsMessag
             Ok(hello) => TlsMessage::ServerHello(hello),
             Err(reason) => TlsMessage::Malformed { reason },
         },
-        TlsHandshakeType::Certificate => TlsMessage::Certificate(leaf_certificate(body)),
+        TlsHandshakeType::Certificate => {
+            match leaf_from_prefix(body, true, MAX_HANDSHAKE_MESSAGE) {
+                LeafPrefix::Decided(leaf, _) => TlsMessage::Certificate(leaf),
+                LeafPrefix::NeedMore => TlsMessage::Certificate(None),
+            }
+        }
         TlsHandshakeType::ServerKeyExchange => TlsMessage::ServerKeyExchange {
             group: server_key_exchange_group(body, cipher),
         },

@@ -258,8 +258,8 @@ fn tls13_offering_client_ciphertext_after_ccs_is_not_taken_for_a_hello() {
 }
 
 #[test]
-fn oversized_handshake_message_is_malformed_and_stops() {
-    let mut stream = record(22, &[11, 0x01, 0x00, 0x01]); // 65537-byte Certificate
+fn oversized_hello_is_malformed_and_stops() {
+    let mut stream = record(22, &[1, 0x01, 0x00, 0x01]); // 65537-byte ClientHello
     stream.extend(record(22, &[0; 100]));
     let out = parse_all(&stream, 2);
     match &out[..] {
@@ -270,6 +270,113 @@ fn oversized_handshake_message_is_malformed_and_stops() {
         }] => assert!(reason.contains("65537"), "{reason}"),
         other => panic!("{other:?}"),
     }
+}
+
+/// A Certificate handshake message announcing a `chain_len`-byte chain whose leaf is
+/// `leaf` (the chain's other bytes are for the caller to add).
+fn certificate_head(chain_len: usize, leaf: &[u8]) -> Vec<u8> {
+    let u24 = |n: usize| [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+    let mut v = vec![11];
+    v.extend(u24(chain_len + 3));
+    v.extend(u24(chain_len));
+    v.extend(u24(leaf.len()));
+    v.extend_from_slice(leaf);
+    v
+}
+
+/// Records of at most 16 KiB carrying `bytes` as handshake payload.
+fn handshake_records(bytes: &[u8]) -> Vec<u8> {
+    bytes.chunks(16_384).flat_map(|c| record(22, c)).collect()
+}
+
+#[test]
+fn a_certificate_chain_of_any_size_is_decided_on_its_leaf_and_skipped() {
+    // A 3 MiB chain (past the 64 KiB a message may be held whole), then a
+    // ServerHelloDone in the record that ends the chain, then CCS.
+    let chain_len = 3 << 20;
+    let leaf = [0x30, 0x03, 1, 2, 3];
+    let mut message = certificate_head(chain_len, &leaf);
+    message.resize(4 + 3 + chain_len, 0xaa);
+    message.extend(handshake(14, &[]));
+    let mut stream = handshake_records(&message);
+    stream.extend(record(20, &[1]));
+    for piece in [1, 700, 16_389, stream.len()] {
+        let mut parser = TlsStreamParser::new();
+        let mut out = Vec::new();
+        for chunk in stream.chunks(piece) {
+            parser.feed(chunk, &mut out);
+            assert!(
+                parser.buffered_bytes() <= MAX_RECORD_PAYLOAD + 64,
+                "{piece}"
+            );
+        }
+        let names: Vec<_> = out.iter().map(|m| m.message.clone()).collect();
+        assert_eq!(
+            names,
+            [
+                TlsMessage::Certificate(None),
+                TlsMessage::OtherHandshake { msg_type: 14 },
+                TlsMessage::ChangeCipherSpec,
+            ],
+            "{piece}"
+        );
+        // The ServerHelloDone starts mid-record, just after the chain.
+        let records_before = (4 + 3 + chain_len as u64).div_ceil(16_384);
+        assert_eq!(out[1].start, 4 + 3 + chain_len as u64 + 5 * records_before);
+        assert_eq!(parser.offset(), stream.len() as u64);
+    }
+}
+
+#[test]
+fn a_change_cipher_spec_inside_a_skipped_message_is_placed_the_same_whatever_the_chunking() {
+    // A 255,906-byte message of type 3 (decided at its header, then skipped), cut
+    // by a ChangeCipherSpec: found by the record_parser fuzz target.
+    let mut stream = record(22, &[3, 3, 231, 162, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    stream.extend(record(20, &[1]));
+    let whole = parse_all(&stream, stream.len());
+    assert_eq!(whole.len(), 2);
+    assert_eq!(whole[1].start, 19);
+    for chunk in 1..stream.len() {
+        assert_eq!(parse_all(&stream, chunk), whole, "chunks of {chunk}");
+    }
+}
+
+#[test]
+fn skipped_bytes_the_parser_does_not_need_change_nothing() {
+    let chain_len = 100_000;
+    let mut message = certificate_head(chain_len, &[0x30, 0x00]);
+    message.resize(4 + 3 + chain_len, 0xbb);
+    message.extend(handshake(14, &[]));
+    let mut stream = handshake_records(&message);
+    stream.extend(record(23, &[7; 300]));
+    stream.extend(record(21, &[2, 40]));
+    let mut whole = TlsStreamParser::new();
+    let mut expected = Vec::new();
+    whole.feed(&stream, &mut expected);
+
+    // Feed only what the parser needs; step over the rest unseen.
+    let mut parser = TlsStreamParser::new();
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    let mut fed = 0usize;
+    while at < stream.len() {
+        let needed = parser.next_needed().min(stream.len() as u64) as usize;
+        if needed > at {
+            assert!(parser.skip((needed - at) as u64, &mut out));
+            at = needed;
+            continue;
+        }
+        parser.feed(&stream[at..at + 1], &mut out);
+        at += 1;
+        fed += 1;
+    }
+    assert_eq!(out, expected);
+    assert_eq!(out.len(), 4);
+    assert!(fed < 200, "fed {fed} bytes");
+    // Bytes it needs cannot be skipped.
+    let mut parser = TlsStreamParser::new();
+    assert!(!parser.skip(1, &mut out));
+    assert!(parser.skip(0, &mut out));
 }
 
 #[test]
