@@ -46,9 +46,10 @@ pub struct Pipeline {
 
 /// The flow table stage: one table in the caller's thread, or workers.
 enum FlowStage {
-    /// Boxed: the table is large, the shards' handle small.
+    /// Boxed, as the other: both are large, and the stage is made once.
     Single(Box<FlowTable>),
-    Sharded(Shards),
+    /// Worker threads, each with its own table.
+    Sharded(Box<Shards>),
 }
 
 /// The linker and its scratch buffers.
@@ -90,7 +91,7 @@ impl Pipeline {
     pub fn with_workers(mut self, workers: usize) -> Self {
         if workers > 1 {
             let shards = Shards::new(&self.options, workers, self.forwarding.is_some());
-            self.flows = FlowStage::Sharded(shards);
+            self.flows = FlowStage::Sharded(Box::new(shards));
         }
         self
     }
@@ -101,7 +102,7 @@ impl Pipeline {
         match &mut self.flows {
             FlowStage::Single(table) => table.collect_client_hellos(),
             FlowStage::Sharded(shards) => {
-                *shards = Shards::new(&self.options, shards.workers(), true);
+                **shards = Shards::new(&self.options, shards.workers(), true);
             }
         }
         self.forwarding = Some(Linking {
