@@ -150,8 +150,19 @@ def endpoints(i, v4):
     return client.packed, server.packed, port
 
 
-def generate(out, handshakes, gap_us):
+# Templates live capture does not follow, by the README's rules ("Live and
+# offline agree"): a connection whose first payload is not a ClientHello (plain
+# HTTP on a TLS port is a `not_tls` record offline, and nothing live), and a
+# ClientHello whose first segment arrives after a later one (the kernel starts
+# following a connection at a payload that begins a ClientHello). The replay
+# benchmark leaves them out, so the daemon's count can equal analyze's.
+LIVE_INVISIBLE = ("plain-http.pcap", "reordered-duplicated.pcap")
+
+
+def generate(out, handshakes, gap_us, live_visible=False):
     templates = load_templates()
+    if live_visible:
+        templates = [t for t in templates if t[0] not in LIVE_INVISIBLE]
     if not templates:
         raise SystemExit("bench.py: no templates found in the corpus")
     base_us = 1_700_000_000 * 1_000_000
@@ -247,6 +258,8 @@ def main(argv):
     gen.add_argument("--handshakes", type=int, default=100_000)
     gen.add_argument("--gap-us", type=int, default=1000,
                      help="microseconds between the starts of consecutive handshakes")
+    gen.add_argument("--live-visible", action="store_true",
+                     help="only templates live capture follows (see LIVE_INVISIBLE)")
     bench = sub.add_parser("run", help="time tlsmon and tshark on a capture")
     bench.add_argument("capture")
     bench.add_argument("--tlsmon", required=True, help="path of the tlsmon binary")
@@ -255,7 +268,7 @@ def main(argv):
     bench.add_argument("--skip-tshark", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "generate":
-        generate(args.out, args.handshakes, args.gap_us)
+        generate(args.out, args.handshakes, args.gap_us, args.live_visible)
     else:
         run(args.capture, args.tlsmon, args.runs, args.tshark_runs, args.skip_tshark)
     return 0

@@ -87,7 +87,7 @@ pub fn run(bench: &Bench, args: &ReplayArgs) -> Result<String> {
     let tlsmon = tlsmon_binary(bench, args.replay_tlsmon.as_deref())?;
     let script = bench.root.join("tests/corpus/tools/bench.py");
     let capture =
-        std::env::temp_dir().join(format!("tlsmon-bench-{}.pcap", args.replay_handshakes));
+        std::env::temp_dir().join(format!("tlsmon-bench-live-{}.pcap", args.replay_handshakes));
     if !capture.exists() {
         output_of(
             Command::new("python3")
@@ -95,7 +95,10 @@ pub fn run(bench: &Bench, args: &ReplayArgs) -> Result<String> {
                 .arg("generate")
                 .arg(&capture)
                 .args(["--handshakes", &args.replay_handshakes.to_string()])
-                .args(["--gap-us", &GAP_US.to_string()]),
+                .args(["--gap-us", &GAP_US.to_string()])
+                // Only connections live capture follows: otherwise the daemon's
+                // count can never equal analyze's, whatever the rate.
+                .arg("--live-visible"),
         )
         .context("generating the capture")?;
     }
@@ -119,7 +122,7 @@ pub fn run(bench: &Bench, args: &ReplayArgs) -> Result<String> {
     let mut md = format!(
         "\n#### Live capture at rate\n\n\
          `cargo xtask bench --part replay --replay-handshakes {n} --replay-rates {rates}{extra}`, \
-         tlsmon `{bin}`: {capture} (`bench.py generate --gap-us {GAP_US}`) rewritten to the \
+         tlsmon `{bin}`: {capture} (`bench.py generate --gap-us {GAP_US} --live-visible`) rewritten to the \
          receiving veth's MAC and replayed with `tcpreplay --multiplier`, a fresh `tlsmon run` \
          per rate (handshake timeout scaled to 10 s of capture time). `tlsmon analyze` of the \
          file: {expected}.\n\n\
