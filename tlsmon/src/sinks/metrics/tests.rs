@@ -611,11 +611,11 @@ fn every_family_follows_the_naming_rules_and_has_help() {
         assert!(help.len() > 30, "{name}: HELP too short: {help}");
     }
     // 11 handshake families (diagnoses included), the folded counter, 5
-    // breakdowns (by service included), build_info, 24 capture-health families
-    // (server profile evictions, cgroup lookups and preambles included) and the
+    // breakdowns (by service included), build_info, 27 capture-health families
+    // (server profile evictions, cgroup lookups, preambles and QUIC included) and the
     // forwarding linker's unlinked counter (a vector without series, such as the
     // preamble handshakes here, is not rendered).
-    assert_eq!(families, 43);
+    assert_eq!(families, 46);
 }
 
 #[test]

@@ -31,6 +31,9 @@ pub struct CaptureHealth {
     preamble_candidates: IntCounter,
     bytes_skipped: IntCounter,
     record_following_stopped: IntCounter,
+    quic_openings: IntCounter,
+    quic_openings_refused: IntCounter,
+    quic_flows_started: IntCounter,
     /// Serialises [`Self::set_kernel_counters`] (it reads then adds, and two
     /// concurrent callers would otherwise both add the same difference), and
     /// keeps the recent history of RingBuf drops.
@@ -113,6 +116,18 @@ impl CaptureHealth {
             record_following_stopped: counter(
                 "tlsmon_capture_record_following_stopped_total",
                 "Directions of tracked connections whose TLS records the kernel program stopped following (bytes that are no TLS record, such as a preamble; a gap before the hook; too many records in one packet): copied whole since, within the byte budget.",
+            )?,
+            quic_openings: counter(
+                "tlsmon_capture_quic_openings_total",
+                "QUIC client Initials of unknown connections the kernel program took as the start of a connection, waiting for the server's answer.",
+            )?,
+            quic_openings_refused: counter(
+                "tlsmon_capture_quic_openings_refused_total",
+                "QUIC client Initials of unknown connections the kernel program did not look at because its per-CPU budget of new QUIC connections per second was spent (a flood of Initials).",
+            )?,
+            quic_flows_started: counter(
+                "tlsmon_capture_quic_flows_started_total",
+                "QUIC connections the kernel program began copying once the server answered the client's Initial.",
             )?,
             kernel_update: Mutex::new(DropWindow::default()),
             flows_tracked: registered(
@@ -257,6 +272,9 @@ impl CaptureHealth {
             &self.record_following_stopped,
             snapshot.record_following_stopped,
         );
+        set_absolute(&self.quic_openings, snapshot.quic_openings);
+        set_absolute(&self.quic_openings_refused, snapshot.quic_openings_refused);
+        set_absolute(&self.quic_flows_started, snapshot.quic_flows_started);
     }
 
     /// Sets the number of connections currently followed.
