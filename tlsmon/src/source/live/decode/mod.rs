@@ -65,6 +65,19 @@ fn address(family: u8, bytes: &[u8; 16]) -> Result<IpAddr, DecodeError> {
     }
 }
 
+/// The record's header, once the payload it announces is known to be held.
+fn header_with_payload(record: &[u8]) -> Result<EventHeader, DecodeError> {
+    let h = header(record)?;
+    let held = record.len() - HEADER_LEN;
+    if h.payload_len as usize > held {
+        return Err(DecodeError::PayloadLength {
+            announced: h.payload_len,
+            held,
+        });
+    }
+    Ok(h)
+}
+
 /// Decodes one record into a segment seen on `device`.
 ///
 /// Payload events become segments with their bytes; FIN, RST and SYN-ACK events
@@ -74,14 +87,7 @@ pub(crate) fn segment(
     clock: WallClock,
     device: Device,
 ) -> Result<Segment, DecodeError> {
-    let h = header(record)?;
-    let held = record.len() - HEADER_LEN;
-    if h.payload_len as usize > held {
-        return Err(DecodeError::PayloadLength {
-            announced: h.payload_len,
-            held,
-        });
-    }
+    let h = header_with_payload(record)?;
     let kind = EventKind::from_u16(h.kind).ok_or(DecodeError::Kind(h.kind))?;
     let flags = match kind {
         EventKind::Payload => h.tcp_flags & !(TCP_FIN | TCP_RST),
@@ -135,14 +141,7 @@ pub(crate) fn datagram(
     clock: WallClock,
     device: Device,
 ) -> Result<Datagram, DecodeError> {
-    let h = header(record)?;
-    let held = record.len() - HEADER_LEN;
-    if h.payload_len as usize > held {
-        return Err(DecodeError::PayloadLength {
-            announced: h.payload_len,
-            held,
-        });
-    }
+    let h = header_with_payload(record)?;
     match EventKind::from_u16(h.kind) {
         Some(EventKind::QuicDatagram | EventKind::QuicShortHeader) => {}
         Some(_) => return Err(DecodeError::Transport(h.kind)),
